@@ -1,0 +1,110 @@
+"""Wires the API into a FastAPI app: routers, error handlers, log redaction, the idle sweeper.
+
+``install(app)`` is used by the NiceGUI entry point (``ui/main.py``) on NiceGUI's own FastAPI
+app; ``create_app()`` gives a bare API app for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core import data_service
+from core.api import data_input
+from core.api.logs import install_log_redaction
+from core.errors import DarkroomError
+
+log = logging.getLogger(__name__)
+
+
+async def _darkroom_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DarkroomError)
+    return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in error.get('loc', ()) if p != 'body')}: {error.get('msg', 'invalid')}"
+        for error in exc.errors()
+    )
+    return JSONResponse({"detail": f"malformed request: {problems}"}, status_code=400)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal error; the request was not completed"}, status_code=500)
+
+
+async def sweep_idle_sessions_forever() -> None:
+    """Delete idle sessions every ``sweep_interval_seconds``."""
+    while True:
+        await asyncio.sleep(data_service.settings().sweep_interval_seconds)
+        try:
+            await asyncio.to_thread(data_service.expire_idle_sessions)
+        except Exception:  # noqa: BLE001  the sweeper must outlive one bad round
+            log.exception("idle-session sweep failed")
+
+
+_sweeper: asyncio.Task[None] | None = None
+
+
+async def start_background() -> None:
+    """Start what runs beside the requests (call on startup, inside the server's loop)."""
+    global _sweeper
+    install_log_redaction()  # uvicorn configures its loggers after the app is imported
+    if _sweeper is None or _sweeper.done():
+        _sweeper = asyncio.create_task(sweep_idle_sessions_forever())
+
+
+async def stop_background() -> None:
+    global _sweeper
+    task, _sweeper = _sweeper, None
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def install(app: FastAPI) -> None:
+    """Add Darkroom's routers and error handlers to ``app``. The caller hooks
+    ``start_background``/``stop_background`` into the app's lifecycle."""
+    app.include_router(data_input.router)
+    app.add_exception_handler(DarkroomError, _darkroom_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    install_log_redaction()
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    await start_background()
+    try:
+        yield
+    finally:
+        await stop_background()
+
+
+def create_app() -> FastAPI:
+    """A bare FastAPI app with the whole API and no UI."""
+    app = FastAPI(
+        title="Darkroom API",
+        version="0.1.0",
+        description="Private, per-session image workspaces over HTTP and WebSocket.",
+        lifespan=_lifespan,
+    )
+    install(app)
+    return app

@@ -1,0 +1,355 @@
+"""The data API: sessions, uploads (multipart, ZIP, WebSocket), images, health.
+
+Routes stay thin: they read bytes and call ``core.data_service``. CPU work (decoding, thumbnails)
+runs in worker threads; ``asyncio.to_thread`` copies the context, so the session set by
+``session_dependency`` is what the service sees there too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+
+from core import data_service
+from core.api.deps import session_dependency
+from core.api.models import (
+    ERRORS,
+    Health,
+    ImageRecordModel,
+    SessionCreated,
+    UploadResult,
+    ZipUploadResult,
+)
+from core.api.multipart import boundary_of, iter_file_parts
+from core.errors import BadRequest, DarkroomError, TooLarge
+from core.ingest import ALLOWED_FORMATS
+from core.sessions import new_session_id, session_scope
+from core.storage.base import ImageRecord
+
+router = APIRouter(prefix="/api")
+Session = Annotated[str | None, Depends(session_dependency)]
+
+_MULTIPART_SLACK = 1024 * 1024  # part headers and boundaries around the file bytes
+_ZIP_TYPES = {"application/zip", "application/x-zip-compressed", "application/octet-stream"}
+
+
+def content_disposition(filename: str, disposition: str = "inline") -> str:
+    """RFC 6266 header: an ASCII fallback plus the exact name in RFC 5987 encoding."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\;' else "_" for c in filename) or "image"
+    return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def _image_response(body: bytes, media_type: str, filename: str | None = None) -> Response:
+    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store"}
+    if filename is not None:
+        headers["Content-Disposition"] = content_disposition(filename)
+    return Response(content=body, media_type=media_type, headers=headers)
+
+
+def _mime(record: ImageRecord) -> str:
+    return ALLOWED_FORMATS[record.format]
+
+
+@router.post("/sessions", response_model=SessionCreated, status_code=201, tags=["sessions"])
+async def create_session() -> SessionCreated:
+    """A new private workspace. Keep the id secret: whoever has it sees the workspace."""
+    session_id = new_session_id()
+    with session_scope(session_id):
+        data_service.touch_session()
+    return SessionCreated(session_id=session_id)
+
+
+@router.post(
+    "/images",
+    response_model=UploadResult,
+    responses={k: v for k, v in ERRORS.items() if k != 404},
+    tags=["images"],
+)
+async def upload_images(request: Request, session: Session) -> JSONResponse:
+    """Upload images as multipart/form-data, one or more parts named ``files``.
+
+    Each file is checked on its own: the answer lists what was accepted, rejected (with the
+    status it alone would get) and already present. 200 when anything was accepted, otherwise
+    the status of the first rejection. A file over the size limit stops the upload at once (413)
+    and nothing of it is stored."""
+    settings = data_service.settings()
+    boundary = boundary_of(request)
+    pending: list[asyncio.Task[data_service.Prepared]] = []
+    try:
+        async for part in iter_file_parts(
+            request,
+            boundary,
+            {"files"},
+            max_file_bytes=settings.max_file_bytes,
+            max_files=settings.max_files_per_request,
+            max_body_bytes=settings.session_quota_bytes + _MULTIPART_SLACK,
+        ):
+            # Validate and thumbnail while the next file is still arriving.
+            pending.append(asyncio.create_task(asyncio.to_thread(data_service.prepare_image, part.data, part.filename)))
+        if not pending:
+            raise BadRequest("no files were sent: use one or more form parts named 'files'")
+        prepared = await asyncio.gather(*pending)
+    except BaseException:
+        for task in pending:
+            task.cancel()
+        raise
+    report = await asyncio.to_thread(data_service.commit, prepared)
+    return JSONResponse(UploadResult.of(report).model_dump(), status_code=report.status_code)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise TooLarge(f"the archive is over the {limit / 2**20:.0f} MiB limit; nothing was stored")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/images/zip",
+    response_model=ZipUploadResult,
+    responses={k: v for k, v in ERRORS.items() if k != 404},
+    tags=["images"],
+)
+async def upload_zip(request: Request, session: Session) -> JSONResponse:
+    """Upload a ZIP archive: a multipart part named ``file``, or the raw archive as an
+    ``application/zip`` body. Unsafe archives are refused whole (422); each image inside is
+    checked like a single upload; members that are not images are listed in ``skipped``."""
+    settings = data_service.settings()
+    limit = settings.zip_max_archive_bytes
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        parts = [
+            part
+            async for part in iter_file_parts(
+                request,
+                boundary_of(request),
+                {"file"},
+                max_file_bytes=limit,
+                max_files=1,
+                max_body_bytes=limit + _MULTIPART_SLACK,
+            )
+        ]
+        if not parts:
+            raise BadRequest("no archive was sent: use a form part named 'file'")
+        archive = parts[0].data
+    elif content_type in _ZIP_TYPES:
+        archive = await _read_body(request, limit)
+    else:
+        raise BadRequest("send the archive as multipart/form-data (part 'file') or as an application/zip body")
+    report = await asyncio.to_thread(data_service.save_and_extract_zip, archive)
+    return JSONResponse(ZipUploadResult.of(report).model_dump(), status_code=report.status_code)
+
+
+@router.get("/images", response_model=list[ImageRecordModel], responses={400: ERRORS[400]}, tags=["images"])
+async def list_images(session: Session) -> list[ImageRecordModel]:
+    """The workspace's images, in upload order."""
+    return [ImageRecordModel.of(r) for r in data_service.list_images()]
+
+
+@router.get(
+    "/images/{image_id}",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/*": {}}, "description": "The original bytes"},
+        400: ERRORS[400],
+        404: ERRORS[404],
+    },
+    tags=["images"],
+)
+async def get_image(image_id: str, session: Session) -> Response:
+    """The original file, byte for byte, with its real Content-Type."""
+    record, body = await asyncio.to_thread(data_service.load_image, image_id)
+    return _image_response(body, _mime(record), record.filename)
+
+
+@router.get(
+    "/images/{image_id}/thumbnail",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "The upright preview"},
+        400: ERRORS[400],
+        404: ERRORS[404],
+    },
+    tags=["images"],
+)
+async def get_thumbnail(image_id: str, session: Session) -> Response:
+    """The preview made at upload (longest side 256 px by default), upright."""
+    record, body = await asyncio.to_thread(data_service.load_thumbnail, image_id)
+    return _image_response(body, record.thumbnail_mime)
+
+
+@router.delete("/images/{image_id}", status_code=204, responses={400: ERRORS[400], 404: ERRORS[404]}, tags=["images"])
+async def delete_image(image_id: str, session: Session) -> Response:
+    """Delete one image and everything computed from it."""
+    await asyncio.to_thread(data_service.delete_image, image_id)
+    return Response(status_code=204)
+
+
+@router.delete("/session", status_code=204, responses={400: ERRORS[400]}, tags=["sessions"])
+async def clear_session(session: Session) -> Response:
+    """Delete everything in the workspace (a session id is required)."""
+    data_service.clear_session()
+    return Response(status_code=204)
+
+
+@router.get("/health", response_model=Health, tags=["service"])
+async def health() -> Health:
+    """Service status and totals (never ids)."""
+    totals = data_service.totals()
+    settings = data_service.settings()
+    return Health(
+        storage=settings.storage,
+        sessions=totals.sessions,
+        images=totals.images,
+        bytes_held=totals.bytes_held,
+        capacity_bytes=totals.capacity_bytes,
+        legacy_fallback=settings.legacy_fallback,
+    )
+
+
+# -- WebSocket upload --
+class _WsUpload:
+    """One open WebSocket upload: a JSON header per file, then its bytes as binary messages."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.settings = data_service.settings()
+        self.send_lock = asyncio.Lock()
+        self.pending: list[asyncio.Task[None]] = []
+        self.counts = {"accepted": 0, "rejected": 0, "duplicates": 0}
+        self.filename: str | None = None
+        self.size = 0
+        self.chunks: list[bytes] = []
+        self.received = 0
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self.send_lock:
+            await self.websocket.send_text(json.dumps(message))
+
+    async def start_file(self, text: str) -> None:
+        try:
+            header = json.loads(text)
+        except ValueError:
+            raise BadRequest('expected a JSON header such as {"filename": "a.jpg", "size": 1234}') from None
+        if not isinstance(header, dict):
+            raise BadRequest("the header must be a JSON object")
+        if header.get("type") == "done":
+            raise _Done()
+        if self.filename is not None:
+            raise BadRequest("a new header arrived before the previous file's bytes were complete")
+        size = header.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise BadRequest("the header needs 'size', the file's length in bytes")
+        filename = str(header.get("filename") or "upload")
+        if size > self.settings.max_file_bytes:
+            await self._result(
+                filename,
+                413,
+                detail=f"the file is over the "
+                f"{self.settings.max_file_bytes / 2**20:.0f} MiB limit per file; do not send it",
+            )
+            self.counts["rejected"] += 1
+            return
+        self.filename, self.size, self.chunks, self.received = filename, size, [], 0
+        if size == 0:
+            self._finish_file()
+
+    async def add_bytes(self, data: bytes) -> None:
+        if self.filename is None:
+            raise BadRequest('binary data arrived without a header; send {"filename", "size"} first')
+        self.received += len(data)
+        if self.received > self.size:
+            raise TooLarge(f"more bytes arrived than the {self.size} declared for {self.filename!r}")
+        self.chunks.append(data)
+        await self.send({"type": "progress", "filename": self.filename, "received": self.received, "size": self.size})
+        if self.received == self.size:
+            self._finish_file()
+
+    def _finish_file(self) -> None:
+        filename, data = self.filename, b"".join(self.chunks)
+        self.filename, self.chunks = None, []
+        self.pending.append(asyncio.create_task(self._store(filename, data)))
+
+    async def _store(self, filename: str | None, data: bytes) -> None:
+        prepared = await asyncio.to_thread(data_service.prepare_image, data, filename)
+        report = await asyncio.to_thread(data_service.commit, [prepared])
+        if report.accepted:
+            self.counts["accepted"] += 1
+            await self._result(report.accepted[0].filename, 200, image=report.accepted[0])
+        elif report.duplicates:
+            self.counts["duplicates"] += 1
+            duplicate = report.duplicates[0]
+            await self._result(duplicate.filename, 200, duplicate_of=duplicate.existing)
+        else:
+            self.counts["rejected"] += 1
+            rejection = report.rejected[0]
+            await self._result(rejection.filename, rejection.status, detail=rejection.detail)
+
+    async def _result(
+        self,
+        filename: str,
+        status: int,
+        image: ImageRecord | None = None,
+        duplicate_of: ImageRecord | None = None,
+        detail: str | None = None,
+    ) -> None:
+        await self.send(
+            {
+                "type": "result",
+                "filename": filename,
+                "status": status,
+                "image": image.to_public() if image else None,
+                "duplicate_of": duplicate_of.to_public() if duplicate_of else None,
+                "detail": detail,
+            }
+        )
+
+    async def finish(self) -> None:
+        await asyncio.gather(*self.pending)
+        await self.send({"type": "summary", **self.counts})
+
+
+class _Done(Exception):
+    """The client said it has nothing more to send."""
+
+
+@router.websocket("/ws/upload")
+async def websocket_upload(websocket: WebSocket, session: Session) -> None:
+    """Streaming upload for scripts (see the README): per file a JSON header
+    ``{"filename": ..., "size": ...}`` then binary chunks; the server answers ``progress`` per chunk
+    and one ``result`` per file, and ``summary`` after ``{"type": "done"}``. Limits are enforced
+    mid-stream: a breach is answered with an ``error`` message and the socket is closed (1009)."""
+    await websocket.accept()
+    upload = _WsUpload(websocket)
+    settings = upload.settings
+    await upload.send(
+        {"type": "ready", "max_file_bytes": settings.max_file_bytes, "max_message_bytes": 16 * 1024 * 1024}
+    )
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes") is not None:
+                await upload.add_bytes(message["bytes"])
+            elif message.get("text") is not None:
+                await upload.start_file(message["text"])
+    except _Done:
+        await upload.finish()
+        await websocket.close(code=1000)
+    except DarkroomError as exc:
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await upload.send({"type": "error", "status": exc.status_code, "detail": exc.message})
+            await websocket.close(code=1009 if isinstance(exc, TooLarge) else 1008, reason=exc.message[:120])
+    except WebSocketDisconnect:
+        return

@@ -1,0 +1,102 @@
+"""Response models of the data API (they are what OpenAPI documents)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from core.data_service import UploadReport
+from core.storage.base import ImageRecord
+
+
+class SessionCreated(BaseModel):
+    session_id: str = Field(description="A new private workspace id: send it as ?session_id= or X-Session-Id")
+
+
+class ImageRecordModel(BaseModel):
+    id: str = Field(description="Image id (32 hex digits), unique within the workspace")
+    filename: str = Field(description="The name it was uploaded with, cleaned of control characters")
+    format: str = Field(description="Format detected from the content: JPEG, PNG, GIF, WEBP, BMP or TIFF")
+    width: int = Field(description="Width in pixels, upright (EXIF orientation applied)")
+    height: int = Field(description="Height in pixels, upright")
+    size_bytes: int
+    sha256: str
+    uploaded_at: str = Field(description="ISO 8601, UTC")
+
+    @classmethod
+    def of(cls, record: ImageRecord) -> ImageRecordModel:
+        return cls(**record.to_public())
+
+
+class RejectionModel(BaseModel):
+    filename: str
+    status: int = Field(description="The HTTP status this file alone would get (413, 415, 422, 507)")
+    detail: str
+
+
+class DuplicateModel(BaseModel):
+    filename: str
+    existing: ImageRecordModel = Field(description="The image with the same bytes already in the workspace")
+
+
+class SkippedModel(BaseModel):
+    filename: str
+    reason: str
+
+
+class UploadResult(BaseModel):
+    accepted: list[ImageRecordModel] = []
+    rejected: list[RejectionModel] = []
+    duplicates: list[DuplicateModel] = []
+    detail: str | None = Field(None, description="Set when nothing was accepted: why")
+
+    @classmethod
+    def of(cls, report: UploadReport) -> UploadResult:
+        return cls(**_report_fields(report))
+
+
+class ZipUploadResult(UploadResult):
+    skipped: list[SkippedModel] = Field(
+        [], description="Members not taken (not images, nested archives); OS junk is left out silently"
+    )
+
+    @classmethod
+    def of(cls, report: UploadReport) -> ZipUploadResult:
+        return cls(
+            **_report_fields(report),
+            skipped=[SkippedModel(filename=s.filename, reason=s.reason) for s in report.skipped],
+        )
+
+
+def _report_fields(report: UploadReport) -> dict[str, object]:
+    return {
+        "accepted": [ImageRecordModel.of(r) for r in report.accepted],
+        "rejected": [RejectionModel(filename=r.filename, status=r.status, detail=r.detail) for r in report.rejected],
+        "duplicates": [
+            DuplicateModel(filename=d.filename, existing=ImageRecordModel.of(d.existing)) for d in report.duplicates
+        ],
+        "detail": report.detail,
+    }
+
+
+class Health(BaseModel):
+    status: str = "ok"
+    storage: str
+    sessions: int
+    images: int
+    bytes_held: int
+    capacity_bytes: int
+    legacy_fallback: bool
+
+
+class ErrorModel(BaseModel):
+    detail: str
+
+
+ERRORS = {
+    400: {"model": ErrorModel, "description": "Malformed request or session id"},
+    404: {"model": ErrorModel, "description": "No such image in this workspace"},
+    413: {"model": ErrorModel, "description": "Too large: file, pixels, frames, entries or quota"},
+    415: {"model": ErrorModel, "description": "Not a supported image"},
+    422: {"model": ErrorModel, "description": "Corrupt image or unsafe archive"},
+    507: {"model": ErrorModel, "description": "The server's memory cap is reached"},
+}

@@ -1,0 +1,323 @@
+"""Guarded ZIP reading: every check on the whole archive before one byte is decompressed.
+
+Python's ``zipfile`` trusts too much for an upload endpoint (it raises on badly flagged UTF-8
+names and does not refuse overlapping members), so the central directory is parsed here:
+
+* refused as a whole (422): not a ZIP, unsafe member paths (absolute, drive letters, ``..``),
+  symbolic links, encryption, compression other than stored and deflate, duplicate names,
+  overlapping members;
+* refused as a whole (413): more entries than allowed, declared total or ratio over the limits,
+  and the same limits on the bytes actually produced, read in bounded chunks;
+* skipped silently: directories and OS junk (``__MACOSX/``, ``.DS_Store``, ``Thumbs.db``, ...);
+* skipped and reported: nested archives (never opened).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from core.config import Settings
+from core.errors import CorruptImage, TooLarge, UnsafeArchive
+
+_EOCD = struct.Struct("<4sHHHHIIH")
+_EOCD64_LOCATOR = struct.Struct("<4sIQI")
+_EOCD64 = struct.Struct("<4sQHHIIQQQQ")
+_CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")
+
+_OS_JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", ".directory", "icon\r"}
+_ARCHIVE_SUFFIXES = (".zip", ".7z", ".rar", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".zst", ".cbz", ".jar")
+_ARCHIVE_MAGIC = (b"PK\x03\x04", b"\x1f\x8b", b"7z\xbc\xaf\x27\x1c", b"Rar!", b"BZh", b"\xfd7zXZ")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_CHUNK = 64 * 1024
+# Members producing less than this are not ratio-checked: a tiny flat image can compress 1000:1
+# and still be harmless. Larger output must stay under the configured ratio.
+RATIO_FLOOR_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ZipEntry:
+    name: str  # as stored in the archive (leniently decoded), '/' separators
+    method: int
+    flags: int
+    crc: int
+    compressed_size: int
+    size: int
+    data_offset: int
+
+
+@dataclass(frozen=True)
+class ZipMember:
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ZipProblem:
+    """A member that is not taken: ``status`` None means skipped (not an image), else rejected."""
+
+    name: str
+    reason: str
+    status: int | None = None
+
+
+def _fail(message: str) -> UnsafeArchive:
+    return UnsafeArchive(f"the archive was refused: {message}")
+
+
+def _decode_name(raw: bytes, flags: int) -> str:
+    if flags & 0x800:
+        return raw.decode("utf-8", errors="replace")
+    try:
+        return raw.decode("utf-8")  # many tools write UTF-8 without setting the flag
+    except UnicodeDecodeError:
+        return raw.decode("cp437")
+
+
+def _zip64_values(extra: bytes, wanted: int) -> list[int]:
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, length = struct.unpack_from("<HH", extra, pos)
+        if tag == 0x0001:
+            body = extra[pos + 4 : pos + 4 + length]
+            if len(body) < 8 * wanted:
+                break
+            return list(struct.unpack_from(f"<{wanted}Q", body))
+        pos += 4 + length
+    raise _fail("a ZIP64 size field is missing")
+
+
+def _is_unsafe_path(name: str) -> bool:
+    path = name.replace("\\", "/")
+    if path.startswith("/") or _DRIVE.match(path):
+        return True
+    return any(part == ".." for part in path.split("/"))
+
+
+def is_os_junk(name: str) -> bool:
+    parts = [p for p in name.replace("\\", "/").split("/") if p]
+    if not parts:
+        return True
+    if any(p == "__MACOSX" for p in parts):
+        return True
+    base = parts[-1].lower()
+    return base in _OS_JUNK_NAMES or base.startswith("._")
+
+
+def read_central_directory(data: bytes, settings: Settings) -> list[ZipEntry]:
+    """All members, after every whole-archive check. Raises UnsafeArchive (422) or TooLarge (413)."""
+    if len(data) > settings.zip_max_archive_bytes:
+        raise TooLarge(
+            f"the archive is {len(data) / 2**20:.1f} MiB; the limit is {settings.zip_max_archive_bytes / 2**20:.0f} MiB"
+        )
+    eocd_pos = data.rfind(b"PK\x05\x06", max(0, len(data) - 65557))
+    if eocd_pos < 0 or len(data) - eocd_pos < _EOCD.size:
+        raise UnsafeArchive("not a valid ZIP archive (no end-of-archive record; is it truncated?)")
+    _, disk, cd_disk, _, total, cd_size, cd_offset, _ = _EOCD.unpack_from(data, eocd_pos)
+    cd_end = eocd_pos
+    if (total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF) and eocd_pos >= 20:
+        loc = _EOCD64_LOCATOR.unpack_from(data, eocd_pos - 20)
+        if loc[0] == b"PK\x06\x07" and loc[2] + _EOCD64.size <= len(data):
+            rec = _EOCD64.unpack_from(data, loc[2])
+            if rec[0] != b"PK\x06\x06":
+                raise UnsafeArchive("not a valid ZIP archive (damaged ZIP64 record)")
+            disk, cd_disk, total, cd_size, cd_offset = rec[4], rec[5], rec[7], rec[8], rec[9]
+            cd_end = loc[2]
+    if disk != 0 or cd_disk != 0:
+        raise _fail("multi-part (spanned) archives are not supported")
+    if total > settings.zip_max_entries:
+        raise TooLarge(f"the archive has {total} entries; the limit is {settings.zip_max_entries}")
+    # Bytes prepended to the archive (self-extractors) shift every offset by the same amount.
+    shift = cd_end - cd_size - cd_offset
+    if shift < 0 or cd_end - cd_size < 0:
+        raise UnsafeArchive("not a valid ZIP archive (the central directory is out of bounds)")
+    cd_start = cd_offset + shift
+    entries = _parse_entries(data, cd_start, cd_end, shift, settings)
+    if len(entries) != total:
+        raise UnsafeArchive("not a valid ZIP archive (the entry count does not match the directory)")
+    _check_layout(entries, data, cd_start)
+    _check_declared_sizes(entries, settings)
+    return entries
+
+
+def _parse_entries(data: bytes, start: int, end: int, shift: int, settings: Settings) -> list[ZipEntry]:
+    entries: list[ZipEntry] = []
+    seen: set[str] = set()
+    pos = start
+    while pos < end:
+        if pos + _CENTRAL.size > end:
+            raise UnsafeArchive("not a valid ZIP archive (truncated central directory)")
+        fields = _CENTRAL.unpack_from(data, pos)
+        if fields[0] != b"PK\x01\x02":
+            raise UnsafeArchive("not a valid ZIP archive (damaged central directory)")
+        (
+            _,
+            made_by,
+            _,
+            flags,
+            method,
+            _,
+            _,
+            crc,
+            csize,
+            usize,
+            name_len,
+            extra_len,
+            comment_len,
+            _,
+            _,
+            ext_attr,
+            offset,
+        ) = fields
+        name_start = pos + _CENTRAL.size
+        raw_name = data[name_start : name_start + name_len]
+        extra = data[name_start + name_len : name_start + name_len + extra_len]
+        pos = name_start + name_len + extra_len + comment_len
+        if pos > end:
+            raise UnsafeArchive("not a valid ZIP archive (truncated central directory)")
+        if len(entries) >= settings.zip_max_entries:
+            raise TooLarge(f"the archive has more than {settings.zip_max_entries} entries")
+        wanted = [usize == 0xFFFFFFFF, csize == 0xFFFFFFFF, offset == 0xFFFFFFFF]
+        if any(wanted):
+            values = iter(_zip64_values(extra, sum(wanted)))
+            usize = next(values) if wanted[0] else usize
+            csize = next(values) if wanted[1] else csize
+            offset = next(values) if wanted[2] else offset
+        name = _decode_name(raw_name, flags)
+        shown = name.replace("\\", "/")
+        if _is_unsafe_path(name):
+            raise _fail(f"member {_quote(shown)} has an unsafe path (absolute or with '..')")
+        if (made_by >> 8) in (3, 19) and (ext_attr >> 16) & 0o170000 == 0o120000:
+            raise _fail(f"member {_quote(shown)} is a symbolic link")
+        if flags & 0x1 or method == 99:
+            raise _fail(f"member {_quote(shown)} is encrypted")
+        if method not in (0, 8):
+            raise _fail(
+                f"member {_quote(shown)} uses compression method {method}; only stored and deflate members are read"
+            )
+        if shown in seen:
+            raise _fail(f"the name {_quote(shown)} appears twice")
+        seen.add(shown)
+        entries.append(ZipEntry(shown, method, flags, crc, csize, usize, offset + shift))
+    return entries
+
+
+def _check_layout(entries: list[ZipEntry], data: bytes, cd_start: int) -> None:
+    """Resolve each member's data offset from its local header; refuse overlapping members."""
+    ordered = sorted(range(len(entries)), key=lambda i: entries[i].data_offset)
+    previous_end = 0
+    for i in ordered:
+        entry = entries[i]
+        header_at = entry.data_offset
+        if header_at < previous_end:
+            raise _fail("members overlap (a known ZIP-bomb construction)")
+        if header_at + _LOCAL.size > cd_start:
+            raise UnsafeArchive("not a valid ZIP archive (a member lies outside the archive)")
+        local = _LOCAL.unpack_from(data, header_at)
+        if local[0] != b"PK\x03\x04":
+            raise UnsafeArchive("not a valid ZIP archive (damaged member header)")
+        data_at = header_at + _LOCAL.size + local[9] + local[10]
+        data_end = data_at + entry.compressed_size
+        if data_end > cd_start:
+            raise UnsafeArchive("not a valid ZIP archive (a member runs past the end; is it truncated?)")
+        previous_end = data_end
+        entries[i] = ZipEntry(
+            entry.name, entry.method, entry.flags, entry.crc, entry.compressed_size, entry.size, data_at
+        )
+
+
+def _check_declared_sizes(entries: list[ZipEntry], settings: Settings) -> None:
+    total = sum(e.size for e in entries)
+    if total > settings.zip_max_total_bytes:
+        raise TooLarge(
+            f"the archive would unpack to {total / 2**20:.0f} MiB; the limit is "
+            f"{settings.zip_max_total_bytes / 2**20:.0f} MiB"
+        )
+    for e in entries:
+        if e.size > RATIO_FLOOR_BYTES and e.size > settings.zip_max_ratio * max(e.compressed_size, 1):
+            raise TooLarge(
+                f"member {_quote(e.name)} is compressed more than {settings.zip_max_ratio:g}:1 (a likely ZIP bomb)"
+            )
+
+
+def _inflate(data: bytes, entry: ZipEntry, limit: int) -> bytes:
+    """The member's bytes, reading at most ``limit + 1`` bytes of output in bounded chunks.
+    Raises TooLarge past ``limit`` and CorruptImage when output and header disagree."""
+    raw = memoryview(data)[entry.data_offset : entry.data_offset + entry.compressed_size]
+    if entry.method == 0:
+        if len(raw) > limit:
+            raise TooLarge(f"the file is over {limit / 2**20:.0f} MiB")
+        out = bytes(raw)
+    else:
+        inflater = zlib.decompressobj(-15)
+        parts: list[bytes] = []
+        produced = 0
+        try:
+            for start in range(0, len(raw), _CHUNK):
+                chunk = raw[start : start + _CHUNK]
+                while chunk:
+                    piece = inflater.decompress(chunk, _CHUNK)
+                    produced += len(piece)
+                    if produced > limit:
+                        raise TooLarge(f"the file is over {limit / 2**20:.0f} MiB")
+                    parts.append(piece)
+                    chunk = inflater.unconsumed_tail
+                if inflater.eof:
+                    break
+            tail = inflater.flush(_CHUNK)
+        except zlib.error as exc:
+            raise CorruptImage(f"the compressed data is damaged ({exc})") from None
+        produced += len(tail)
+        if produced > limit:
+            raise TooLarge(f"the file is over {limit / 2**20:.0f} MiB")
+        parts.append(tail)
+        out = b"".join(parts)
+    if len(out) != entry.size or zlib.crc32(out) != entry.crc:
+        raise CorruptImage("the member is damaged (its size or checksum does not match the archive)")
+    return out
+
+
+def iter_members(data: bytes, settings: Settings) -> Iterator[ZipMember | ZipProblem]:
+    """Yield each member's bytes, or why it is not taken, in archive order.
+
+    Whole-archive problems raise before anything is yielded; limits on the bytes actually
+    produced (total, ratio) raise TooLarge while iterating, so callers must not keep what was
+    yielded when that happens."""
+    entries = read_central_directory(data, settings)
+    produced_total = 0
+    for entry in entries:
+        if entry.name.endswith("/") or is_os_junk(entry.name):
+            continue
+        if entry.name.lower().endswith(_ARCHIVE_SUFFIXES):
+            yield ZipProblem(entry.name, "nested archives are not opened")
+            continue
+        per_file = settings.max_file_bytes
+        try:
+            content = _inflate(data, entry, per_file)
+        except TooLarge:
+            yield ZipProblem(entry.name, f"the file is over the {per_file / 2**20:.0f} MiB limit", 413)
+            produced_total += per_file
+            continue
+        except CorruptImage as exc:
+            yield ZipProblem(entry.name, exc.message, 422)
+            continue
+        produced_total += len(content)
+        if produced_total > settings.zip_max_total_bytes:
+            raise TooLarge(f"the archive unpacks to more than {settings.zip_max_total_bytes / 2**20:.0f} MiB")
+        if len(content) > RATIO_FLOOR_BYTES and len(content) > settings.zip_max_ratio * max(entry.compressed_size, 1):
+            raise TooLarge(
+                f"member {_quote(entry.name)} is compressed more than {settings.zip_max_ratio:g}:1 (a likely ZIP bomb)"
+            )
+        if content.startswith(_ARCHIVE_MAGIC):
+            yield ZipProblem(entry.name, "nested archives are not opened")
+            continue
+        yield ZipMember(entry.name, content)
+
+
+def _quote(name: str) -> str:
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in name)
+    return repr(cleaned[:120])

@@ -1,0 +1,141 @@
+"""Darkroom's settings: one object, read from ``DARKROOM_*`` environment variables.
+
+This is the only module that reads ``os.environ``. Every option is documented in the README's
+configuration table; the ``OPTIONS`` list below is the source of that table.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+MiB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A DARKROOM_* variable holds a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: str = "memory"
+    session_quota_bytes: int = 256 * MiB
+    memory_cap_bytes: int = 1024 * MiB
+    session_idle_seconds: float = 60 * 60
+    sweep_interval_seconds: float = 60
+    max_pixels: int = 50_000_000
+    max_frames: int = 1000
+    max_file_bytes: int = 25 * MiB
+    max_files_per_request: int = 1000
+    zip_max_archive_bytes: int = 200 * MiB
+    zip_max_total_bytes: int = 200 * MiB
+    zip_max_entries: int = 1000
+    zip_max_ratio: float = 100.0
+    thumbnail_size: int = 256
+    legacy_fallback: bool = True
+    legacy_dir: Path = Path("storage/images")
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+# name, environment variable, meaning (the README table is generated from this list)
+OPTIONS: list[tuple[str, str, str]] = [
+    ("storage", "DARKROOM_STORAGE", "Session store: `memory` (RAM only, the default)."),
+    (
+        "session_quota_bytes",
+        "DARKROOM_SESSION_QUOTA_BYTES",
+        "Bytes one session may hold (originals, thumbnails, caches); over it: 413.",
+    ),
+    ("memory_cap_bytes", "DARKROOM_MEMORY_CAP_BYTES", "Bytes all sessions together may hold; over it: 507."),
+    (
+        "session_idle_seconds",
+        "DARKROOM_SESSION_IDLE_SECONDS",
+        "A session untouched this long is deleted with all its images.",
+    ),
+    ("sweep_interval_seconds", "DARKROOM_SWEEP_INTERVAL_SECONDS", "How often idle sessions are swept."),
+    ("max_pixels", "DARKROOM_MAX_PIXELS", "Largest image (width x height), checked from the header; 413."),
+    ("max_frames", "DARKROOM_MAX_FRAMES", "Most frames (GIF, WebP, TIFF pages) per image; 413."),
+    ("max_file_bytes", "DARKROOM_MAX_FILE_BYTES", "Largest single image file; 413."),
+    ("max_files_per_request", "DARKROOM_MAX_FILES_PER_REQUEST", "Most files in one multipart upload; 413."),
+    ("zip_max_archive_bytes", "DARKROOM_ZIP_MAX_ARCHIVE_BYTES", "Largest ZIP archive as uploaded; 413."),
+    (
+        "zip_max_total_bytes",
+        "DARKROOM_ZIP_MAX_TOTAL_BYTES",
+        "Most bytes a ZIP may unpack to (declared and actually produced); 413.",
+    ),
+    ("zip_max_entries", "DARKROOM_ZIP_MAX_ENTRIES", "Most members in a ZIP; 413."),
+    ("zip_max_ratio", "DARKROOM_ZIP_MAX_RATIO", "Highest compression ratio a ZIP member may have; 413."),
+    ("thumbnail_size", "DARKROOM_THUMBNAIL_SIZE", "Longest side of the previews made at upload, in pixels."),
+    (
+        "legacy_fallback",
+        "DARKROOM_LEGACY_FALLBACK",
+        "`1`: API calls without a session id use the shared legacy folder; `0`: they get 400.",
+    ),
+    ("legacy_dir", "DARKROOM_LEGACY_DIR", "The shared legacy folder."),
+    ("host", "DARKROOM_HOST", "Address the server binds to (the `--host` flag wins)."),
+    ("port", "DARKROOM_PORT", "Port the server listens on (`--port` wins, then `PORT`, then this)."),
+]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse(name: str, raw: str, default: object) -> object:
+    raw = raw.strip()
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in _TRUE:
+                return True
+            if raw.lower() in _FALSE:
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            value: object = int(raw)
+            if value < 0:
+                raise ValueError
+            return value
+        if isinstance(default, float):
+            value = float(raw)
+            if not value > 0:
+                raise ValueError
+            return value
+        if isinstance(default, Path):
+            return Path(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {type(default).__name__}") from None
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Build Settings from the environment (or the mapping given), with defaults for what is unset."""
+    env = os.environ if environ is None else environ
+    defaults = Settings()
+    values: dict[str, object] = {}
+    by_field = {f.name: f for f in fields(Settings)}
+    for field_name, var, _ in OPTIONS:
+        if var in env and env[var].strip() != "":
+            values[field_name] = _parse(var, env[var], getattr(defaults, field_name))
+    if "port" not in values and env.get("PORT", "").strip():
+        values["port"] = _parse("PORT", env["PORT"], defaults.port)
+    settings = Settings(**{k: v for k, v in values.items() if k in by_field})
+    if settings.storage not in {"memory"}:
+        raise ConfigError(f"DARKROOM_STORAGE={settings.storage!r} is not available; use 'memory'")
+    return settings
+
+
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    global _settings
+    if _settings is None:
+        _settings = load_settings()
+    return _settings
+
+
+def set_settings(settings: Settings | None) -> None:
+    """Replace the process's settings (None: read the environment again on next use)."""
+    global _settings
+    _settings = settings

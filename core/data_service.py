@@ -1,0 +1,275 @@
+"""The seed's service functions, session-aware through ``CURRENT_SESSION_ID``.
+
+``save_uploaded_images``, ``save_and_extract_zip``, ``load_image`` and ``get_all_image_ids`` keep
+the seed's names. With a session in the ContextVar they use that session's private workspace;
+with none they use the legacy shared folder (or refuse, when ``DARKROOM_LEGACY_FALLBACK=0``).
+
+An upload is two steps so that CPU work can run while bytes still arrive: ``prepare_image``
+(pure: validate, thumbnail; no session involved) and ``commit`` (store into the current session).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from core.archive import ZipMember, iter_members
+from core.config import Settings, get_settings
+from core.errors import BadRequest, DarkroomError, UnsupportedImage
+from core.events import IMAGE_ADDED, IMAGE_REMOVED, SESSION_CLEARED, Event, bus
+from core.ingest import ALLOWED_TEXT, IngestedImage, clean_filename, ingest_image
+from core.sessions import current_session_id
+from core.storage.base import ImageRecord, ImageStore, StoreTotals, image_not_found, is_image_id
+from core.storage.disk import FolderStore
+from core.storage.memory import MemoryStore
+
+LEGACY_KEY = "legacy"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    filename: str
+    status: int
+    detail: str
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    filename: str
+    existing: ImageRecord
+
+
+@dataclass(frozen=True)
+class Skipped:
+    filename: str
+    reason: str
+
+
+@dataclass
+class UploadReport:
+    accepted: list[ImageRecord] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def status_code(self) -> int:
+        """200 when anything was stored or already there, else the first rejection's status."""
+        if self.accepted or self.duplicates or not self.rejected:
+            return 200
+        return self.rejected[0].status
+
+    @property
+    def detail(self) -> str | None:
+        if self.status_code == 200:
+            return None
+        first = self.rejected[0]
+        more = len(self.rejected) - 1
+        return f"{first.filename}: {first.detail}" + (f" (and {more} more rejected)" if more else "")
+
+
+Prepared = IngestedImage | Rejection
+
+
+class _Stores:
+    """The stores built from the settings, replaced as a whole by ``configure``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sessions: ImageStore = MemoryStore(settings.session_quota_bytes, settings.memory_cap_bytes)
+        self.legacy = FolderStore(settings.legacy_dir, settings.session_quota_bytes)
+
+
+_stores: _Stores | None = None
+_stores_lock = threading.Lock()
+
+
+def configure(settings: Settings | None = None) -> None:
+    """(Re)build the stores from ``settings`` (default: the process's settings). Drops all sessions."""
+    global _stores
+    with _stores_lock:
+        _stores = _Stores(settings or get_settings())
+
+
+def _current() -> _Stores:
+    if _stores is None:
+        configure()
+    assert _stores is not None
+    return _stores
+
+
+def settings() -> Settings:
+    return _current().settings
+
+
+def _namespace() -> tuple[ImageStore, str, str | None]:
+    """The store and key for the current caller, and the session id (None for legacy)."""
+    stores = _current()
+    session_id = current_session_id()
+    if session_id is not None:
+        return stores.sessions, session_id, session_id
+    if not stores.settings.legacy_fallback:
+        raise BadRequest(
+            "a session id is required: pass ?session_id=... or the X-Session-Id header "
+            "(create one with POST /api/sessions)"
+        )
+    return stores.legacy, LEGACY_KEY, None
+
+
+def _publish(kind: str, session_id: str | None, **data: object) -> None:
+    if session_id is not None:
+        bus.publish(Event(kind, session_id, dict(data)))
+
+
+# -- upload --
+def prepare_image(data: bytes, filename: str | None) -> Prepared:
+    """Validate one file and make its thumbnail (CPU work, needs no session)."""
+    try:
+        return ingest_image(data, filename, settings())
+    except DarkroomError as exc:
+        return Rejection(clean_filename(filename), exc.status_code, exc.message)
+
+
+def commit(prepared: Iterable[Prepared], report: UploadReport | None = None) -> UploadReport:
+    """Store prepared images into the current session, one by one (a full quota rejects the
+    image that does not fit, not the ones before it)."""
+    report = report or UploadReport()
+    store, key, session_id = _namespace()
+    for item in prepared:
+        if isinstance(item, Rejection):
+            report.rejected.append(item)
+            continue
+        try:
+            outcome = store.add(key, item)
+        except DarkroomError as exc:
+            report.rejected.append(Rejection(item.filename, exc.status_code, exc.message))
+            continue
+        if outcome.duplicate:
+            report.duplicates.append(Duplicate(item.filename, outcome.record))
+        else:
+            report.accepted.append(outcome.record)
+            _publish(IMAGE_ADDED, session_id, image=outcome.record.to_public())
+    return report
+
+
+def save_uploaded_images(files: Iterable[tuple[str | None, bytes]]) -> UploadReport:
+    """Validate and store ``(filename, bytes)`` pairs in the current session."""
+    return commit([prepare_image(data, name) for name, data in files])
+
+
+def prepare_zip(data: bytes) -> tuple[list[Prepared], list[Skipped]]:
+    """Read an archive with every guard and prepare its images (no session involved).
+    Whole-archive problems raise (UnsafeArchive 422, TooLarge 413) before anything is kept."""
+    prepared: list[Prepared] = []
+    skipped: list[Skipped] = []
+    for item in iter_members(data, settings()):
+        name = clean_filename(item.name)
+        if isinstance(item, ZipMember):
+            result = prepare_image(item.data, item.name)
+            if isinstance(result, Rejection) and result.status == UnsupportedImage.status_code:
+                skipped.append(Skipped(name, result.detail))
+            else:
+                prepared.append(result)
+        elif item.status is None:
+            skipped.append(Skipped(name, item.reason))
+        else:
+            prepared.append(Rejection(name, item.status, item.reason))
+    return prepared, skipped
+
+
+def save_and_extract_zip(data: bytes) -> UploadReport:
+    """Store every image of a ZIP archive in the current session; list what was not taken."""
+    prepared, skipped = prepare_zip(data)
+    if not prepared:
+        raise UnsupportedImage(
+            f"the archive contains no supported images ({ALLOWED_TEXT})"
+            + (f"; {len(skipped)} file(s) skipped" if skipped else "")
+        )
+    return commit(prepared, UploadReport(skipped=skipped))
+
+
+# -- read --
+def _checked_id(image_id: str) -> str:
+    if not is_image_id(image_id):
+        raise image_not_found()
+    return image_id
+
+
+def list_images() -> list[ImageRecord]:
+    store, key, _ = _namespace()
+    return store.list(key)
+
+
+def get_all_image_ids() -> list[str]:
+    return [record.id for record in list_images()]
+
+
+def get_record(image_id: str) -> ImageRecord:
+    store, key, _ = _namespace()
+    return store.get(key, _checked_id(image_id))
+
+
+def load_image(image_id: str) -> tuple[ImageRecord, bytes]:
+    """The record and original bytes of one image of the current session (NotFound otherwise)."""
+    store, key, _ = _namespace()
+    image_id = _checked_id(image_id)
+    return store.get(key, image_id), store.read(key, image_id)
+
+
+def load_thumbnail(image_id: str) -> tuple[ImageRecord, bytes]:
+    store, key, _ = _namespace()
+    image_id = _checked_id(image_id)
+    return store.get(key, image_id), store.read_thumbnail(key, image_id)
+
+
+def cache_get(image_id: str, name: str) -> object | None:
+    store, key, _ = _namespace()
+    return store.cache_get(key, _checked_id(image_id), name)
+
+
+def cache_put(image_id: str, name: str, value: object, nbytes: int) -> None:
+    store, key, _ = _namespace()
+    store.cache_put(key, _checked_id(image_id), name, value, nbytes)
+
+
+# -- change --
+def delete_image(image_id: str) -> None:
+    store, key, session_id = _namespace()
+    store.delete(key, _checked_id(image_id))
+    _publish(IMAGE_REMOVED, session_id, image_id=image_id)
+
+
+def clear_session() -> int:
+    """Delete everything of the current session; returns how many images went."""
+    session_id = current_session_id()
+    if session_id is None:
+        raise BadRequest("a session id is required to clear a workspace")
+    count = _current().sessions.clear(session_id)
+    _publish(SESSION_CLEARED, session_id, reason="cleared")
+    return count
+
+
+def touch_session() -> None:
+    """Mark the current session as in use (it expires only after the idle timeout from now)."""
+    session_id = current_session_id()
+    if session_id is not None:
+        _current().sessions.touch(session_id)
+
+
+def expire_idle_sessions(now: float | None = None) -> int:
+    """Delete sessions idle for longer than the configured timeout; returns how many went."""
+    stores = _current()
+    expired = stores.sessions.expire_idle(stores.settings.session_idle_seconds, now)
+    for session_id in expired:
+        _publish(SESSION_CLEARED, session_id, reason="expired")
+    return len(expired)
+
+
+def totals() -> StoreTotals:
+    return _current().sessions.totals()
+
+
+def session_bytes_held() -> int:
+    store, key, _ = _namespace()
+    return store.bytes_held(key)

@@ -1,0 +1,58 @@
+"""Failures a user can act on, each with the HTTP status the API answers with.
+
+Messages are plain words for the person who sent the input; they never contain a session id.
+"""
+
+from __future__ import annotations
+
+
+class DarkroomError(Exception):
+    """Base class: ``status_code`` is what the API answers, ``str(error)`` is the ``detail``."""
+
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(DarkroomError):
+    status_code = 400
+
+
+class NotFound(DarkroomError):
+    status_code = 404
+
+
+class TooLarge(DarkroomError):
+    """A file, image, archive or upload is over a configured limit."""
+
+    status_code = 413
+
+
+class QuotaExceeded(TooLarge):
+    """The session's byte quota would be exceeded."""
+
+
+class UnsupportedImage(DarkroomError):
+    """Not an image, or an image format outside the allow-list."""
+
+    status_code = 415
+
+
+class CorruptImage(DarkroomError):
+    """An allowed format whose data cannot be decoded (truncated, damaged)."""
+
+    status_code = 422
+
+
+class UnsafeArchive(DarkroomError):
+    """A ZIP refused as a whole: not a ZIP, unsafe paths, links, encryption, odd compression."""
+
+    status_code = 422
+
+
+class CapacityExceeded(DarkroomError):
+    """The server's memory cap for all sessions together is reached."""
+
+    status_code = 507

@@ -1,0 +1,258 @@
+"""Bytes -> a validated image ready to store.
+
+The format is decided from the content only (never the file name or the Content-Type), checked
+against an allow-list, and every limit that protects the server is checked from the header before
+any pixel is decoded: megapixels, then frames. One decode (at reduced scale for JPEG, through
+libjpeg's draft mode) both proves the data is intact and produces the upright thumbnail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import unicodedata
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from core.config import Settings
+from core.errors import CorruptImage, TooLarge, UnsupportedImage
+
+# Pillow's own bomb guard fires only at twice this; our cap is checked explicitly from the header.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+ALLOWED_FORMATS: dict[str, str] = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
+ALLOWED_TEXT = "JPEG, PNG, GIF, WebP, BMP, TIFF"
+
+# Recognised but refused, so that the message can name what the file really is.
+_KNOWN_OTHER_SIGNATURES: list[tuple[bytes, int, str]] = [
+    (b"%!PS", 0, "EPS/PostScript"),
+    (b"\xc5\xd0\xd3\xc6", 0, "EPS"),
+    (b"%PDF", 0, "PDF"),
+    (b"\x00\x00\x01\x00", 0, "ICO"),
+    (b"\x00\x00\x02\x00", 0, "CUR"),
+    (b"8BPS", 0, "PSD"),
+    (b"icns", 0, "ICNS"),
+    (b"\x00\x00\x00\x0cjP  ", 0, "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", 0, "JPEG 2000"),
+    (b"\xff\x0a", 0, "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL ", 0, "JPEG XL"),
+    (b"qoif", 0, "QOI"),
+    (b"DDS ", 0, "DDS"),
+    (b"PK\x03\x04", 0, "ZIP archive"),
+    (b"\x1f\x8b", 0, "gzip archive"),
+]
+
+
+# EXIF orientation tag -> the transpose that makes the picture upright (as ImageOps.exif_transpose).
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass(frozen=True)
+class IngestedImage:
+    """An image that passed every check, with what the store keeps of it."""
+
+    filename: str
+    format: str  # Pillow's name: JPEG, PNG, GIF, WEBP, BMP, TIFF
+    width: int  # upright (EXIF orientation applied)
+    height: int
+    data: bytes
+    sha256: str
+    thumbnail: bytes
+    thumbnail_mime: str
+
+    @property
+    def mime(self) -> str:
+        return ALLOWED_FORMATS[self.format]
+
+
+def clean_filename(raw: str | None, max_length: int = 200, fallback: str = "image") -> str:
+    """A display name safe to echo anywhere: control and format characters removed, white space
+    folded, cut to ``max_length`` characters keeping the extension."""
+    text = "".join(
+        " " if ch in "\t\n\r" else ch
+        for ch in (raw or "")
+        if ch in "\t\n\r" or unicodedata.category(ch) not in {"Cc", "Cf", "Cs", "Co", "Cn"}
+    )
+    text = " ".join(text.split())
+    if len(text) > max_length:
+        stem, dot, ext = text.rpartition(".")
+        if dot and 0 < len(ext) <= 10:
+            text = stem[: max_length - len(ext) - 2] + "…." + ext
+        else:
+            text = text[: max_length - 1] + "…"
+    return text or fallback
+
+
+def sniff_format(data: bytes) -> str:
+    """The allowed format the bytes are in, decided by their signature; UnsupportedImage otherwise."""
+    head = data[:64]
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[:2] == b"BM" and len(head) >= 26:
+        return "BMP"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if not data:
+        raise UnsupportedImage("the file is empty")
+    other = _name_other_format(head)
+    if other:
+        raise UnsupportedImage(f"{other} is not supported ({ALLOWED_TEXT} are)")
+    raise UnsupportedImage(f"not a supported image: the content is not {ALLOWED_TEXT}")
+
+
+def _name_other_format(head: bytes) -> str | None:
+    for signature, offset, name in _KNOWN_OTHER_SIGNATURES:
+        if head[offset : offset + len(signature)] == signature:
+            return name
+    if head[:4] in (b"II+\x00", b"MM\x00+"):
+        return "BigTIFF"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
+            return "HEIC/HEIF"
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        return "a video or ISO media file"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<svg", b"<?xml", b"<!doctype svg")):
+        return "SVG"
+    if text.startswith((b"<!doctype html", b"<html")):
+        return "HTML"
+    return None
+
+
+def ingest_image(data: bytes, filename: str | None, settings: Settings) -> IngestedImage:
+    """Validate ``data`` and make its thumbnail. Raises UnsupportedImage (415), TooLarge (413) or
+    CorruptImage (422) with a message that names the problem."""
+    name = clean_filename(filename)
+    if len(data) > settings.max_file_bytes:
+        raise TooLarge(f"the file is {_mib(len(data))}; the limit is {_mib(settings.max_file_bytes)} per file")
+    fmt = sniff_format(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's advisory warnings (EXIF, palette) are not errors
+        try:
+            image = Image.open(io.BytesIO(data), formats=[fmt])
+        except Image.DecompressionBombError:
+            raise TooLarge("the image has too many pixels") from None
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+            raise CorruptImage(f"the {_label(fmt)} header is damaged ({_reason(exc)})") from None
+        with image:
+            width, height = image.size
+            _check_pixels(width, height, settings)
+            _check_frames(image, fmt, settings)
+            orientation = _orientation(image)
+            thumbnail, thumbnail_mime = _thumbnail(image, fmt, orientation, settings.thumbnail_size)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return IngestedImage(
+        filename=name,
+        format=fmt,
+        width=width,
+        height=height,
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        thumbnail=thumbnail,
+        thumbnail_mime=thumbnail_mime,
+    )
+
+
+def _check_pixels(width: int, height: int, settings: Settings) -> None:
+    if width <= 0 or height <= 0:
+        raise CorruptImage(f"the image header gives an impossible size {width}x{height}")
+    if width * height > settings.max_pixels:
+        raise TooLarge(
+            f"the image has too many pixels: {width}x{height} is {width * height / 1e6:.1f} megapixels; "
+            f"the limit is {settings.max_pixels / 1e6:g} megapixels"
+        )
+
+
+def _check_frames(image: Image.Image, fmt: str, settings: Settings) -> None:
+    if not getattr(image, "is_animated", False) and fmt not in ("TIFF", "GIF"):
+        return
+    # Seeking walks frames one by one, so stop as soon as the cap is passed.
+    try:
+        image.seek(settings.max_frames)
+    except EOFError:
+        image.seek(0)
+        return
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CorruptImage(f"the {_label(fmt)} frames are damaged ({_reason(exc)})") from None
+    raise TooLarge(f"the image has too many frames; the limit is {settings.max_frames}")
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001  a damaged EXIF block only loses the orientation
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _thumbnail(image: Image.Image, fmt: str, orientation: int, size: int) -> tuple[bytes, str]:
+    if fmt == "JPEG":
+        image.draft("RGB", (size, size))  # libjpeg decodes at 1/2..1/8 scale: big photos stay cheap
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise CorruptImage(f"the {_label(fmt)} data is corrupt or truncated ({_reason(exc)})") from None
+    frame = _displayable(image)
+    frame.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    if orientation in _ORIENTATION_TRANSPOSE:
+        frame = frame.transpose(_ORIENTATION_TRANSPOSE[orientation])
+    out = io.BytesIO()
+    if frame.mode == "RGBA":
+        frame.save(out, "PNG", optimize=False, compress_level=3)
+        return out.getvalue(), "image/png"
+    frame.save(out, "JPEG", quality=85)
+    return out.getvalue(), "image/jpeg"
+
+
+def _displayable(image: Image.Image) -> Image.Image:
+    """First frame as RGB, or RGBA when it has transparency."""
+    mode = image.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+        return Image.fromarray(scaled.astype(np.uint8), "L").convert("RGB")
+    has_alpha = "A" in image.getbands() or "transparency" in image.info
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+def _label(fmt: str) -> str:
+    return "WebP" if fmt == "WEBP" else fmt
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).split("\n")[0][:120]
+    return text or type(exc).__name__
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB"
