@@ -53,6 +53,9 @@ class UploadReport:
     duplicates: list[Duplicate] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
 
+    # ``duplicates`` lists files whose bytes were already in the workspace: under the same name
+    # they were not stored again; under a new name they are also in ``accepted``.
+
     @property
     def status_code(self) -> int:
         """200 when anything was stored or already there, else the first rejection's status."""
@@ -147,9 +150,11 @@ def commit(prepared: Iterable[Prepared], report: UploadReport | None = None) -> 
             continue
         if outcome.duplicate:
             report.duplicates.append(Duplicate(item.filename, outcome.record))
-        else:
-            report.accepted.append(outcome.record)
-            _publish(IMAGE_ADDED, session_id, image=outcome.record.to_public())
+            continue
+        report.accepted.append(outcome.record)
+        if outcome.same_bytes_as is not None:
+            report.duplicates.append(Duplicate(item.filename, outcome.same_bytes_as))
+        _publish(IMAGE_ADDED, session_id, image=outcome.record.to_public())
     return report
 
 

@@ -285,7 +285,8 @@ class _WsUpload:
         report = await asyncio.to_thread(data_service.commit, [prepared])
         if report.accepted:
             self.counts["accepted"] += 1
-            await self._result(report.accepted[0].filename, 200, image=report.accepted[0])
+            same_bytes = report.duplicates[0].existing if report.duplicates else None
+            await self._result(report.accepted[0].filename, 200, image=report.accepted[0], duplicate_of=same_bytes)
         elif report.duplicates:
             self.counts["duplicates"] += 1
             duplicate = report.duplicates[0]

@@ -10,17 +10,20 @@ REDACTED = "<redacted>"
 _LOGGERS = ("uvicorn", "uvicorn.access", "uvicorn.error", "fastapi", "nicegui", "core", "ui")
 
 
+def _redact(value: object) -> object:
+    return _UUID.sub(REDACTED, value) if isinstance(value, str) else value
+
+
 class RedactSessionIds(logging.Filter):
-    """Replaces anything shaped like a UUID in a record's final message."""
+    """Replaces anything shaped like a UUID in a record's message and arguments. The arguments
+    keep their shape: uvicorn's access formatter unpacks them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001  a malformed record is passed on untouched
-            return True
-        if _UUID.search(message):
-            record.msg = _UUID.sub(REDACTED, message)
-            record.args = None
+        record.msg = _redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _redact(arg) for key, arg in record.args.items()}
         return True
 
 
