@@ -58,20 +58,20 @@ async def sweep_idle_sessions_forever() -> None:
             log.exception("idle-session sweep failed")
 
 
-_sweeper: asyncio.Task[None] | None = None
+# One sweeper per server loop (tests may run several servers in one process).
+_sweepers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
 
 
 async def start_background() -> None:
     """Start what runs beside the requests (call on startup, inside the server's loop)."""
-    global _sweeper
     install_log_redaction()  # uvicorn configures its loggers after the app is imported
-    if _sweeper is None or _sweeper.done():
-        _sweeper = asyncio.create_task(sweep_idle_sessions_forever())
+    loop = asyncio.get_running_loop()
+    if loop not in _sweepers or _sweepers[loop].done():
+        _sweepers[loop] = asyncio.create_task(sweep_idle_sessions_forever())
 
 
 async def stop_background() -> None:
-    global _sweeper
-    task, _sweeper = _sweeper, None
+    task = _sweepers.pop(asyncio.get_running_loop(), None)
     if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -51,7 +51,12 @@ def _filename(disposition: bytes, params: dict[bytes, bytes]) -> str | None:
         except LookupError:
             pass
     raw = params.get(b"filename")
-    return raw.decode("utf-8", "replace") if raw is not None else None
+    if raw is None:
+        return None
+    # Browsers escape exactly these three in multipart file names (HTML form-data encoding).
+    for escaped, char in ((b"%22", b'"'), (b"%0D", b"\r"), (b"%0A", b"\n")):
+        raw = raw.replace(escaped, char)
+    return raw.decode("utf-8", "replace")
 
 
 def boundary_of(request: Request) -> bytes:

@@ -1,0 +1,199 @@
+"""The ImageStore contract, run against every store (Cosmic Python style: one suite, many adapters).
+
+Namespace isolation is part of the contract only for session stores; the legacy folder is shared
+by design, so isolation tests are marked for session stores alone."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from core.config import Settings
+from core.errors import CapacityExceeded, NotFound, QuotaExceeded
+from core.ingest import IngestedImage, ingest_image
+from core.storage.base import ImageStore
+from core.storage.disk import FolderStore
+from core.storage.memory import RECORD_OVERHEAD_BYTES, MemoryStore
+from tests.conftest import make_jpeg
+
+A = "11111111-1111-4111-8111-111111111111"
+B = "22222222-2222-4222-8222-222222222222"
+
+
+def image(seed: int = 0, name: str | None = None) -> IngestedImage:
+    return ingest_image(make_jpeg(seed=seed), name or f"photo{seed}.jpg", Settings())
+
+
+StoreFactory = Callable[..., ImageStore]
+
+
+@pytest.fixture(params=["memory", "folder"])
+def make_store(request, tmp_path) -> StoreFactory:
+    def factory(quota: int = 10**9, capacity: int = 10**9) -> ImageStore:
+        if request.param == "memory":
+            return MemoryStore(quota, capacity)
+        return FolderStore(tmp_path / "images", quota)
+
+    return factory
+
+
+def test_added_image_is_listed_and_readable(make_store):
+    store = make_store()
+    item = image(1)
+    outcome = store.add(A, item)
+    assert not outcome.duplicate
+    assert store.list(A) == [outcome.record]
+    assert store.get(A, outcome.record.id) == outcome.record
+    assert store.read(A, outcome.record.id) == item.data
+    assert store.read_thumbnail(A, outcome.record.id) == item.thumbnail
+    assert outcome.record.sha256 == item.sha256 and outcome.record.size_bytes == len(item.data)
+
+
+def test_list_keeps_upload_order(make_store):
+    store = make_store()
+    ids = [store.add(A, image(seed)).record.id for seed in range(5)]
+    assert [r.id for r in store.list(A)] == ids
+
+
+def test_same_bytes_same_name_is_a_duplicate_and_not_stored(make_store):
+    store = make_store()
+    first = store.add(A, image(1)).record
+    again = store.add(A, image(1))
+    assert again.duplicate and again.record == first
+    assert len(store.list(A)) == 1
+
+
+def test_same_bytes_new_name_gets_a_record_sharing_the_bytes(make_store):
+    store = make_store()
+    first = store.add(A, image(1, "a.jpg")).record
+    second = store.add(A, image(1, "copy.jpg"))
+    assert not second.duplicate and second.same_bytes_as == first
+    assert [r.filename for r in store.list(A)] == ["a.jpg", "copy.jpg"]
+    store.delete(A, first.id)
+    assert store.read(A, second.record.id) == image(1).data
+
+
+def test_unknown_image_is_not_found(make_store):
+    store = make_store()
+    with pytest.raises(NotFound):
+        store.get(A, "0" * 32)
+    with pytest.raises(NotFound):
+        store.read(A, "0" * 32)
+
+
+def test_delete_removes_image_and_its_cache(make_store):
+    store = make_store()
+    record = store.add(A, image(1)).record
+    store.cache_put(A, record.id, "features", {"x": 1}, 100)
+    assert store.cache_get(A, record.id, "features") == {"x": 1}
+    store.delete(A, record.id)
+    assert store.list(A) == []
+    with pytest.raises(NotFound):
+        store.cache_get(A, record.id, "features")
+    with pytest.raises(NotFound):
+        store.delete(A, record.id)
+
+
+def test_clear_removes_everything(make_store):
+    store = make_store()
+    for seed in range(3):
+        store.add(A, image(seed))
+    assert store.clear(A) == 3
+    assert store.list(A) == []
+    assert store.clear(A) == 0
+
+
+def test_quota_refuses_the_image_that_does_not_fit_and_keeps_the_rest(make_store):
+    first, second = image(1), image(2)
+    store = make_store(quota=len(first.data) + len(first.thumbnail) + RECORD_OVERHEAD_BYTES + 10)
+    store.add(A, first)
+    with pytest.raises(QuotaExceeded) as error:
+        store.add(A, second)
+    assert error.value.status_code == 413
+    assert len(store.list(A)) == 1
+
+
+def test_session_store_keeps_namespaces_apart():
+    store = MemoryStore(10**9, 10**9)  # the legacy folder is one shared namespace by design
+    record = store.add(A, image(1)).record
+    assert store.list(B) == []
+    with pytest.raises(NotFound):
+        store.read(B, record.id)
+    with pytest.raises(NotFound):
+        store.delete(B, record.id)
+    store.clear(B)
+    assert store.list(A) == [record]
+
+
+def test_same_bytes_in_two_sessions_are_two_private_copies():
+    store = MemoryStore(10**9, 10**9)
+    in_a = store.add(A, image(1))
+    in_b = store.add(B, image(1))
+    assert not in_b.duplicate and in_b.same_bytes_as is None  # no cross-session dedup
+    assert in_a.record.id != in_b.record.id
+
+
+def test_accounting_counts_originals_thumbnails_and_caches():
+    store = MemoryStore(10**9, 10**9)
+    item = image(1)
+    record = store.add(A, item).record
+    base = len(item.data) + len(item.thumbnail) + RECORD_OVERHEAD_BYTES
+    assert store.bytes_held(A) == base
+    store.cache_put(A, record.id, "features", object(), 5000)
+    assert store.bytes_held(A) == base + 5000
+    store.cache_put(A, record.id, "features", object(), 1000)  # replacing a cache entry re-counts it
+    assert store.bytes_held(A) == base + 1000
+    copy = store.add(A, image(1, "copy.jpg")).record  # shared bytes are counted once
+    assert store.bytes_held(A) == base + 1000 + RECORD_OVERHEAD_BYTES
+    store.delete(A, record.id)
+    store.delete(A, copy.id)
+    assert store.bytes_held(A) == 0 and store.totals().bytes_held == 0
+
+
+def test_global_cap_refuses_with_507_across_sessions():
+    item = image(1)
+    one = len(item.data) + len(item.thumbnail) + RECORD_OVERHEAD_BYTES
+    store = MemoryStore(quota_bytes=10**9, capacity_bytes=one + 10)
+    store.add(A, item)
+    with pytest.raises(CapacityExceeded) as error:
+        store.add(B, image(2))
+    assert error.value.status_code == 507
+    assert store.list(B) == []
+
+
+def test_cache_over_quota_is_refused():
+    item = image(1)
+    store = MemoryStore(
+        quota_bytes=len(item.data) + len(item.thumbnail) + RECORD_OVERHEAD_BYTES + 10, capacity_bytes=10**9
+    )
+    record = store.add(A, item).record
+    with pytest.raises(QuotaExceeded):
+        store.cache_put(A, record.id, "features", object(), 1000)
+
+
+def test_idle_sessions_expire_and_used_ones_stay():
+    store = MemoryStore(10**9, 10**9)
+    store.add(A, image(1))
+    store.add(B, image(2))
+    t_a = store._namespaces[A].last_used
+    store._namespaces[B].last_used = t_a + 100
+    expired = store.expire_idle(idle_seconds=50, now=t_a + 120)
+    assert expired == [A]
+    assert store.list(A) == [] and len(store.list(B)) == 1
+    assert store.totals().sessions == 1
+
+
+def test_folder_store_writes_record_last_and_ignores_leftovers(tmp_path):
+    folder = tmp_path / "images"
+    store = FolderStore(folder, 10**9)
+    record = store.add("legacy", image(1)).record
+    (folder / ".tmp-crashed").write_bytes(b"partial")
+    orphan = "a" * 32
+    (folder / f"{orphan}.jpg").write_bytes(b"half an upload")
+    reopened = FolderStore(folder, 10**9)
+    assert [r.id for r in reopened.list("legacy")] == [record.id]
+    assert not (folder / ".tmp-crashed").exists()
+    assert not (folder / f"{orphan}.jpg").exists()
+    names = {p.name for p in folder.iterdir()}
+    assert names == {f"{record.id}.jpg", f"{record.id}.thumb", f"{record.id}.json"}
