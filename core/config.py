@@ -22,8 +22,8 @@ class Settings:
     storage: str = "memory"
     session_quota_bytes: int = 256 * MiB
     memory_cap_bytes: int = 1024 * MiB
-    session_idle_seconds: float = 60 * 60
-    sweep_interval_seconds: float = 60
+    session_idle_seconds: float = 3600.0
+    sweep_interval_seconds: float = 60.0
     max_pixels: int = 50_000_000
     max_frames: int = 1000
     max_file_bytes: int = 25 * MiB

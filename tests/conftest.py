@@ -32,12 +32,12 @@ def free_port() -> int:
 class LiveServer:
     """The bare API app served by a real uvicorn in a background thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: object | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(), host="127.0.0.1", port=self.port, log_level="info", ws_per_message_deflate=False
+            app or create_app(), host="127.0.0.1", port=self.port, log_level="info", ws_per_message_deflate=False
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
