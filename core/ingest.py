@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import struct
 import unicodedata
 import warnings
@@ -216,7 +217,11 @@ def _orientation(image: Image.Image) -> int:
 
 def _thumbnail(image: Image.Image, fmt: str, orientation: int, size: int) -> tuple[bytes, str]:
     if fmt == "JPEG":
-        image.draft("RGB", (size, size))  # libjpeg decodes at 1/2..1/8 scale: big photos stay cheap
+        # libjpeg decodes at 1/2..1/8 scale when the result still covers the thumbnail's box; asking
+        # for the real box (not size x size) lets a 3:2 photo use 1/8.
+        scale = size / max(image.size)
+        if scale < 1:
+            image.draft("RGB", (max(1, math.ceil(image.width * scale)), max(1, math.ceil(image.height * scale))))
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:

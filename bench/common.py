@@ -1,0 +1,87 @@
+"""Helpers shared by the benchmarks: photo-like test images, a server process, timing."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def photo_like_jpeg(seed: int, width: int = 3000, height: int = 2000, target_bytes: int = 5 * 2**20) -> bytes:
+    """A JPEG of about ``target_bytes`` with photo-like content (smooth shapes plus grain)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack(
+        [127 + 100 * np.sin(x / (150 + 40 * c) + seed + c) * np.cos(y / (120 + 30 * c) - c) for c in range(3)],
+        axis=-1,
+    )
+    grain_strength = 18.0
+    for _ in range(6):
+        grain = rng.normal(0, grain_strength, size=(height, width, 1)).astype(np.float32)
+        pixels = np.clip(base + grain, 0, 255).astype(np.uint8)
+        out = io.BytesIO()
+        Image.fromarray(pixels, "RGB").save(out, "JPEG", quality=92)
+        size = out.tell()
+        if abs(size - target_bytes) < 0.08 * target_bytes:
+            break
+        grain_strength *= (target_bytes / size) ** 1.3
+    return out.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, module: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module, str(self.port)], cwd=ROOT, env={**os.environ, **(env or {})}
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"{module} did not start")
+            time.sleep(0.1)
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)
+
+
+def best_of(runs: int, action: Callable[[], object]) -> float:
+    """Median wall time of ``runs`` calls (after one warm-up call)."""
+    action()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
