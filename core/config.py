@@ -65,7 +65,11 @@ OPTIONS: list[tuple[str, str, str]] = [
         "Most bytes a ZIP may unpack to (declared and actually produced); 413.",
     ),
     ("zip_max_entries", "DARKROOM_ZIP_MAX_ENTRIES", "Most members in a ZIP; 413."),
-    ("zip_max_ratio", "DARKROOM_ZIP_MAX_RATIO", "Highest compression ratio a ZIP member may have; 413."),
+    (
+        "zip_max_ratio",
+        "DARKROOM_ZIP_MAX_RATIO",
+        "Highest compression ratio of a ZIP member that unpacks to over 1 MiB; 413.",
+    ),
     ("thumbnail_size", "DARKROOM_THUMBNAIL_SIZE", "Longest side of the previews made at upload, in pixels."),
     (
         "legacy_fallback",
@@ -74,7 +78,7 @@ OPTIONS: list[tuple[str, str, str]] = [
     ),
     ("legacy_dir", "DARKROOM_LEGACY_DIR", "The shared legacy folder."),
     ("host", "DARKROOM_HOST", "Address the server binds to (the `--host` flag wins)."),
-    ("port", "DARKROOM_PORT", "Port the server listens on (`--port` wins, then `PORT`, then this)."),
+    ("port", "DARKROOM_PORT", "Port the server listens on; `--port` wins over it, `PORT` is used when it is unset."),
 ]
 
 _TRUE = {"1", "true", "yes", "on"}

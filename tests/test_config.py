@@ -57,3 +57,10 @@ def test_bad_values_are_refused_with_the_variable_named(variable, value):
     with pytest.raises(ConfigError) as error:
         load_settings({variable: value})
     assert variable in str(error.value)
+
+
+def test_readme_documents_every_variable():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for _, variable, meaning in OPTIONS:
+        assert f"| `{variable}` |" in readme, variable
+        assert meaning in readme, variable
