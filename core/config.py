@@ -33,6 +33,8 @@ class Settings:
     zip_max_entries: int = 1000
     zip_max_ratio: float = 100.0
     thumbnail_size: int = 256
+    near_duplicate_distance: int = 4
+    feature_workers: int = 0
     legacy_fallback: bool = True
     legacy_dir: Path = Path("storage/images")
     host: str = "127.0.0.1"
@@ -71,6 +73,16 @@ OPTIONS: list[tuple[str, str, str]] = [
         "Highest compression ratio of a ZIP member that unpacks to over 1 MiB; 413.",
     ),
     ("thumbnail_size", "DARKROOM_THUMBNAIL_SIZE", "Longest side of the previews made at upload, in pixels."),
+    (
+        "near_duplicate_distance",
+        "DARKROOM_NEAR_DUPLICATE_DISTANCE",
+        "Most differing pHash bits (of 64) for two images to count as near duplicates.",
+    ),
+    (
+        "feature_workers",
+        "DARKROOM_FEATURE_WORKERS",
+        "Worker processes for whole-session feature runs; `0`: one per CPU core.",
+    ),
     (
         "legacy_fallback",
         "DARKROOM_LEGACY_FALLBACK",

@@ -18,8 +18,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import data_service
 from core.api import data_input
+from core.api import features as features_api
 from core.api.logs import install_log_redaction
 from core.errors import DarkroomError
+from core.features.service import shutdown_pool
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ async def start_background() -> None:
 
 
 async def stop_background() -> None:
+    shutdown_pool()
     task = _sweepers.pop(asyncio.get_running_loop(), None)
     if task is not None:
         task.cancel()
@@ -82,6 +85,7 @@ def install(app: FastAPI) -> None:
     """Add Darkroom's routers and error handlers to ``app``. The caller hooks
     ``start_background``/``stop_background`` into the app's lifecycle."""
     app.include_router(data_input.router)
+    app.include_router(features_api.router)
     app.add_exception_handler(DarkroomError, _darkroom_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -1,0 +1,251 @@
+"""Features of the current session's images: cached per image, computed off the event loop.
+
+``extract`` reads the session from ``CURRENT_SESSION_ID`` (through ``core.data_service``) like the
+seed's feature services did. Results are cached per image and group in the session's store, so
+they count against its quota and go with the image. Whole-session runs hand image *bytes* (never
+sessions: context does not cross into pools) to worker processes and publish progress events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from core import data_service
+from core.errors import CapacityExceeded, QuotaExceeded
+from core.events import PROGRESS, Event, bus
+from core.features.compute import compute_features
+from core.features.hashes import hamming
+from core.features.quality import odd_size_flags
+from core.features.registry import resolve_groups
+from core.sessions import current_session_id
+from core.storage.base import ImageRecord
+
+_CACHE_PREFIX = "features:"
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _approx_nbytes(value: object) -> int:
+    """What a cached result costs in RAM, roughly as CPython holds it."""
+    if isinstance(value, dict):
+        return 64 + sum(50 + len(str(k)) + _approx_nbytes(v) for k, v in value.items())
+    if isinstance(value, list):
+        return 56 + 8 * len(value) + sum(_approx_nbytes(v) for v in value)
+    if isinstance(value, str):
+        return 50 + len(value)
+    return 32
+
+
+def _cached(image_id: str, groups: list[str]) -> dict[str, dict[str, Any]]:
+    found = {}
+    for name in groups:
+        value = data_service.cache_get(image_id, _CACHE_PREFIX + name)
+        if value is not None:
+            found[name] = value
+    return found
+
+
+def _remember(image_id: str, computed: dict[str, dict[str, Any]]) -> None:
+    for name, value in computed.items():
+        try:
+            data_service.cache_put(image_id, _CACHE_PREFIX + name, value, _approx_nbytes(value))
+        except (QuotaExceeded, CapacityExceeded):
+            return  # a full workspace still gets its numbers, just not cached
+
+
+def _present(
+    record: ImageRecord, groups: list[str], values: dict[str, dict[str, Any]], include_vectors: bool
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": record.id, "name": record.filename}
+    for name in groups:
+        group = values[name]
+        if name == "hog" and not include_vectors:
+            group = {k: v for k, v in group.items() if k != "hog"}
+        out[name] = group
+    return out
+
+
+def extract(image_id: str, groups: str | list[str] | None = None, include_vectors: bool = False) -> dict[str, Any]:
+    """One image of the current session: ``{"id", "name", group: {...}}`` in FEATURES.md's schema.
+    CPU-bound: call it from a worker thread (``asyncio.to_thread`` keeps the session)."""
+    names = resolve_groups(groups)
+    record = data_service.get_record(image_id)
+    values = _cached(image_id, names)
+    missing = [n for n in names if n not in values]
+    if missing:
+        _, data = data_service.load_image(image_id)
+        computed = compute_features(data, missing)
+        _remember(image_id, computed)
+        values.update(computed)
+    return _present(record, names, values, include_vectors)
+
+
+def _process_pool() -> ProcessPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            workers = data_service.settings().feature_workers or os.cpu_count() or 1
+            # spawn: forking a process that runs threads and an event loop is unsafe
+            _pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        return _pool
+
+
+def shutdown_pool() -> None:
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _publish_progress(session_id: str | None, done: int, total: int) -> None:
+    if session_id is not None:
+        bus.publish(Event(PROGRESS, session_id, {"task": "features", "done": done, "total": total}))
+
+
+async def extract_session(groups: str | list[str] | None = None, include_vectors: bool = False) -> list[dict[str, Any]]:
+    """Every image of the current session, in upload order. Uncached images are computed in worker
+    processes across all cores; a ``progress`` event follows each finished image."""
+    names = resolve_groups(groups)
+    session_id = current_session_id()
+    records = data_service.list_images()
+    values: dict[str, dict[str, dict[str, Any]]] = {}
+    todo: list[tuple[ImageRecord, list[str]]] = []
+    for record in records:
+        values[record.id] = _cached(record.id, names)
+        missing = [n for n in names if n not in values[record.id]]
+        if missing:
+            todo.append((record, missing))
+    total, done = len(records), len(records) - len(todo)
+    _publish_progress(session_id, done, total)
+    if todo:
+        loop = asyncio.get_running_loop()
+        use_pool = len(todo) > 1 and (data_service.settings().feature_workers or os.cpu_count() or 1) > 1
+        pending: list[asyncio.Future[tuple[ImageRecord, dict[str, dict[str, Any]]]]] = []
+        for record, missing in todo:
+            _, data = data_service.load_image(record.id)
+            if use_pool:
+                work = loop.run_in_executor(_process_pool(), compute_features, data, missing)
+            else:
+                work = asyncio.ensure_future(asyncio.to_thread(compute_features, data, missing))
+            pending.append(asyncio.ensure_future(_labelled(record, work)))
+        try:
+            for finished in asyncio.as_completed(pending):
+                record, computed = await finished
+                values[record.id].update(computed)
+                _remember(record.id, computed)
+                done += 1
+                _publish_progress(session_id, done, total)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    return [_present(r, names, values[r.id], include_vectors) for r in records if r.id in values]
+
+
+async def _labelled(record: ImageRecord, work: asyncio.Future[Any]) -> tuple[ImageRecord, Any]:
+    return record, await work
+
+
+# -- session-level results --
+@dataclass(frozen=True)
+class DuplicateGroups:
+    exact: list[list[ImageRecord]]
+    near: list[tuple[list[ImageRecord], int]]
+    threshold: int
+
+
+async def find_duplicates(threshold: int | None = None) -> DuplicateGroups:
+    """Exact duplicates (same pixels: CleanVision's pixel hash, size and mode) and near-duplicate
+    groups (pHash Hamming distance at most ``threshold``, linked transitively)."""
+    limit = data_service.settings().near_duplicate_distance if threshold is None else threshold
+    rows = await extract_session(["basic", "hashes", "cleanvision"])
+    records = {r.id: r for r in data_service.list_images()}
+    rows = [row for row in rows if row["id"] in records]
+    by_pixels: dict[tuple, list[ImageRecord]] = {}
+    for row in rows:
+        key = (row["cleanvision"]["pixel_md5"], row["basic"]["width"], row["basic"]["height"], row["basic"]["mode"])
+        by_pixels.setdefault(key, []).append(records[row["id"]])
+    exact = [group for group in by_pixels.values() if len(group) > 1]
+
+    parent = list(range(len(rows)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    widest: dict[int, int] = {}
+    hashes = [row["hashes"]["phash"] for row in rows]
+    for i in range(len(rows)):
+        for j in range(i + 1, len(rows)):
+            distance = hamming(hashes[i], hashes[j])
+            if distance <= limit:
+                a, b = root(i), root(j)
+                if a != b:
+                    parent[b] = a
+                widest[a] = max(widest.get(a, 0), widest.pop(b, 0) if a != b else 0, distance)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(rows)):
+        groups.setdefault(root(i), []).append(i)
+    near = [
+        ([records[rows[i]["id"]] for i in members], widest.get(group_root, 0))
+        for group_root, members in groups.items()
+        if len(members) > 1
+    ]
+    return DuplicateGroups(exact, near, limit)
+
+
+# Lists kept in the table as columns of their own (short and meaningful); others are left out.
+_LIST_COLUMNS = {"lbp.lbp_hist"}
+
+
+def _flatten(prefix: str, value: Any, row: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}", inner, row)
+    elif isinstance(value, list):
+        if prefix in _LIST_COLUMNS:
+            for index, item in enumerate(value):
+                row[f"{prefix}.{index}"] = item
+        elif prefix.startswith("dominant_colors.") and value:
+            top = value[0]
+            row[f"{prefix}.top_hex"] = "#" + "".join(f"{round(c):02x}" for c in top["rgb"])
+            row[f"{prefix}.top_fraction"] = top["fraction"]
+    else:
+        row[prefix] = value
+
+
+async def feature_table(groups: str | list[str] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """One row per image: id, filename, then every scalar feature as a dotted column. Lists are
+    left out (histograms, vectors, per-angle values) or summarised (LBP histogram as 10 columns,
+    dominant colours as the top colour and its fraction). With ``cleanvision``, CleanVision's
+    dataset-relative odd-size score and flag are added."""
+    names = resolve_groups(groups)
+    extracted = await extract_session(names)
+    rows: list[dict[str, Any]] = []
+    for item in extracted:
+        row: dict[str, Any] = {"id": item["id"], "filename": item["name"]}
+        for name in names:
+            _flatten(name, item[name], row)
+        rows.append(row)
+    if "cleanvision" in names:
+        flags = odd_size_flags([row["cleanvision.size"] for row in rows])
+        for row, (score, odd) in zip(rows, flags, strict=True):
+            row["cleanvision.odd_size_score"] = score
+            row["cleanvision.is_odd_size"] = odd
+    columns: list[str] = []
+    seen: set[str] = set()
+    for row in rows:
+        for column in row:
+            if column not in seen:
+                seen.add(column)
+                columns.append(column)
+    return columns, rows

@@ -1,0 +1,163 @@
+"""The one contract every image store implements, and the errors it raises.
+
+A store keeps images per *namespace key*: a session id, or the legacy shared folder. The key is
+an explicit argument here (stores are adapters); ``core.data_service`` resolves it from
+``CURRENT_SESSION_ID`` so nothing above the service layer ever passes it around.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from core.errors import CapacityExceeded, NotFound, QuotaExceeded
+from core.ingest import IngestedImage
+
+__all__ = [
+    "RECORD_OVERHEAD_BYTES",
+    "AddOutcome",
+    "CapacityExceeded",
+    "ImageRecord",
+    "ImageStore",
+    "NotFound",
+    "QuotaExceeded",
+    "StoreTotals",
+    "is_image_id",
+    "new_image_id",
+]
+
+# Metadata, dict slots and object headers: small, but held, so counted against quotas.
+RECORD_OVERHEAD_BYTES = 1024
+
+_IMAGE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def new_image_id() -> str:
+    return uuid.uuid4().hex
+
+
+def is_image_id(raw: object) -> bool:
+    return isinstance(raw, str) and _IMAGE_ID.fullmatch(raw) is not None
+
+
+def image_not_found() -> NotFound:
+    # The same words whether the id never existed or belongs to another session.
+    return NotFound("no such image in this workspace")
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What the API lists about an image (never its session)."""
+
+    id: str
+    filename: str
+    format: str
+    width: int
+    height: int
+    size_bytes: int
+    sha256: str
+    uploaded_at: str
+    thumbnail_mime: str = "image/jpeg"
+
+    def to_public(self) -> dict[str, object]:
+        out = asdict(self)
+        out.pop("thumbnail_mime")
+        return out
+
+    @classmethod
+    def from_ingested(cls, image: IngestedImage, image_id: str | None = None) -> ImageRecord:
+        return cls(
+            id=image_id or new_image_id(),
+            filename=image.filename,
+            format=image.format,
+            width=image.width,
+            height=image.height,
+            size_bytes=len(image.data),
+            sha256=image.sha256,
+            uploaded_at=utc_now_iso(),
+            thumbnail_mime=image.thumbnail_mime,
+        )
+
+
+@dataclass(frozen=True)
+class AddOutcome:
+    """``duplicate``: the same bytes under the same name were already there, nothing was stored
+    and ``record`` is that image. ``same_bytes_as``: a new record was made for a new name, sharing
+    the bytes of that earlier image (held once)."""
+
+    record: ImageRecord
+    duplicate: bool = False
+    same_bytes_as: ImageRecord | None = None
+
+
+@dataclass(frozen=True)
+class StoreTotals:
+    sessions: int
+    images: int
+    bytes_held: int
+    capacity_bytes: int
+
+
+class ImageStore(ABC):
+    """Images per namespace. Every method is safe to call from several threads at once."""
+
+    @abstractmethod
+    def add(self, key: str, image: IngestedImage) -> AddOutcome:
+        """Store ``image``. The same bytes under the same name are not stored again; under another
+        name they get a record of their own that shares the bytes. Raises QuotaExceeded (413) or
+        CapacityExceeded (507), leaving the namespace unchanged."""
+
+    @abstractmethod
+    def list(self, key: str) -> list[ImageRecord]:
+        """Records in upload order (an unknown namespace is empty)."""
+
+    @abstractmethod
+    def get(self, key: str, image_id: str) -> ImageRecord:
+        """The record, or NotFound."""
+
+    @abstractmethod
+    def read(self, key: str, image_id: str) -> bytes:
+        """The original bytes, or NotFound."""
+
+    @abstractmethod
+    def read_thumbnail(self, key: str, image_id: str) -> bytes:
+        """The preview bytes (``record.thumbnail_mime``), or NotFound."""
+
+    @abstractmethod
+    def delete(self, key: str, image_id: str) -> None:
+        """Remove one image and everything cached for it, or NotFound."""
+
+    @abstractmethod
+    def clear(self, key: str) -> int:
+        """Remove the namespace and everything in it; returns how many images went."""
+
+    @abstractmethod
+    def touch(self, key: str) -> None:
+        """Mark the namespace as used now (creates it empty if it is new)."""
+
+    @abstractmethod
+    def expire_idle(self, idle_seconds: float, now: float | None = None) -> list[str]:
+        """Remove namespaces unused for ``idle_seconds``; returns their keys."""
+
+    @abstractmethod
+    def cache_get(self, key: str, image_id: str, name: str) -> object | None:
+        """A value cached for the image (None if absent); NotFound if the image is gone."""
+
+    @abstractmethod
+    def cache_put(self, key: str, image_id: str, name: str, value: object, nbytes: int) -> None:
+        """Cache ``value`` for the image, counted as ``nbytes`` against the quota and the cap."""
+
+    @abstractmethod
+    def totals(self) -> StoreTotals:
+        """Aggregate counts (never keys)."""
+
+    def bytes_held(self, key: str) -> int:
+        """Bytes the namespace holds, counted as against its quota."""
+        raise NotImplementedError

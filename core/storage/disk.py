@@ -1,0 +1,252 @@
+"""Images as files in a folder: the legacy shared folder ``storage/images/``.
+
+Each image is three files named from a random id, never from user input: ``<id>.<ext>`` (the
+original bytes), ``<id>.thumb`` (the preview) and ``<id>.json`` (the record). Each is written to a
+temporary file in the same folder, fsynced and renamed into place; the record goes last, so an
+image is visible only once all of it is on disk. On first use, leftovers of an interrupted write
+(temporary files, images without a record) are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import QuotaExceeded
+from core.ingest import IngestedImage
+from core.storage.base import (
+    RECORD_OVERHEAD_BYTES,
+    AddOutcome,
+    ImageRecord,
+    ImageStore,
+    StoreTotals,
+    image_not_found,
+    is_image_id,
+)
+
+EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+_TEMP_PREFIX = ".tmp-"
+
+
+def write_atomically(folder: Path, name: str, data: bytes) -> None:
+    """Write ``folder/name`` so that readers see the old file or the whole new one, never a part."""
+    fd, temp_path = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_path, folder / name)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_path)
+        raise
+
+
+def link_atomically(source: Path, target: Path) -> None:
+    """Make ``target`` a hard link to ``source``, appearing whole or not at all."""
+    temp_path = target.with_name(f"{_TEMP_PREFIX}{target.name}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp_path)
+    os.link(source, temp_path)
+    os.replace(temp_path, target)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Index:
+    records: dict[str, ImageRecord] = field(default_factory=dict)
+    by_sha256: dict[str, str] = field(default_factory=dict)
+    by_name: dict[tuple[str, str], str] = field(default_factory=dict)  # (sha256, filename) -> id
+    bytes_held: int = 0
+    cache: dict[tuple[str, str], tuple[object, int]] = field(default_factory=dict)
+
+
+class FolderStore(ImageStore):
+    """One shared folder; the namespace key is ignored (everyone sees the same images)."""
+
+    def __init__(self, folder: Path, quota_bytes: int) -> None:
+        self.folder = Path(folder)
+        self.quota_bytes = quota_bytes
+        self._index: _Index | None = None
+        self._lock = threading.Lock()
+
+    # -- on-disk layout --
+    def _data_path(self, record: ImageRecord) -> Path:
+        return self.folder / f"{record.id}{EXTENSIONS[record.format]}"
+
+    def _load(self) -> _Index:
+        if self._index is not None:
+            return self._index
+        self.folder.mkdir(parents=True, exist_ok=True)
+        index = _Index()
+        names = set(os.listdir(self.folder))
+        for name in sorted(names):
+            if name.startswith(_TEMP_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.folder / name)
+        loaded: list[ImageRecord] = []
+        for name in names:
+            stem, dot, ext = name.partition(".")
+            if ext != "json" or not is_image_id(stem):
+                continue
+            try:
+                record = ImageRecord(**json.loads((self.folder / name).read_text("utf-8")))
+            except (OSError, ValueError, TypeError):
+                continue
+            if self._data_path(record).name in names and f"{record.id}.thumb" in names:
+                loaded.append(record)
+        for record in sorted(loaded, key=lambda r: (r.uploaded_at, r.id)):
+            index.records[record.id] = record
+            index.by_sha256.setdefault(record.sha256, record.id)
+            index.by_name[(record.sha256, record.filename)] = record.id
+            index.bytes_held += self._nbytes(record, (self.folder / f"{record.id}.thumb").stat().st_size)
+        # Files of an image whose record never landed are leftovers of an interrupted upload.
+        for name in names:
+            stem = name.partition(".")[0]
+            if is_image_id(stem) and stem not in index.records and not name.endswith(".json"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.folder / name)
+        self._index = index
+        return index
+
+    @staticmethod
+    def _nbytes(record: ImageRecord, thumbnail_size: int) -> int:
+        # Counted per record, like the memory store counts what it holds (hard links aside).
+        return record.size_bytes + thumbnail_size + RECORD_OVERHEAD_BYTES
+
+    def _record(self, index: _Index, image_id: str) -> ImageRecord:
+        record = index.records.get(image_id) if is_image_id(image_id) else None
+        if record is None:
+            raise image_not_found()
+        return record
+
+    # -- contract --
+    def add(self, key: str, image: IngestedImage) -> AddOutcome:
+        with self._lock:
+            index = self._load()
+            same_name = index.by_name.get((image.sha256, image.filename))
+            if same_name is not None:
+                return AddOutcome(index.records[same_name], duplicate=True)
+            first_id = index.by_sha256.get(image.sha256)
+            first = index.records[first_id] if first_id else None
+            nbytes = len(image.data) + len(image.thumbnail) + RECORD_OVERHEAD_BYTES
+            if index.bytes_held + nbytes > self.quota_bytes:
+                raise QuotaExceeded(
+                    f"the shared folder is full ({self.quota_bytes / 2**20:.0f} MiB); "
+                    "use a session id for a private workspace"
+                )
+            record = ImageRecord.from_ingested(image)
+            try:
+                if first is not None:  # same bytes, new name: hard links hold them once
+                    link_atomically(self._data_path(first), self._data_path(record))
+                    link_atomically(self.folder / f"{first.id}.thumb", self.folder / f"{record.id}.thumb")
+                else:
+                    write_atomically(self.folder, self._data_path(record).name, image.data)
+                    write_atomically(self.folder, f"{record.id}.thumb", image.thumbnail)
+                body = json.dumps(record.__dict__, ensure_ascii=False).encode("utf-8")
+                write_atomically(self.folder, f"{record.id}.json", body)
+                _fsync_folder(self.folder)
+            except BaseException:
+                self._remove_files(record)
+                raise
+            index.records[record.id] = record
+            index.by_sha256.setdefault(record.sha256, record.id)
+            index.by_name[(record.sha256, record.filename)] = record.id
+            index.bytes_held += nbytes
+            return AddOutcome(record, same_bytes_as=first)
+
+    def _remove_files(self, record: ImageRecord) -> None:
+        # The record first: without it the image is invisible even if the rest stays behind.
+        for path in (self.folder / f"{record.id}.json", self._data_path(record),
+                     self.folder / f"{record.id}.thumb"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def list(self, key: str) -> list[ImageRecord]:
+        with self._lock:
+            return list(self._load().records.values())
+
+    def get(self, key: str, image_id: str) -> ImageRecord:
+        with self._lock:
+            return self._record(self._load(), image_id)
+
+    def read(self, key: str, image_id: str) -> bytes:
+        with self._lock:
+            record = self._record(self._load(), image_id)
+            try:
+                return self._data_path(record).read_bytes()
+            except FileNotFoundError:
+                raise image_not_found() from None
+
+    def read_thumbnail(self, key: str, image_id: str) -> bytes:
+        with self._lock:
+            record = self._record(self._load(), image_id)
+            try:
+                return (self.folder / f"{record.id}.thumb").read_bytes()
+            except FileNotFoundError:
+                raise image_not_found() from None
+
+    def delete(self, key: str, image_id: str) -> None:
+        with self._lock:
+            index = self._load()
+            record = self._record(index, image_id)
+            index.bytes_held -= self._nbytes(record, (self.folder / f"{record.id}.thumb").stat().st_size)
+            self._remove_files(record)
+            del index.records[record.id]
+            del index.by_name[(record.sha256, record.filename)]
+            if index.by_sha256.get(record.sha256) == record.id:
+                del index.by_sha256[record.sha256]
+                other = next((r.id for r in index.records.values() if r.sha256 == record.sha256), None)
+                if other is not None:
+                    index.by_sha256[record.sha256] = other
+            index.cache = {k: v for k, v in index.cache.items() if k[0] != record.id}
+
+    def clear(self, key: str) -> int:
+        with self._lock:
+            index = self._load()
+            count = len(index.records)
+            for record in list(index.records.values()):
+                self._remove_files(record)
+            self._index = _Index()
+            return count
+
+    def touch(self, key: str) -> None:
+        return None
+
+    def expire_idle(self, idle_seconds: float, now: float | None = None) -> list[str]:
+        return []  # the shared folder is permanent by design
+
+    def cache_get(self, key: str, image_id: str, name: str) -> object | None:
+        with self._lock:
+            index = self._load()
+            self._record(index, image_id)
+            hit = index.cache.get((image_id, name))
+            return None if hit is None else hit[0]
+
+    def cache_put(self, key: str, image_id: str, name: str, value: object, nbytes: int) -> None:
+        with self._lock:
+            index = self._load()
+            self._record(index, image_id)
+            index.cache[(image_id, name)] = (value, nbytes)
+
+    def totals(self) -> StoreTotals:
+        with self._lock:
+            index = self._load()
+            return StoreTotals(1, len(index.records), index.bytes_held, self.quota_bytes)
+
+    def bytes_held(self, key: str) -> int:
+        with self._lock:
+            return self._load().bytes_held

@@ -1,0 +1,204 @@
+"""The default session store: RAM only, a byte quota per session, a cap for all, idle expiry."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from core.errors import CapacityExceeded, QuotaExceeded
+from core.ingest import IngestedImage
+from core.storage.base import (
+    RECORD_OVERHEAD_BYTES,
+    AddOutcome,
+    ImageRecord,
+    ImageStore,
+    StoreTotals,
+    image_not_found,
+)
+
+
+@dataclass
+class _Blob:
+    """The bytes of one upload, shared by every record of the same content in a namespace."""
+
+    data: bytes
+    thumbnail: bytes
+    first_id: str
+    refs: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data) + len(self.thumbnail)
+
+
+@dataclass
+class _Entry:
+    record: ImageRecord
+    cache: dict[str, tuple[object, int]] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return RECORD_OVERHEAD_BYTES + sum(n for _, n in self.cache.values())
+
+
+@dataclass
+class _Namespace:
+    images: dict[str, _Entry] = field(default_factory=dict)
+    blobs: dict[str, _Blob] = field(default_factory=dict)  # by sha256
+    by_name: dict[tuple[str, str], str] = field(default_factory=dict)  # (sha256, filename) -> id
+    bytes_held: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+class MemoryStore(ImageStore):
+    def __init__(self, quota_bytes: int, capacity_bytes: int) -> None:
+        self.quota_bytes = quota_bytes
+        self.capacity_bytes = capacity_bytes
+        self._namespaces: dict[str, _Namespace] = {}
+        self._bytes_total = 0
+        self._lock = threading.Lock()
+
+    # -- helpers (call with the lock held) --
+    def _entry(self, key: str, image_id: str) -> _Entry:
+        namespace = self._namespaces.get(key)
+        entry = namespace.images.get(image_id) if namespace else None
+        if entry is None:
+            raise image_not_found()
+        namespace.last_used = time.monotonic()
+        return entry
+
+    def _reserve(self, namespace: _Namespace, nbytes: int) -> None:
+        if namespace.bytes_held + nbytes > self.quota_bytes:
+            raise QuotaExceeded(
+                f"the workspace is full: it holds {_mib(namespace.bytes_held)} of "
+                f"{_mib(self.quota_bytes)} and this needs {_mib(nbytes)} more; delete images or clear it"
+            )
+        if self._bytes_total + nbytes > self.capacity_bytes:
+            raise CapacityExceeded(
+                "the server's memory for images is full; try again later or clear workspaces you no longer use"
+            )
+        namespace.bytes_held += nbytes
+        self._bytes_total += nbytes
+
+    def _release(self, namespace: _Namespace, nbytes: int) -> None:
+        namespace.bytes_held -= nbytes
+        self._bytes_total -= nbytes
+
+    # -- contract --
+    def add(self, key: str, image: IngestedImage) -> AddOutcome:
+        with self._lock:
+            namespace = self._namespaces.get(key) or _Namespace()
+            namespace.last_used = time.monotonic()
+            same_name = namespace.by_name.get((image.sha256, image.filename))
+            if same_name is not None:
+                return AddOutcome(namespace.images[same_name].record, duplicate=True)
+            entry = _Entry(ImageRecord.from_ingested(image))
+            blob = namespace.blobs.get(image.sha256)
+            shared = blob is not None
+            if blob is None:
+                blob = _Blob(image.data, image.thumbnail, entry.record.id)
+            self._reserve(namespace, entry.nbytes + (0 if shared else blob.nbytes))
+            blob.refs += 1
+            namespace.blobs[image.sha256] = blob
+            namespace.images[entry.record.id] = entry
+            namespace.by_name[(image.sha256, image.filename)] = entry.record.id
+            self._namespaces[key] = namespace
+            first = namespace.images.get(blob.first_id) if shared else None
+            return AddOutcome(entry.record, same_bytes_as=first.record if first else None)
+
+    def _blob(self, key: str, image_id: str) -> _Blob:
+        entry = self._entry(key, image_id)
+        return self._namespaces[key].blobs[entry.record.sha256]
+
+    def list(self, key: str) -> list[ImageRecord]:
+        with self._lock:
+            namespace = self._namespaces.get(key)
+            if namespace is None:
+                return []
+            namespace.last_used = time.monotonic()
+            return [e.record for e in namespace.images.values()]
+
+    def get(self, key: str, image_id: str) -> ImageRecord:
+        with self._lock:
+            return self._entry(key, image_id).record
+
+    def read(self, key: str, image_id: str) -> bytes:
+        with self._lock:
+            return self._blob(key, image_id).data
+
+    def read_thumbnail(self, key: str, image_id: str) -> bytes:
+        with self._lock:
+            return self._blob(key, image_id).thumbnail
+
+    def delete(self, key: str, image_id: str) -> None:
+        with self._lock:
+            entry = self._entry(key, image_id)
+            namespace = self._namespaces[key]
+            record = entry.record
+            del namespace.images[image_id]
+            del namespace.by_name[(record.sha256, record.filename)]
+            blob = namespace.blobs[record.sha256]
+            blob.refs -= 1
+            released = entry.nbytes
+            if blob.refs == 0:
+                del namespace.blobs[record.sha256]
+                released += blob.nbytes
+            elif blob.first_id == image_id:
+                blob.first_id = next(i for i, e in namespace.images.items() if e.record.sha256 == record.sha256)
+            self._release(namespace, released)
+
+    def clear(self, key: str) -> int:
+        with self._lock:
+            namespace = self._namespaces.pop(key, None)
+            if namespace is None:
+                return 0
+            self._bytes_total -= namespace.bytes_held
+            return len(namespace.images)
+
+    def touch(self, key: str) -> None:
+        with self._lock:
+            self._namespaces.setdefault(key, _Namespace()).last_used = time.monotonic()
+
+    def expire_idle(self, idle_seconds: float, now: float | None = None) -> list[str]:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            expired = [k for k, ns in self._namespaces.items() if now - ns.last_used >= idle_seconds]
+            for key in expired:
+                self._bytes_total -= self._namespaces.pop(key).bytes_held
+            return expired
+
+    def cache_get(self, key: str, image_id: str, name: str) -> object | None:
+        with self._lock:
+            hit = self._entry(key, image_id).cache.get(name)
+            return None if hit is None else hit[0]
+
+    def cache_put(self, key: str, image_id: str, name: str, value: object, nbytes: int) -> None:
+        with self._lock:
+            entry = self._entry(key, image_id)
+            namespace = self._namespaces[key]
+            old = entry.cache.get(name)
+            delta = nbytes - (old[1] if old else 0)
+            if delta > 0:
+                self._reserve(namespace, delta)
+            else:
+                self._release(namespace, -delta)
+            entry.cache[name] = (value, nbytes)
+
+    def totals(self) -> StoreTotals:
+        with self._lock:
+            return StoreTotals(
+                sessions=len(self._namespaces),
+                images=sum(len(ns.images) for ns in self._namespaces.values()),
+                bytes_held=self._bytes_total,
+                capacity_bytes=self.capacity_bytes,
+            )
+
+    def bytes_held(self, key: str) -> int:
+        with self._lock:
+            namespace = self._namespaces.get(key)
+            return namespace.bytes_held if namespace else 0
