@@ -170,8 +170,7 @@ class FolderStore(ImageStore):
 
     def _remove_files(self, record: ImageRecord) -> None:
         # The record first: without it the image is invisible even if the rest stays behind.
-        for path in (self.folder / f"{record.id}.json", self._data_path(record),
-                     self.folder / f"{record.id}.thumb"):
+        for path in (self.folder / f"{record.id}.json", self._data_path(record), self.folder / f"{record.id}.thumb"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
