@@ -35,6 +35,7 @@ class Settings:
     thumbnail_size: int = 256
     near_duplicate_distance: int = 4
     feature_workers: int = 0
+    invite_ttl_seconds: float = 1800.0
     legacy_fallback: bool = True
     legacy_dir: Path = Path("storage/images")
     host: str = "127.0.0.1"
@@ -82,6 +83,11 @@ OPTIONS: list[tuple[str, str, str]] = [
         "feature_workers",
         "DARKROOM_FEATURE_WORKERS",
         "Worker processes for whole-session feature runs; `0`: one per CPU core.",
+    ),
+    (
+        "invite_ttl_seconds",
+        "DARKROOM_INVITE_TTL_SECONDS",
+        "How long an invite link (made on the page to share a workspace) stays valid.",
     ),
     (
         "legacy_fallback",

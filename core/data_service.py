@@ -10,15 +10,17 @@ An upload is two steps so that CPU work can run while bytes still arrive: ``prep
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from core.archive import ZipMember, iter_members
 from core.config import Settings, get_settings
-from core.errors import BadRequest, DarkroomError, UnsupportedImage
+from core.errors import BadRequest, CapacityExceeded, DarkroomError, QuotaExceeded, UnsupportedImage
 from core.events import IMAGE_ADDED, IMAGE_REMOVED, SESSION_CLEARED, Event, bus
-from core.ingest import ALLOWED_TEXT, IngestedImage, clean_filename, ingest_image
+from core.ingest import ALLOWED_TEXT, IngestedImage, clean_filename, ingest_image, is_zip, make_preview
+from core.invites import invites
 from core.sessions import current_session_id
 from core.storage.base import ImageRecord, ImageStore, StoreTotals, image_not_found, is_image_id
 from core.storage.disk import FolderStore
@@ -183,15 +185,33 @@ def prepare_zip(data: bytes) -> tuple[list[Prepared], list[Skipped]]:
     return prepared, skipped
 
 
+def _no_images_in_archive(skipped: list[Skipped]) -> UnsupportedImage:
+    return UnsupportedImage(
+        f"the archive contains no supported images ({ALLOWED_TEXT})"
+        + (f"; {len(skipped)} file(s) skipped" if skipped else "")
+    )
+
+
 def save_and_extract_zip(data: bytes) -> UploadReport:
     """Store every image of a ZIP archive in the current session; list what was not taken."""
     prepared, skipped = prepare_zip(data)
     if not prepared:
-        raise UnsupportedImage(
-            f"the archive contains no supported images ({ALLOWED_TEXT})"
-            + (f"; {len(skipped)} file(s) skipped" if skipped else "")
-        )
+        raise _no_images_in_archive(skipped)
     return commit(prepared, UploadReport(skipped=skipped))
+
+
+def prepare_file(data: bytes, filename: str | None) -> tuple[list[Prepared], list[Skipped]]:
+    """One dropped file, image or ZIP archive (told apart by content), prepared for ``commit``.
+    A refused archive becomes one rejection under the archive's name; nothing of it is kept."""
+    if not is_zip(data):
+        return [prepare_image(data, filename)], []
+    try:
+        prepared, skipped = prepare_zip(data)
+        if not prepared:
+            raise _no_images_in_archive(skipped)
+    except DarkroomError as exc:
+        return [Rejection(clean_filename(filename), exc.status_code, exc.message)], []
+    return prepared, skipped
 
 
 # -- read --
@@ -226,6 +246,19 @@ def load_thumbnail(image_id: str) -> tuple[ImageRecord, bytes]:
     store, key, _ = _namespace()
     image_id = _checked_id(image_id)
     return store.get(key, image_id), store.read_thumbnail(key, image_id)
+
+
+def load_preview(image_id: str, size: int = 1280) -> tuple[bytes, str]:
+    """An upright preview (longest side ``size``), made once and cached in the session's memory."""
+    name = f"preview:{size}"
+    cached = cache_get(image_id, name)
+    if cached is None:
+        _, data = load_image(image_id)
+        cached = make_preview(data, size)
+        with contextlib.suppress(QuotaExceeded, CapacityExceeded):  # a full workspace still gets a preview
+            cache_put(image_id, name, cached, len(cached[0]) + 64)
+    assert isinstance(cached, tuple)
+    return cached
 
 
 def cache_get(image_id: str, name: str) -> object | None:
@@ -267,6 +300,7 @@ def expire_idle_sessions(now: float | None = None) -> int:
     stores = _current()
     expired = stores.sessions.expire_idle(stores.settings.session_idle_seconds, now)
     for session_id in expired:
+        invites.revoke_all(session_id)
         _publish(SESSION_CLEARED, session_id, reason="expired")
     return len(expired)
 

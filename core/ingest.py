@@ -183,6 +183,20 @@ def ingest_image(data: bytes, filename: str | None, settings: Settings) -> Inges
     )
 
 
+def make_preview(data: bytes, size: int) -> tuple[bytes, str]:
+    """An upright preview of stored (already validated) image bytes, longest side ``size``."""
+    fmt = sniff_format(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(io.BytesIO(data), formats=[fmt]) as image:
+            return _thumbnail(image, fmt, _orientation(image), size)
+
+
+def is_zip(data: bytes) -> bool:
+    """Whether the bytes start like a ZIP archive (local header or an empty archive's end record)."""
+    return data[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+
+
 def _check_pixels(width: int, height: int, settings: Settings) -> None:
     if width <= 0 or height <= 0:
         raise CorruptImage(f"the image header gives an impossible size {width}x{height}")

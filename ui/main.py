@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from nicegui import app, ui
 
 from core.api.app import install, start_background, stop_background
 from core.config import get_settings
+from ui import workspace  # noqa: F401  registers the page "/"
+from ui.routes import install_routes
 
 install(app)
+install_routes(app)
 app.on_startup(start_background)
 app.on_shutdown(stop_background)
-
-
-@ui.page("/")
-def index() -> None:
-    """Placeholder workspace page; the full workspace is built on the same API."""
-    ui.label("Darkroom").classes("text-2xl font-bold")
-    ui.label("A private image workspace. Images live only in this server's memory and vanish on restart.")
-    ui.link("API documentation", "/docs")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,4 +44,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ in {"__main__", "__mp_main__"}:
-    main()
+    # Under NiceGUI's user simulation (pytest), sys.argv holds pytest's arguments.
+    main([] if os.environ.get("NICEGUI_USER_SIMULATION") else None)

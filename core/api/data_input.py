@@ -78,9 +78,19 @@ async def upload_images(request: Request, session: Session) -> JSONResponse:
     status it alone would get) and already present. 200 when anything was accepted, otherwise
     the status of the first rejection. A file over the size limit stops the upload at once (413)
     and nothing of it is stored."""
+    report = await receive_files(request)
+    return JSONResponse(UploadResult.of(report).model_dump(), status_code=report.status_code)
+
+
+async def receive_files(request: Request, archives: bool = False) -> data_service.UploadReport:
+    """Stream the multipart parts named ``files`` into the current session, validating each while
+    the next arrives. With ``archives``, a part that is a ZIP archive is unpacked (the page's
+    drop zone takes photos and archives together)."""
     settings = data_service.settings()
     boundary = boundary_of(request)
-    pending: list[asyncio.Task[data_service.Prepared]] = []
+    prepare = data_service.prepare_file if archives else _prepare_one
+    largest = max(settings.max_file_bytes, settings.zip_max_archive_bytes) if archives else settings.max_file_bytes
+    pending: list[asyncio.Task[tuple[list[data_service.Prepared], list[data_service.Skipped]]]] = []
     try:
         async for part in iter_file_parts(
             request,
@@ -88,19 +98,25 @@ async def upload_images(request: Request, session: Session) -> JSONResponse:
             {"files"},
             max_file_bytes=settings.max_file_bytes,
             max_files=settings.max_files_per_request,
-            max_body_bytes=settings.session_quota_bytes + _MULTIPART_SLACK,
+            max_body_bytes=max(settings.session_quota_bytes, largest) + _MULTIPART_SLACK,
+            max_archive_bytes=settings.zip_max_archive_bytes if archives else None,
         ):
             # Validate and thumbnail while the next file is still arriving.
-            pending.append(asyncio.create_task(asyncio.to_thread(data_service.prepare_image, part.data, part.filename)))
+            pending.append(asyncio.create_task(asyncio.to_thread(prepare, part.data, part.filename)))
         if not pending:
             raise BadRequest("no files were sent: use one or more form parts named 'files'")
-        prepared = await asyncio.gather(*pending)
+        results = await asyncio.gather(*pending)
     except BaseException:
         for task in pending:
             task.cancel()
         raise
-    report = await asyncio.to_thread(data_service.commit, prepared)
-    return JSONResponse(UploadResult.of(report).model_dump(), status_code=report.status_code)
+    prepared = [item for items, _ in results for item in items]
+    skipped = [item for _, items in results for item in items]
+    return await asyncio.to_thread(data_service.commit, prepared, data_service.UploadReport(skipped=skipped))
+
+
+def _prepare_one(data: bytes, filename: str | None) -> tuple[list[data_service.Prepared], list[data_service.Skipped]]:
+    return [data_service.prepare_image(data, filename)], []
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -17,6 +17,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from core.errors import BadRequest, TooLarge
+from core.ingest import is_zip
 
 _MAX_FIELD_BYTES = 64 * 1024  # non-file fields are small by nature
 
@@ -35,6 +36,7 @@ class _PartState:
     headers: dict[str, bytes] = field(default_factory=dict)
     chunks: list[bytes] = field(default_factory=list)
     size: int = 0
+    head: bytes = b""
 
 
 _EXTENDED_FILENAME = re.compile(rb"filename\*\s*=\s*([^;]+)", re.IGNORECASE)
@@ -77,8 +79,10 @@ async def iter_file_parts(
     max_file_bytes: int,
     max_files: int,
     max_body_bytes: int,
+    max_archive_bytes: int | None = None,
 ) -> AsyncIterator[FilePart]:
-    """Yield each part named in ``field_names`` as soon as it is complete."""
+    """Yield each part named in ``field_names`` as soon as it is complete. With
+    ``max_archive_bytes``, a file whose content starts like a ZIP archive may grow to that size."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_body_bytes:
         raise TooLarge(
@@ -106,10 +110,14 @@ async def iter_file_parts(
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         state.size += end - start
+        if len(state.head) < 4:
+            state.head += data[start : min(end, start + 4 - len(state.head))]
         is_file = b"filename" in state.headers.get("content-disposition", b"")
         limit = max_file_bytes if is_file else _MAX_FIELD_BYTES
+        if is_file and max_archive_bytes is not None and is_zip(state.head):
+            limit = max_archive_bytes
         if state.size > limit:
-            raise _too_large(max_file_bytes) if is_file else BadRequest("a form field is too long")
+            raise _too_large(limit) if is_file else BadRequest("a form field is too long")
         state.chunks.append(data[start:end])
 
     def on_part_end() -> None:
