@@ -1,10 +1,13 @@
-"""Shared fixtures: settings for tests, a real uvicorn server on a free port, HTTP helpers."""
+"""Shared fixtures: settings for tests, a real uvicorn server on a free port, HTTP helpers,
+the file-write watch that proves uploads stay in RAM, and NiceGUI's ``user`` fixture."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +21,8 @@ from PIL import Image
 from core import data_service
 from core.api.app import create_app
 from core.config import Settings
+
+pytest_plugins = ["nicegui.testing.user_plugin"]
 
 DATA = Path(__file__).parent / "data"
 HOSTILE = DATA / "hostile"
@@ -118,3 +123,52 @@ def make_jpeg(width: int = 64, height: int = 48, seed: int = 0, quality: int = 9
 
 def hostile(name: str) -> bytes:
     return (HOSTILE / name).read_bytes()
+
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC | getattr(os, "O_TMPFILE", 0)
+
+
+class FileWriteWatch:
+    """Records every file opened for writing, in any thread, while active (an audit hook cannot
+    be removed, so one is installed per process and switched on and off)."""
+
+    installed = False
+    active = False
+    writes: list[str] = []
+    lock = threading.Lock()
+
+    @classmethod
+    def hook(cls, event: str, args: tuple) -> None:
+        if not cls.active or event != "open":
+            return
+        path, mode, flags = (list(args) + [None, None, None])[:3]
+        writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+            isinstance(flags, int) and flags & _WRITE_FLAGS
+        )
+        if writing:
+            with cls.lock:
+                cls.writes.append(f"{path!r} mode={mode!r} flags={flags!r}")
+
+    @classmethod
+    def install(cls) -> None:
+        if not cls.installed:
+            sys.addaudithook(cls.hook)
+            cls.installed = True
+
+
+@pytest.fixture
+def watch_writes() -> Iterator[list[str]]:
+    FileWriteWatch.install()
+    FileWriteWatch.writes = []
+    FileWriteWatch.active = True
+    try:
+        yield FileWriteWatch.writes
+    finally:
+        FileWriteWatch.active = False
+
+
+def big_jpeg() -> bytes:
+    """A JPEG over 1 MiB: the size at which Starlette and NiceGUI spool to disk."""
+    data = make_jpeg(1400, 1000, seed=5, quality=100)
+    assert len(data) > 1024 * 1024
+    return data

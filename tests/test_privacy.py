@@ -4,65 +4,12 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import sys
-import threading
 import zipfile
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from fastapi import FastAPI, Request
 
-from tests.conftest import LiveServer, hostile, make_jpeg, new_session, upload
-
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC | getattr(os, "O_TMPFILE", 0)
-
-
-class FileWriteWatch:
-    """Records every file opened for writing, in any thread, while active (an audit hook cannot
-    be removed, so one is installed per process and switched on and off)."""
-
-    installed = False
-    active = False
-    writes: list[str] = []
-    lock = threading.Lock()
-
-    @classmethod
-    def hook(cls, event: str, args: tuple) -> None:
-        if not cls.active or event != "open":
-            return
-        path, mode, flags = (list(args) + [None, None, None])[:3]
-        writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-            isinstance(flags, int) and flags & _WRITE_FLAGS
-        )
-        if writing:
-            with cls.lock:
-                cls.writes.append(f"{path!r} mode={mode!r} flags={flags!r}")
-
-    @classmethod
-    def install(cls) -> None:
-        if not cls.installed:
-            sys.addaudithook(cls.hook)
-            cls.installed = True
-
-
-@pytest.fixture
-def watch_writes() -> Iterator[list[str]]:
-    FileWriteWatch.install()
-    FileWriteWatch.writes = []
-    FileWriteWatch.active = True
-    try:
-        yield FileWriteWatch.writes
-    finally:
-        FileWriteWatch.active = False
-
-
-def big_jpeg() -> bytes:
-    """A JPEG over 1 MiB: the size at which Starlette and NiceGUI spool to disk."""
-    data = make_jpeg(1400, 1000, seed=5, quality=100)
-    assert len(data) > 1024 * 1024
-    return data
+from tests.conftest import LiveServer, big_jpeg, hostile, make_jpeg, new_session, upload
 
 
 def test_detector_sees_starlettes_spooled_upload(watch_writes):

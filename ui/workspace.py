@@ -44,6 +44,12 @@ _CSS = """
 """
 
 
+def _open_once(dialog: ui.dialog) -> None:
+    """Open a dialog built for this one use; it is deleted when closed."""
+    dialog.on_value_change(lambda event: None if event.value else dialog.delete())
+    dialog.open()
+
+
 class Workspace:
     """What one open page shows of its session, kept up to date from the session's events."""
 
@@ -194,7 +200,7 @@ class Workspace:
             return
         self.records[image_id] = image
         with self.gallery, ui.card().tight().classes("dr-card").props(f"data-image-id={image_id}") as card:
-            img = ui.element("img").classes("dr-thumb")
+            img = ui.element("img").classes("dr-thumb").mark("thumbnail")
             img.props["src"] = self.thumbnail_url(image_id)
             img.props["alt"] = image["filename"]
             img.on("click", lambda image_id=image_id: self.open_detail(image_id))
@@ -207,7 +213,7 @@ class Workspace:
                     ).classes("text-xs text-grey-7")
                 ui.button(icon="delete", on_click=lambda image_id=image_id: self.delete(image_id)).props(
                     "flat round dense size=sm color=grey-7"
-                ).tooltip("Delete this image")
+                ).mark("delete-image").tooltip("Delete this image")
         self.cards[image_id] = card
 
     def _remove_card(self, image_id: str) -> None:
@@ -233,8 +239,8 @@ class Workspace:
             )
             with ui.row().classes("w-full justify-end"):
                 ui.button("Cancel", on_click=dialog.close).props("flat")
-                ui.button("Clear", color="negative", on_click=lambda: self._clear(dialog))
-        dialog.open()
+                ui.button("Clear", color="negative", on_click=lambda: self._clear(dialog)).mark("confirm-clear")
+        _open_once(dialog)
 
     @in_session
     def _clear(self, dialog: ui.dialog) -> None:
@@ -262,7 +268,7 @@ class Workspace:
                     ui.icon({"negative": "error", "info": "content_copy", "grey": "block"}[kind]).classes(
                         f"text-{kind}"
                     )
-                    ui.label(text).classes("grow").props("data-testid=upload-message")
+                    ui.label(text).classes("grow").props("data-testid=upload-message").mark("upload-message")
                     ui.button(icon="close", on_click=row.delete).props("flat round dense size=xs")
             kind, text = lines[0]
             more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
@@ -458,9 +464,9 @@ class Workspace:
             writer = csv.DictWriter(text, fieldnames=self.dashboard_columns, extrasaction="ignore", lineterminator="\n")
             writer.writeheader()
             writer.writerows(self.dashboard_rows)
-            ui.download.content(text.getvalue(), f"darkroom-features-{stamp}.csv", "text/csv")
+            ui.download.content(text.getvalue().encode(), f"darkroom-features-{stamp}.csv", "text/csv")
         else:
-            body = json.dumps({"columns": self.dashboard_columns, "rows": self.dashboard_rows}, indent=1)
+            body = json.dumps({"columns": self.dashboard_columns, "rows": self.dashboard_rows}, indent=1).encode()
             ui.download.content(body, f"darkroom-features-{stamp}.json", "application/json")
 
     # -- sharing --
@@ -500,7 +506,7 @@ class Workspace:
             ui.link("All endpoints: API documentation", "/docs", new_tab=True)
             with ui.row().classes("w-full justify-end"):
                 ui.button("Close", on_click=dialog.close).props("flat")
-        dialog.open()
+        _open_once(dialog)
 
     def _copy(self, text: str, what: str = "Snippet") -> None:
         ui.clipboard.write(text)
@@ -519,7 +525,7 @@ class Workspace:
                 ui.button("Create invite link", icon="link", on_click=self._create_invite)
                 ui.button("Close", on_click=dialog.close).props("flat")
         self._render_invites()
-        dialog.open()
+        _open_once(dialog)
 
     def invite_url(self, token: str) -> str:
         return f"{self.base_url}/?join={token}"

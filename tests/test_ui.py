@@ -1,0 +1,356 @@
+"""The workspace page through NiceGUI's ``user`` fixture: page logic, in-process, no browser.
+
+Uploads are real multipart POSTs to the drop zone's route; API pushes are real requests to the
+API mounted on the same app. (Handlers run in the test's task here, so ContextVar isolation is
+also proven in the real browser tests.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import zipfile
+from collections.abc import Callable
+
+import httpx
+import pytest
+from nicegui import Client, ui
+from nicegui.testing import User
+
+from core import data_service
+from core.config import Settings
+from core.invites import invites
+from core.sessions import CURRENT_SESSION_ID, current_session_id, new_session_id, session_scope
+from tests.conftest import big_jpeg, hostile, make_jpeg
+from ui.session import OWNER_KEY, SESSION_KEY, bind, binding_of, choose_session, in_session, unbind
+from ui.upload import RamUpload
+
+
+@pytest.fixture(autouse=True)
+def ui_settings(configure: Callable[..., Settings]) -> Settings:
+    return configure(feature_workers=1)  # features in a thread: no process pool per test
+
+
+async def open_page(user: User, path: str = "/") -> tuple[Client, str]:
+    client = await user.open(path)
+    await user.should_see("Script access")
+    return client, binding_of(client).session_id
+
+
+def uploader_url(user: User) -> str:
+    return next(iter(user.find(RamUpload).elements)).props["url"]
+
+
+async def drop(user: User, *files: tuple[str, bytes]) -> httpx.Response:
+    """What the drop zone sends: one multipart part named ``files`` per file."""
+    return await user.http_client.post(uploader_url(user), files=[("files", (name, data)) for name, data in files])
+
+
+def stored(session_id: str) -> list[str]:
+    with session_scope(session_id):
+        return [record.filename for record in data_service.list_images()]
+
+
+async def test_empty_workspace_says_what_to_do_and_that_it_lives_in_memory(user: User) -> None:
+    await open_page(user)
+    await user.should_see("No images yet.")
+    await user.should_see("Images live only in this server's memory")
+    await user.should_see("0 images")
+
+
+async def test_dropped_files_appear_as_cards_with_their_details(user: User) -> None:
+    _, session_id = await open_page(user)
+    response = await drop(user, ("first.jpg", make_jpeg(64, 48, seed=1)), ("second.jpg", make_jpeg(32, 40, seed=2)))
+    assert response.status_code == 200
+    assert [r["filename"] for r in response.json()["accepted"]] == ["first.jpg", "second.jpg"]
+    await user.should_see("first.jpg")
+    await user.should_see("second.jpg")
+    await user.should_see("64×48 · JPEG")
+    await user.should_see("2 images")
+    await user.should_not_see("No images yet.")
+    assert stored(session_id) == ["first.jpg", "second.jpg"]
+
+
+async def test_each_refused_file_gets_the_apis_message_in_plain_words(user: User) -> None:
+    await open_page(user)
+    response = await drop(
+        user,
+        ("ok.jpg", make_jpeg(seed=3)),
+        ("truncated.jpg", hostile("truncated.jpg")),
+        ("x.png", hostile("svg_renamed.png")),
+    )
+    assert response.status_code == 200
+    rejected = {r["filename"]: r["detail"] for r in response.json()["rejected"]}
+    assert set(rejected) == {"truncated.jpg", "x.png"}
+    for name, detail in rejected.items():
+        await user.should_see(f"{name}: {detail}")
+    await user.should_see("ok.jpg")
+
+
+async def test_a_zip_dropped_on_the_page_is_unpacked_and_unsafe_archives_refused_whole(user: User) -> None:
+    _, session_id = await open_page(user)
+    assert (await drop(user, ("good.zip", hostile("zip_good.zip")))).status_code == 200
+    assert len(stored(session_id)) == 3
+    response = await drop(user, ("slip.zip", hostile("zip_slip.zip")))
+    assert response.status_code == 422
+    await user.should_see("slip.zip: ")
+    assert len(stored(session_id)) == 3
+
+
+async def test_the_drop_zone_enforces_the_size_limit_on_the_server(user: User, configure) -> None:
+    configure(feature_workers=1, max_file_bytes=50_000)
+    _, session_id = await open_page(user)
+    response = await drop(user, ("big.jpg", make_jpeg(600, 600, seed=4, quality=100)))
+    assert response.status_code == 413
+    assert "limit" in response.json()["detail"]
+    await user.should_see("Upload refused:")
+    assert stored(session_id) == []
+
+
+async def test_the_stock_upload_route_is_gone(user: User) -> None:
+    """ui.upload's own route (request.form(), spooling to disk) must not accept anything."""
+    client, _ = await open_page(user)
+    uploader = next(iter(user.find(RamUpload).elements))
+    stock = f"/_nicegui/client/{client.id}/upload/{uploader.id}"
+    response = await user.http_client.post(stock, files=[("file", ("a.jpg", make_jpeg()))])
+    assert response.status_code in (404, 405)
+
+
+async def test_an_upload_over_1_mib_through_the_page_writes_nothing_to_disk(user: User, watch_writes) -> None:
+    _, session_id = await open_page(user)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("inside.jpg", make_jpeg(1400, 1000, seed=7, quality=100))
+    response = await drop(user, ("big.jpg", big_jpeg()), ("photos.zip", archive.getvalue()))
+    assert response.status_code == 200
+    await user.should_see("big.jpg")
+    assert sorted(stored(session_id)) == ["big.jpg", "inside.jpg"]
+    assert watch_writes == []
+
+
+async def test_images_pushed_through_the_api_appear_and_disappear_live(user: User) -> None:
+    _, session_id = await open_page(user)
+    headers = {"X-Session-Id": session_id}
+    response = await user.http_client.post(
+        "/api/images", headers=headers, files=[("files", ("pushed.jpg", make_jpeg(seed=8)))]
+    )
+    assert response.status_code == 200
+    await user.should_see("pushed.jpg")
+    image_id = response.json()["accepted"][0]["id"]
+    assert (await user.http_client.delete(f"/api/images/{image_id}", headers=headers)).status_code == 204
+    await user.should_not_see("pushed.jpg")
+    await user.should_see("No images yet.")
+
+
+async def test_delete_one_image_from_its_card(user: User) -> None:
+    _, session_id = await open_page(user)
+    await drop(user, ("doomed.jpg", make_jpeg(seed=9)))
+    await user.should_see("doomed.jpg")
+    user.find(marker="delete-image").click()
+    await user.should_not_see("doomed.jpg")
+    assert stored(session_id) == []
+
+
+async def test_clear_asks_first_then_empties_the_workspace(user: User) -> None:
+    _, session_id = await open_page(user)
+    await drop(user, ("a.jpg", make_jpeg(seed=10)), ("b.jpg", make_jpeg(seed=11)))
+    await user.should_see("b.jpg")
+    user.find("Clear workspace").click()
+    await user.should_see("Clear this workspace?")
+    user.find("Cancel").click()
+    assert len(stored(session_id)) == 2
+    user.find("Clear workspace").click()
+    user.find(marker="confirm-clear").click()
+    await user.should_see("Workspace cleared (2 images deleted).")
+    await user.should_not_see("a.jpg")
+    await user.should_see("No images yet.")
+    assert stored(session_id) == []
+
+
+async def test_tabs_are_isolated(user: User, create_user: Callable[[], User]) -> None:
+    _, first = await open_page(user)
+    other = create_user()
+    _, second = await open_page(other)
+    assert first != second
+    await drop(user, ("mine.jpg", make_jpeg(seed=12)))
+    await user.should_see("mine.jpg")
+    await other.should_see("No images yet.")
+    await other.should_not_see("mine.jpg")
+    # The other page's resource token cannot read this page's image.
+    with session_scope(first):
+        image_id = data_service.list_images()[0].id
+    other_token = binding_of(other.client).token
+    assert (await other.http_client.get(f"/_darkroom/thumbnail/{other_token}/{image_id}")).status_code == 404
+
+
+async def test_a_reload_keeps_the_workspace_and_a_new_tab_gets_another(user: User, create_user) -> None:
+    _, first = await open_page(user)
+    await drop(user, ("kept.jpg", make_jpeg(seed=13)))
+    _, again = await open_page(user)  # same tab id: a reload
+    assert again == first
+    await user.should_see("kept.jpg")
+    other = create_user()  # another tab id: a new tab
+    _, second = await open_page(other)
+    assert second != first
+
+
+def test_a_duplicated_tab_gets_a_fresh_session_not_a_shared_one() -> None:
+    """NiceGUI copies tab storage into a duplicated tab; the stored owner tab id tells the copy."""
+    original: dict = {}
+    session_id, reason = choose_session(original, "tab-a")
+    assert reason == "new"
+    assert choose_session(original, "tab-a") == (session_id, "kept")
+    duplicate = dict(original)  # what NiceGUI hands the duplicated tab
+    copy_session, copy_reason = choose_session(duplicate, "tab-b")
+    assert copy_reason == "new" and copy_session != session_id
+    assert choose_session(original, "tab-a") == (session_id, "kept")  # the original keeps its own
+    assert choose_session({SESSION_KEY: "../../etc", OWNER_KEY: "tab-c"}, "tab-c")[1] == "new"
+
+
+async def test_an_invite_link_joins_the_workspace_live_and_revoking_it_stops_new_joins(user: User, create_user) -> None:
+    _, owner_session = await open_page(user)
+    await drop(user, ("shared.jpg", make_jpeg(seed=14)))
+    user.find("Invite").click()
+    user.find("Create invite link").click()
+    await user.should_see("min left")
+    (token,) = [i.token for i in invites.active(owner_session)]
+
+    guest = create_user()
+    _, guest_session = await open_page(guest, f"/?join={token}")
+    assert guest_session == owner_session
+    await guest.should_see("You joined a shared workspace")
+    await guest.should_see("shared.jpg")
+    await drop(user, ("later.jpg", make_jpeg(seed=15)))
+    await guest.should_see("later.jpg")  # live in the joined tab
+    await drop(guest, ("from-guest.jpg", make_jpeg(seed=16)))
+    await user.should_see("from-guest.jpg")  # and back
+    _, reloaded = await open_page(guest)  # the guest's reload stays joined
+    assert reloaded == owner_session
+
+    user.find("Revoke").click()
+    assert invites.active(owner_session) == []
+    late = create_user()
+    _, late_session = await open_page(late, f"/?join={token}")
+    assert late_session != owner_session
+    await late.should_see("This invite link has expired or was revoked")
+    await late.should_not_see("shared.jpg")
+
+
+async def test_invites_expire(user: User) -> None:
+    session_id = new_session_id()
+    invite = invites.create(session_id, ttl_seconds=60, now=1000.0)
+    assert invites.resolve(invite.token, now=1059.0) == session_id
+    assert invites.resolve(invite.token, now=1060.0) is None
+    assert invites.revoke(new_session_id(), invite.token) is False  # not another session's to revoke
+
+
+async def test_the_session_lives_while_a_tab_is_open_and_expires_after_the_last_closes(user: User, configure) -> None:
+    configure(feature_workers=1, session_idle_seconds=1.5)
+    client, session_id = await open_page(user)
+    await drop(user, ("alive.jpg", make_jpeg(seed=17)))
+    await asyncio.sleep(2.0)  # longer than the idle time: only the page's keep-alive holds it
+    data_service.expire_idle_sessions()
+    assert stored(session_id) == ["alive.jpg"]
+    client.delete()  # the tab is gone
+    await asyncio.sleep(2.0)
+    assert data_service.expire_idle_sessions() >= 1
+    assert stored(session_id) == []
+
+
+async def test_detail_shows_upright_preview_charts_tables_and_quality_badges(user: User) -> None:
+    client, _ = await open_page(user)
+    await drop(user, ("rotated.jpg", hostile("exif_orientation_6.jpg")))
+    await user.should_see("rotated.jpg")
+    user.find(marker="thumbnail").click()
+    await user.should_see(kind=ui.echart, retries=100)
+    charts = user.find(kind=ui.echart).elements
+    assert len(charts) == 3
+    (table,) = [t for t in user.find(kind=ui.table).elements if t.columns[0]["name"] == "group"]
+    assert {"sharpness", "laplacian_var"} <= {value for row in table.rows for value in row.values()}
+    titles = {chart.options["title"]["text"].split(" (")[0] for chart in charts}
+    assert titles == {"RGB and gray histograms", "HSV histograms", "LBP texture histogram"}
+    assert user.find(kind=ui.badge).elements
+    with session_scope(binding_of(client).session_id):
+        record = data_service.list_images()[0]
+    assert record.height > record.width  # stored landscape with orientation 6: upright is portrait
+    preview = await user.http_client.get(f"/_darkroom/preview/{binding_of(client).token}/{record.id}")
+    assert preview.status_code == 200
+    from PIL import Image
+
+    with Image.open(io.BytesIO(preview.content)) as image:
+        assert (image.width > image.height) == (record.width > record.height)
+
+
+async def test_dashboard_table_duplicates_and_exports(user: User) -> None:
+    await open_page(user)
+    photo = make_jpeg(80, 60, seed=18)
+    await drop(user, ("one.jpg", photo), ("copy.jpg", photo), ("other.jpg", make_jpeg(80, 60, seed=19)))
+    await user.should_see("3 images")
+    user.find("Dashboard").click()
+    await user.should_see("every feature computed", retries=100)
+    table = next(iter(user.find(kind=ui.table).elements))
+    assert sorted(row["filename"] for row in table.rows) == ["copy.jpg", "one.jpg", "other.jpg"]
+    assert all(isinstance(row["sharpness.laplacian_var"], float) for row in table.rows)
+    await user.should_see("Identical pixels")
+
+    user.find("Export CSV").click()
+    response = await user.download.next(timeout=10)
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == 3 and "hashes.phash" in rows[0]
+    user.find("Export JSON").click()
+    response = await user.download.next(timeout=10)
+    assert len(json.loads(response.text)["rows"]) == 3
+
+
+async def test_script_access_shows_the_session_id_and_snippets(user: User) -> None:
+    _, session_id = await open_page(user)
+    user.find("Script access").click()
+    await user.should_see("Use this workspace from a script")
+    await user.should_see(f"X-Session-Id: {session_id}")  # the curl snippet
+    await user.should_see(f'SESSION = "{session_id}"')  # the Python snippet
+
+
+async def test_page_resources_die_with_the_page(user: User) -> None:
+    client, _ = await open_page(user)
+    await drop(user, ("gone.jpg", make_jpeg(seed=20)))
+    await user.should_see("gone.jpg")
+    token = binding_of(client).token
+    url = uploader_url(user)
+    image_id = next(iter(user.find(marker="thumbnail").elements)).props["src"].rsplit("/", 1)[1]
+    assert (await user.http_client.get(f"/_darkroom/thumbnail/{token}/{image_id}")).status_code == 200
+    client.delete()
+    assert (await user.http_client.get(f"/_darkroom/thumbnail/{token}/{image_id}")).status_code == 404
+    response = await user.http_client.post(url, files=[("files", ("x.jpg", make_jpeg(seed=21)))])
+    assert response.status_code == 404
+    assert "reload" in response.json()["detail"]
+
+
+def test_the_handler_helper_uses_the_handlers_own_client_not_the_tasks_context() -> None:
+    """A value bound across clients runs B's handler in A's task: the helper must still give B's
+    session, and leave A's value in place afterwards."""
+
+    class Args:
+        def __init__(self, client: Client) -> None:
+            self.client = client
+
+    a, b = Client.__new__(Client), Client.__new__(Client)
+    a.id, b.id = "client-a", "client-b"
+    session_a, session_b = new_session_id(), new_session_id()
+    bind(a, session_a)
+    bind(b, session_b)
+    try:
+        seen = []
+
+        @in_session
+        def handler(event: Args) -> None:
+            seen.append(current_session_id())
+
+        with session_scope(session_a):
+            handler(Args(b))
+            assert CURRENT_SESSION_ID.get() == session_a
+        assert seen == [session_b]
+    finally:
+        unbind(a)
+        unbind(b)
