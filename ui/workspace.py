@@ -40,6 +40,8 @@ _CSS = """
 .dr-thumb { width: 100%; height: 150px; object-fit: cover; cursor: pointer; background: #eceff1; display: block; }
 .dr-name { font-weight: 500; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; max-width: 150px; }
 .dr-small-thumb { height: 72px; width: 96px; object-fit: cover; border-radius: 4px; }
+.q-uploader { max-height: none; }
+.q-uploader__list { min-height: 0; padding: 4px 8px; }
 .dr-swatch { width: 28px; height: 28px; border-radius: 4px; border: 1px solid #0002; }
 """
 
