@@ -105,8 +105,22 @@ async def test_the_drop_zone_enforces_the_size_limit_on_the_server(user: User, c
     response = await drop(user, ("big.jpg", make_jpeg(600, 600, seed=4, quality=100)))
     assert response.status_code == 413
     assert "limit" in response.json()["detail"]
-    await user.should_see("Upload refused:")
+    await user.should_see("Upload stopped:")
     assert stored(session_id) == []
+    assert response.json()["detail"].endswith("nothing was stored")
+
+
+async def test_the_page_stores_each_file_as_it_lands_and_says_so_when_a_later_one_breaks_a_limit(
+    user: User, configure
+) -> None:
+    configure(feature_workers=1, max_file_bytes=50_000)
+    _, session_id = await open_page(user)
+    files = [("small.jpg", make_jpeg(seed=22)), ("huge.jpg", make_jpeg(600, 600, seed=23, quality=100))]
+    response = await drop(user, *files, ("never.jpg", make_jpeg(seed=24)))
+    assert response.status_code == 413
+    assert response.json()["detail"].endswith("the 1 file(s) before it were stored")
+    await user.should_see("small.jpg")
+    assert stored(session_id) == ["small.jpg"]
 
 
 async def test_the_stock_upload_route_is_gone(user: User) -> None:

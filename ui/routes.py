@@ -51,7 +51,7 @@ def install_routes(app: FastAPI) -> None:
             client_id = client_for_token(token)
             listener = upload_listeners.get(client_id) if client_id else None
             try:
-                report = await receive_files(request, archives=True)
+                report = await receive_files(request, archives=True, progressive=True)
             except DarkroomError as exc:
                 if listener:
                     listener(None, exc)

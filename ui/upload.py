@@ -15,9 +15,19 @@ from nicegui import app, ui
 
 
 class RamUpload(ui.upload):
-    def __init__(self, url: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    """All chosen files go in one streaming request (like ``POST /api/images``); QUploader still
+    shows each file's progress as its bytes go out, and the server stores each file as soon as it
+    has arrived and passed, so the gallery fills while the rest is still uploading. Files over the
+    limits are held back in the browser (``on_rejected``) so that one of them cannot stop the
+    others; the server enforces the same limits regardless."""
+
+    def __init__(self, url: str, max_image_bytes: int, max_archive_bytes: int, **kwargs: Any) -> None:
+        super().__init__(max_file_size=max(max_image_bytes, max_archive_bytes), **kwargs)
         app.remove_route(self._registered_url)  # the stock route spools to disk; it must not exist
         self._props["url"] = url
         self._props["field-name"] = "files"  # every file in a part named like the API's
-        self._props.set_bool("batch", False)  # one request per file: progress and errors per file
+        self._props["batch"] = True
+        self._props[":filter"] = (
+            "files => files.filter(f => f.size <= "
+            f"(/\\.zip$/i.test(f.name) || /zip/.test(f.type) ? {max_archive_bytes} : {max_image_bytes}))"
+        )

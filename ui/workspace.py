@@ -150,18 +150,22 @@ class Workspace:
             self.uploader = (
                 RamUpload(
                     UPLOAD_PATH.format(token=self.binding.token),
+                    max_image_bytes=self.settings.max_file_bytes,
+                    max_archive_bytes=self.settings.zip_max_archive_bytes,
                     multiple=True,
                     auto_upload=True,
-                    max_file_size=max(self.settings.max_file_bytes, self.settings.zip_max_archive_bytes),
                     label="Drop photos or ZIP archives here, or click + to pick them",
                 )
-                .props(
-                    'accept="image/*,.zip,.tif,.tiff,application/zip" flat bordered color=blue-grey-8 hide-upload-btn'
-                )
+                .props('accept="image/*,.zip,.tif,.tiff,application/zip" hide-upload-btn no-thumbnails')
+                .props("flat bordered color=blue-grey-8")
                 .classes("w-full")
             )
             self.uploader.on("finish", lambda: self.uploader.run_method("removeUploadedFiles"))
-            self.uploader.on_rejected(lambda: ui.notify("A file is larger than the upload limit.", type="negative"))
+            limits = (
+                f"Some files were not sent: photos can be at most {human_bytes(self.settings.max_file_bytes)} "
+                f"and ZIP archives at most {human_bytes(self.settings.zip_max_archive_bytes)}."
+            )
+            self.uploader.on_rejected(lambda: ui.notify(limits, type="negative"))
             self.messages = ui.column().classes("w-full gap-1")
             with ui.tabs().classes("w-full").props("align=left") as tabs:
                 self.gallery_tab = ui.tab("gallery", label="Gallery", icon="photo_library")
@@ -255,7 +259,7 @@ class Workspace:
         """Called by the upload route: what was refused, skipped or already there, in plain words."""
         lines: list[tuple[str, str]] = []
         if error is not None:
-            lines.append(("negative", f"Upload refused: {error.message}"))
+            lines.append(("negative", f"Upload stopped: {error.message}"))
         if report is not None:
             lines += [("negative", f"{r.filename}: {r.detail}") for r in report.rejected]
             lines += [

@@ -82,15 +82,30 @@ async def upload_images(request: Request, session: Session) -> JSONResponse:
     return JSONResponse(UploadResult.of(report).model_dump(), status_code=report.status_code)
 
 
-async def receive_files(request: Request, archives: bool = False) -> data_service.UploadReport:
+async def receive_files(
+    request: Request, archives: bool = False, progressive: bool = False
+) -> data_service.UploadReport:
     """Stream the multipart parts named ``files`` into the current session, validating each while
-    the next arrives. With ``archives``, a part that is a ZIP archive is unpacked (the page's
-    drop zone takes photos and archives together)."""
+    the next arrives. With ``archives``, a part that is a ZIP archive is unpacked (the page's drop
+    zone takes photos and archives together). Files are stored in the order sent: all at the end
+    (so a limit breach mid-stream stores nothing), or with ``progressive`` each as soon as it and
+    those before it are ready (the page shows every photo as it lands)."""
     settings = data_service.settings()
     boundary = boundary_of(request)
     prepare = data_service.prepare_file if archives else _prepare_one
     largest = max(settings.max_file_bytes, settings.zip_max_archive_bytes) if archives else settings.max_file_bytes
+    report = data_service.UploadReport()
     pending: list[asyncio.Task[tuple[list[data_service.Prepared], list[data_service.Skipped]]]] = []
+    committed = 0
+
+    async def commit_in_order(wait: bool) -> None:
+        nonlocal committed
+        while committed < len(pending) and (wait or pending[committed].done()):
+            items, skipped = await pending[committed]
+            committed += 1
+            report.skipped.extend(skipped)
+            await asyncio.to_thread(data_service.commit, items, report)
+
     try:
         async for part in iter_file_parts(
             request,
@@ -101,18 +116,25 @@ async def receive_files(request: Request, archives: bool = False) -> data_servic
             max_body_bytes=max(settings.session_quota_bytes, largest) + _MULTIPART_SLACK,
             max_archive_bytes=settings.zip_max_archive_bytes if archives else None,
         ):
-            # Validate and thumbnail while the next file is still arriving.
             pending.append(asyncio.create_task(asyncio.to_thread(prepare, part.data, part.filename)))
+            if progressive:
+                await commit_in_order(wait=False)
         if not pending:
             raise BadRequest("no files were sent: use one or more form parts named 'files'")
-        results = await asyncio.gather(*pending)
+        await commit_in_order(wait=True)
+    except DarkroomError as exc:
+        if progressive:  # every file that arrived whole before the failure is kept
+            await commit_in_order(wait=True)
+        for task in pending[committed:]:
+            task.cancel()
+        stored = len(report.accepted)
+        outcome = f"the {stored} file(s) before it were stored" if stored else "nothing was stored"
+        raise type(exc)(f"{exc.message}; {outcome}") from None
     except BaseException:
-        for task in pending:
+        for task in pending[committed:]:
             task.cancel()
         raise
-    prepared = [item for items, _ in results for item in items]
-    skipped = [item for _, items in results for item in items]
-    return await asyncio.to_thread(data_service.commit, prepared, data_service.UploadReport(skipped=skipped))
+    return report
 
 
 def _prepare_one(data: bytes, filename: str | None) -> tuple[list[data_service.Prepared], list[data_service.Skipped]]:

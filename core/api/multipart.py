@@ -16,7 +16,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from core.errors import BadRequest, TooLarge
+from core.errors import BadRequest, DarkroomError, TooLarge
 from core.ingest import is_zip
 
 _MAX_FIELD_BYTES = 64 * 1024  # non-file fields are small by nature
@@ -68,8 +68,12 @@ def boundary_of(request: Request) -> bytes:
     return params[b"boundary"]
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
+
+
 def _too_large(limit: int) -> TooLarge:
-    return TooLarge(f"a file is over the {limit / 2**20:.0f} MiB limit per file; nothing was stored")
+    return TooLarge(f"a file is over the {_size(limit)} limit per file")
 
 
 async def iter_file_parts(
@@ -128,7 +132,7 @@ async def iter_file_parts(
             return
         count += 1
         if count > max_files:
-            raise TooLarge(f"at most {max_files} files can be sent at once; nothing was stored")
+            raise TooLarge(f"at most {max_files} files can be sent at once")
         filename = _filename(state.headers.get("content-disposition", b""), params)
         done.append(FilePart(name, filename, b"".join(state.chunks)))
         state.chunks = []
@@ -148,13 +152,18 @@ async def iter_file_parts(
     async for chunk in request.stream():
         received += len(chunk)
         if received > max_body_bytes:
-            raise TooLarge(f"at most {max_body_bytes / 2**20:.0f} MiB can be sent at once; nothing was stored")
+            raise TooLarge(f"at most {max_body_bytes / 2**20:.0f} MiB can be sent at once")
+        failure: DarkroomError | None = None
         try:
             parser.write(chunk)
         except MultipartParseError as exc:
-            raise BadRequest(f"the multipart body is malformed ({exc})") from None
-        while done:
+            failure = BadRequest(f"the multipart body is malformed ({exc})")
+        except DarkroomError as exc:
+            failure = exc
+        while done:  # parts completed before the failure in the same chunk still count
             yield done.pop(0)
+        if failure is not None:
+            raise failure
     try:
         parser.finalize()
     except MultipartParseError as exc:
