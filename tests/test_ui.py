@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from nicegui import Client, ui
+from nicegui import Client, app, ui
 from nicegui.testing import User
 
 from core import data_service
@@ -24,8 +24,8 @@ from core.config import Settings
 from core.invites import invites
 from core.sessions import CURRENT_SESSION_ID, current_session_id, new_session_id, session_scope
 from tests.conftest import big_jpeg, hostile, make_jpeg
+from ui.dropzone import DropZone
 from ui.session import OWNER_KEY, SESSION_KEY, bind, binding_of, choose_session, in_session, unbind
-from ui.upload import RamUpload
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +40,7 @@ async def open_page(user: User, path: str = "/") -> tuple[Client, str]:
 
 
 def uploader_url(user: User) -> str:
-    return next(iter(user.find(RamUpload).elements)).props["url"]
+    return next(iter(user.find(DropZone).elements)).props["url"]
 
 
 async def drop(user: User, *files: tuple[str, bytes]) -> httpx.Response:
@@ -123,13 +123,11 @@ async def test_the_page_stores_each_file_as_it_lands_and_says_so_when_a_later_on
     assert stored(session_id) == ["small.jpg"]
 
 
-async def test_the_stock_upload_route_is_gone(user: User) -> None:
-    """ui.upload's own route (request.form(), spooling to disk) must not accept anything."""
-    client, _ = await open_page(user)
-    uploader = next(iter(user.find(RamUpload).elements))
-    stock = f"/_nicegui/client/{client.id}/upload/{uploader.id}"
-    response = await user.http_client.post(stock, files=[("file", ("a.jpg", make_jpeg()))])
-    assert response.status_code in (404, 405)
+async def test_no_route_of_the_page_parses_uploads_with_request_form(user: User) -> None:
+    """ui.upload registers a request.form() route (spooling to disk) per element: none may exist."""
+    await open_page(user)
+    stock = [r.path for r in app.routes if str(getattr(r, "path", "")).startswith("/_nicegui/client/")]
+    assert not [path for path in stock if "/upload/" in path]
 
 
 async def test_an_upload_over_1_mib_through_the_page_writes_nothing_to_disk(user: User, watch_writes) -> None:

@@ -20,9 +20,9 @@ from core.errors import DarkroomError
 from core.events import IMAGE_ADDED, IMAGE_REMOVED, PROGRESS, SESSION_CLEARED, Event, bus
 from core.features import service as features
 from core.invites import invites
+from ui.dropzone import DropZone
 from ui.routes import PREVIEW_PATH, THUMBNAIL_PATH, UPLOAD_PATH, upload_listeners
 from ui.session import Binding, bind, choose_session, in_session, run_in_session, unbind
-from ui.upload import RamUpload
 from ui.widgets import (
     KEY_COLUMNS,
     QUALITY_FLAGS,
@@ -40,8 +40,17 @@ _CSS = """
 .dr-thumb { width: 100%; height: 150px; object-fit: cover; cursor: pointer; background: #eceff1; display: block; }
 .dr-name { font-weight: 500; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; max-width: 150px; }
 .dr-small-thumb { height: 72px; width: 96px; object-fit: cover; border-radius: 4px; }
-.q-uploader { max-height: none; }
-.q-uploader__list { min-height: 0; padding: 4px 8px; }
+.dr-dropzone { border: 2px dashed #90a4ae; border-radius: 8px; padding: 18px; cursor: pointer; background: #fafafa; }
+.dr-dropzone.dr-dragging { border-color: #1976d2; background: #e3f2fd; }
+.dr-dropzone-label { display: flex; gap: 8px; align-items: center; justify-content: center; color: #455a64; }
+.dr-file-input { display: none; }
+.dr-upload-list { margin-top: 10px; display: flex; flex-direction: column; gap: 4px; cursor: default; }
+.dr-upload-item { display: grid; grid-template-columns: 20px minmax(120px, 260px) 1fr 130px; gap: 8px;
+  align-items: center; font-size: 13px; }
+.dr-upload-name { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.dr-upload-size { color: #78909c; text-align: right; }
+.dr-failed { color: #c62828; }
+.dr-done { color: #2e7d32; }
 .dr-swatch { width: 28px; height: 28px; border-radius: 4px; border: 1px solid #0002; }
 """
 
@@ -147,25 +156,14 @@ class Workspace:
                         f"you clear the workspace, or {minutes:g} minutes after the last tab of it closes. "
                         "Nothing is written to disk."
                     ).props("data-testid=memory-notice")
-            self.uploader = (
-                RamUpload(
-                    UPLOAD_PATH.format(token=self.binding.token),
-                    max_image_bytes=self.settings.max_file_bytes,
-                    max_archive_bytes=self.settings.zip_max_archive_bytes,
-                    multiple=True,
-                    auto_upload=True,
-                    label="Drop photos or ZIP archives here, or click + to pick them",
-                )
-                .props('accept="image/*,.zip,.tif,.tiff,application/zip" hide-upload-btn no-thumbnails')
-                .props("flat bordered color=blue-grey-8")
-                .classes("w-full")
-            )
-            self.uploader.on("finish", lambda: self.uploader.run_method("removeUploadedFiles"))
-            limits = (
-                f"Some files were not sent: photos can be at most {human_bytes(self.settings.max_file_bytes)} "
-                f"and ZIP archives at most {human_bytes(self.settings.zip_max_archive_bytes)}."
-            )
-            self.uploader.on_rejected(lambda: ui.notify(limits, type="negative"))
+            self.uploader = DropZone(
+                UPLOAD_PATH.format(token=self.binding.token),
+                label="Drop photos or ZIP archives here, or click to pick them",
+                accept="image/*,.zip,.tif,.tiff,application/zip",
+                max_image_bytes=self.settings.max_file_bytes,
+                max_archive_bytes=self.settings.zip_max_archive_bytes,
+            ).classes("w-full")
+            self.uploader.on_rejected(self._held_back)
             self.messages = ui.column().classes("w-full gap-1")
             with ui.tabs().classes("w-full").props("align=left") as tabs:
                 self.gallery_tab = ui.tab("gallery", label="Gallery", icon="photo_library")
@@ -255,6 +253,16 @@ class Workspace:
         ui.notify(f"Workspace cleared ({count} image{'s' if count != 1 else ''} deleted).")
 
     # -- uploads --
+    def _held_back(self, files: list[dict[str, Any]]) -> None:
+        names = ", ".join(f"{f['name']} ({human_bytes(f['size'])})" for f in files[:5])
+        more = f" and {len(files) - 5} more" if len(files) > 5 else ""
+        ui.notify(
+            f"Not sent, too large: {names}{more}. Photos can be at most {human_bytes(self.settings.max_file_bytes)}, "
+            f"ZIP archives at most {human_bytes(self.settings.zip_max_archive_bytes)}.",
+            type="negative",
+            multi_line=True,
+        )
+
     def show_upload_outcome(self, report: data_service.UploadReport | None, error: DarkroomError | None) -> None:
         """Called by the upload route: what was refused, skipped or already there, in plain words."""
         lines: list[tuple[str, str]] = []
