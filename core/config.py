@@ -19,6 +19,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
+    """Every option; ``OPTIONS`` documents them."""
+
     storage: str = "memory"
     session_quota_bytes: int = 256 * MiB
     memory_cap_bytes: int = 1024 * MiB
@@ -38,13 +40,44 @@ class Settings:
     invite_ttl_seconds: float = 1800.0
     legacy_fallback: bool = True
     legacy_dir: Path = Path("storage/images")
+    storage_dir: Path = Path("storage")
+    database_url: str = ""
+    blob_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8080
+
+    def sessions_dir(self) -> Path:
+        return self.storage_dir / "images"
+
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{(self.storage_dir / 'darkroom.db').resolve()}"
+
+    def blobs(self) -> str:
+        return self.blob_url or str((self.storage_dir / "blobs").resolve())
 
 
 # name, environment variable, meaning (the README table is generated from this list)
 OPTIONS: list[tuple[str, str, str]] = [
-    ("storage", "DARKROOM_STORAGE", "Session store: `memory` (RAM only, the default)."),
+    (
+        "storage",
+        "DARKROOM_STORAGE",
+        "Session store: `memory` (RAM only), `disk` (a folder per session) or `sql` (database + blobs).",
+    ),
+    (
+        "storage_dir",
+        "DARKROOM_STORAGE_DIR",
+        "Root of what `disk` and `sql` keep: `<root>/images/<session_id>/`, `<root>/darkroom.db`, `<root>/blobs/`.",
+    ),
+    (
+        "database_url",
+        "DARKROOM_DATABASE_URL",
+        "`sql` mode's database (SQLAlchemy URL, e.g. `postgresql://user:pw@host/db`); empty: `<root>/darkroom.db`.",
+    ),
+    (
+        "blob_url",
+        "DARKROOM_BLOB_URL",
+        "`sql` mode's blob store (fsspec URL, e.g. `s3://bucket/darkroom`); empty: `<root>/blobs`.",
+    ),
     (
         "session_quota_bytes",
         "DARKROOM_SESSION_QUOTA_BYTES",
@@ -99,6 +132,7 @@ OPTIONS: list[tuple[str, str, str]] = [
     ("port", "DARKROOM_PORT", "Port the server listens on; `--port` wins over it, `PORT` is used when it is unset."),
 ]
 
+STORAGE_MODES = ("memory", "disk", "sql")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -141,8 +175,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if "port" not in values and env.get("PORT", "").strip():
         values["port"] = _parse("PORT", env["PORT"], defaults.port)
     settings = Settings(**{k: v for k, v in values.items() if k in by_field})
-    if settings.storage not in {"memory"}:
-        raise ConfigError(f"DARKROOM_STORAGE={settings.storage!r} is not available; use 'memory'")
+    if settings.storage not in STORAGE_MODES:
+        raise ConfigError(f"DARKROOM_STORAGE={settings.storage!r} is not a storage mode; use one of {STORAGE_MODES}")
     return settings
 
 

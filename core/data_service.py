@@ -23,7 +23,7 @@ from core.ingest import ALLOWED_TEXT, IngestedImage, clean_filename, ingest_imag
 from core.invites import invites
 from core.sessions import current_session_id
 from core.storage.base import ImageRecord, ImageStore, StoreTotals, image_not_found, is_image_id
-from core.storage.disk import FolderStore
+from core.storage.disk import FolderStore, SessionFolders
 from core.storage.memory import MemoryStore
 
 LEGACY_KEY = "legacy"
@@ -77,12 +77,24 @@ class UploadReport:
 Prepared = IngestedImage | Rejection
 
 
+def session_store(settings: Settings) -> ImageStore:
+    """The session store ``DARKROOM_STORAGE`` selects."""
+    quota, cap = settings.session_quota_bytes, settings.memory_cap_bytes
+    if settings.storage == "disk":
+        return SessionFolders(settings.sessions_dir(), quota, cap)
+    if settings.storage == "sql":
+        from core.storage.sql import SqlStore  # SQLAlchemy is imported only when asked for
+
+        return SqlStore(settings.database(), settings.blobs(), quota, cap)
+    return MemoryStore(quota, cap)
+
+
 class _Stores:
     """The stores built from the settings, replaced as a whole by ``configure``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.sessions: ImageStore = MemoryStore(settings.session_quota_bytes, settings.memory_cap_bytes)
+        self.sessions = session_store(settings)
         self.legacy = FolderStore(settings.legacy_dir, settings.session_quota_bytes)
 
 

@@ -3,19 +3,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import httpx
+from tests.server_process import ServerProcess
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["MISSING", "ServerProcess", "chromium", "loaded_thumbnails", "wait_for"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 MISSING = (
@@ -23,50 +17,6 @@ MISSING = (
     if CHROMIUM and CHROMEDRIVER
     else "Chromium and ChromeDriver are not installed (apt-get install chromium chromium-driver)"
 )
-
-
-class ServerProcess:
-    """``python -m ui.main`` on a free port, as a user would run it."""
-
-    def __init__(self, port: int, env: dict[str, str] | None = None) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "NICEGUI"))}
-        self.workdir = tempfile.mkdtemp(prefix="darkroom-browser-")
-        clean.update({"DARKROOM_LEGACY_DIR": str(Path(self.workdir) / "legacy"), **(env or {})})
-        self.log = open(Path(self.workdir) / "server.log", "wb")  # noqa: SIM115  closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ui.main", "--port", str(port)],
-            cwd=ROOT,
-            env=clean,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.output()}")
-            try:
-                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start: {self.output()}")
-            time.sleep(0.2)
-
-    def output(self) -> str:
-        self.log.flush()
-        return (Path(self.workdir) / "server.log").read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def chromium(width: int = 1400, height: int = 1000) -> Any:

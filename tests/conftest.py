@@ -172,3 +172,98 @@ def big_jpeg() -> bytes:
     data = make_jpeg(1400, 1000, seed=5, quality=100)
     assert len(data) > 1024 * 1024
     return data
+
+
+# -- a throw-away PostgreSQL cluster (Debian's postgresql package: initdb, pg_ctl) --
+def _postgres_bin() -> Path | None:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return candidates[-1].parent if candidates else None
+
+
+def skip_or_fail(reason: str) -> None:
+    """Locally a missing service skips with a reason; in CI (``CI=true``) it is a failure."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+class PostgresCluster:
+    def __init__(self, bindir: Path) -> None:
+        import pwd
+        import subprocess
+        import tempfile
+
+        self.bindir = bindir
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="darkroom-pg-"))
+        self.data = self.folder / "data"
+        # initdb refuses to run as root: run the cluster as the package's postgres user then.
+        self.prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.folder, owner.pw_uid, owner.pw_gid)
+        run = subprocess.run
+        run(
+            [
+                *self.prefix,
+                str(bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "darkroom",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        run(
+            [
+                *self.prefix,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                options,
+                "-w",
+                "-l",
+                str(self.folder / "log"),
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        self.url = f"postgresql://darkroom@127.0.0.1:{self.port}/postgres"
+
+    def new_database(self) -> str:
+        """A fresh, empty database on the cluster (one per test keeps tests apart)."""
+        import uuid
+
+        import psycopg
+
+        name = f"t{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
+    def stop(self) -> None:
+        import shutil
+        import subprocess
+
+        subprocess.run(
+            [*self.prefix, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    bindir = _postgres_bin()
+    if bindir is None:
+        skip_or_fail("PostgreSQL is not installed (apt-get install postgresql)")
+    cluster = PostgresCluster(bindir)
+    yield cluster
+    cluster.stop()

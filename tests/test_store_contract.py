@@ -1,10 +1,12 @@
-"""The ImageStore contract, run against every store (Cosmic Python style: one suite, many adapters).
+"""The ImageStore contract, run against every store (Cosmic Python style: one suite, many adapters):
+memory, disk (a folder per session), SQL on SQLite and on a real PostgreSQL, and the legacy folder.
 
-Namespace isolation is part of the contract only for session stores; the legacy folder is shared
-by design, so isolation tests are marked for session stores alone."""
+Namespace isolation, the global cap and expiry are part of the contract only for session stores;
+the legacy folder is one shared namespace by design, so those tests run on the session stores."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -13,8 +15,9 @@ from core.config import Settings
 from core.errors import CapacityExceeded, NotFound, QuotaExceeded
 from core.ingest import IngestedImage, ingest_image
 from core.storage.base import ImageStore
-from core.storage.disk import FolderStore
+from core.storage.disk import FolderStore, SessionFolders
 from core.storage.memory import RECORD_OVERHEAD_BYTES, MemoryStore
+from core.storage.sql import SqlStore
 from tests.conftest import make_jpeg
 
 A = "11111111-1111-4111-8111-111111111111"
@@ -28,14 +31,33 @@ def image(seed: int = 0, name: str | None = None) -> IngestedImage:
 StoreFactory = Callable[..., ImageStore]
 
 
-@pytest.fixture(params=["memory", "folder"])
-def make_store(request, tmp_path) -> StoreFactory:
+SESSION_STORES = ["memory", "disk", "sqlite", "postgres"]
+
+
+def _factory(kind: str, request: pytest.FixtureRequest, tmp_path) -> StoreFactory:
     def factory(quota: int = 10**9, capacity: int = 10**9) -> ImageStore:
-        if request.param == "memory":
+        if kind == "memory":
             return MemoryStore(quota, capacity)
-        return FolderStore(tmp_path / "images", quota)
+        if kind == "disk":
+            return SessionFolders(tmp_path / "images", quota, capacity)
+        if kind == "sqlite":
+            return SqlStore(f"sqlite:///{tmp_path / 'darkroom.db'}", str(tmp_path / "blobs"), quota, capacity)
+        if kind == "postgres":
+            url = request.getfixturevalue("postgres_cluster").new_database()
+            return SqlStore(url, str(tmp_path / "blobs"), quota, capacity)
+        return FolderStore(tmp_path / "legacy", quota)
 
     return factory
+
+
+@pytest.fixture(params=[*SESSION_STORES, "legacy-folder"])
+def make_store(request, tmp_path) -> StoreFactory:
+    return _factory(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=SESSION_STORES)
+def make_session_store(request, tmp_path) -> StoreFactory:
+    return _factory(request.param, request, tmp_path)
 
 
 def test_added_image_is_listed_and_readable(make_store):
@@ -114,8 +136,8 @@ def test_quota_refuses_the_image_that_does_not_fit_and_keeps_the_rest(make_store
     assert len(store.list(A)) == 1
 
 
-def test_session_store_keeps_namespaces_apart():
-    store = MemoryStore(10**9, 10**9)  # the legacy folder is one shared namespace by design
+def test_session_store_keeps_namespaces_apart(make_session_store):
+    store = make_session_store()
     record = store.add(A, image(1)).record
     assert store.list(B) == []
     with pytest.raises(NotFound):
@@ -126,16 +148,16 @@ def test_session_store_keeps_namespaces_apart():
     assert store.list(A) == [record]
 
 
-def test_same_bytes_in_two_sessions_are_two_private_copies():
-    store = MemoryStore(10**9, 10**9)
+def test_same_bytes_in_two_sessions_are_two_private_copies(make_session_store):
+    store = make_session_store()
     in_a = store.add(A, image(1))
     in_b = store.add(B, image(1))
     assert not in_b.duplicate and in_b.same_bytes_as is None  # no cross-session dedup
     assert in_a.record.id != in_b.record.id
 
 
-def test_accounting_counts_originals_thumbnails_and_caches():
-    store = MemoryStore(10**9, 10**9)
+def test_accounting_counts_originals_thumbnails_and_caches(make_store):
+    store = make_store()
     item = image(1)
     record = store.add(A, item).record
     base = len(item.data) + len(item.thumbnail) + RECORD_OVERHEAD_BYTES
@@ -151,10 +173,10 @@ def test_accounting_counts_originals_thumbnails_and_caches():
     assert store.bytes_held(A) == 0 and store.totals().bytes_held == 0
 
 
-def test_global_cap_refuses_with_507_across_sessions():
+def test_global_cap_refuses_with_507_across_sessions(make_session_store):
     item = image(1)
     one = len(item.data) + len(item.thumbnail) + RECORD_OVERHEAD_BYTES
-    store = MemoryStore(quota_bytes=10**9, capacity_bytes=one + 10)
+    store = make_session_store(capacity=one + 10)
     store.add(A, item)
     with pytest.raises(CapacityExceeded) as error:
         store.add(B, image(2))
@@ -162,23 +184,20 @@ def test_global_cap_refuses_with_507_across_sessions():
     assert store.list(B) == []
 
 
-def test_cache_over_quota_is_refused():
+def test_cache_over_quota_is_refused(make_store):
     item = image(1)
-    store = MemoryStore(
-        quota_bytes=len(item.data) + len(item.thumbnail) + RECORD_OVERHEAD_BYTES + 10, capacity_bytes=10**9
-    )
+    store = make_store(quota=len(item.data) + len(item.thumbnail) + RECORD_OVERHEAD_BYTES + 10)
     record = store.add(A, item).record
     with pytest.raises(QuotaExceeded):
         store.cache_put(A, record.id, "features", object(), 1000)
 
 
-def test_idle_sessions_expire_and_used_ones_stay():
-    store = MemoryStore(10**9, 10**9)
+def test_idle_sessions_expire_and_used_ones_stay(make_session_store):
+    store = make_session_store()
     store.add(A, image(1))
+    time.sleep(1.5)  # stores note use at most once a second
     store.add(B, image(2))
-    t_a = store._namespaces[A].last_used
-    store._namespaces[B].last_used = t_a + 100
-    expired = store.expire_idle(idle_seconds=50, now=t_a + 120)
+    expired = store.expire_idle(idle_seconds=1.0)
     assert expired == [A]
     assert store.list(A) == [] and len(store.list(B)) == 1
     assert store.totals().sessions == 1

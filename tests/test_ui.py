@@ -221,6 +221,14 @@ def test_a_duplicated_tab_gets_a_fresh_session_not_a_shared_one() -> None:
     assert choose_session({SESSION_KEY: "../../etc", OWNER_KEY: "tab-c"}, "tab-c")[1] == "new"
 
 
+def test_after_a_server_restart_a_tab_resumes_the_session_its_browser_remembered() -> None:
+    remembered = new_session_id()
+    assert choose_session({}, "tab-a", remembered=remembered) == (remembered, "kept")  # tab storage was lost
+    assert choose_session({}, "tab-a", remembered="../../etc")[1] == "new"  # only a valid id is taken
+    copied = {SESSION_KEY: remembered, OWNER_KEY: "tab-a"}
+    assert choose_session(copied, "tab-b", remembered=remembered)[1] == "new"  # a duplicate stays fresh
+
+
 async def test_an_invite_link_joins_the_workspace_live_and_revoking_it_stops_new_joins(user: User, create_user) -> None:
     _, owner_session = await open_page(user)
     await drop(user, ("shared.jpg", make_jpeg(seed=14)))

@@ -40,18 +40,24 @@ _by_client: dict[str, Binding] = {}
 _by_token: dict[str, str] = {}  # token -> client id
 
 
-def choose_session(tab: dict[str, Any], tab_id: str, invited: str | None = None) -> tuple[str, str]:
+def choose_session(
+    tab: dict[str, Any], tab_id: str, invited: str | None = None, remembered: object = None
+) -> tuple[str, str]:
     """The session for a tab and why: ``"invited"``, ``"kept"`` (a reload) or ``"new"``.
-    ``tab`` is the tab's storage; it is updated so that a reload finds the same session."""
+    ``tab`` is the tab's storage; it is updated so that a reload finds the same session.
+    ``remembered`` is the id the tab's own ``sessionStorage`` kept: used only when the tab storage
+    is empty, i.e. after a server restart (tab storage lives in the server's RAM), so that a tab
+    finds its workspace again in disk or sql mode."""
+    stored = tab.get(SESSION_KEY)
     if invited is not None:
         session_id, reason = invited, "invited"
+    elif is_session_id(stored) and tab.get(OWNER_KEY) == tab_id:
+        session_id, reason = stored, "kept"
+    elif stored is None and is_session_id(remembered):
+        session_id, reason = str(remembered), "kept"
     else:
-        stored = tab.get(SESSION_KEY)
-        # A duplicated tab arrives with a copy of its original's storage, but its own tab id.
-        if is_session_id(stored) and tab.get(OWNER_KEY) == tab_id:
-            session_id, reason = stored, "kept"
-        else:
-            session_id, reason = new_session_id(), "new"
+        # New, or a duplicated tab: it arrives with a copy of its original's storage but its own tab id.
+        session_id, reason = new_session_id(), "new"
     tab[SESSION_KEY] = session_id
     tab[OWNER_KEY] = tab_id
     return session_id, reason

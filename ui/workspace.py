@@ -8,6 +8,7 @@ tab) appear and disappear live, and keeps the session alive while the tab is ope
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from core.features import service as features
 from core.invites import invites
 from ui.dropzone import DropZone
 from ui.routes import PREVIEW_PATH, THUMBNAIL_PATH, UPLOAD_PATH, upload_listeners
-from ui.session import Binding, bind, choose_session, in_session, run_in_session, unbind
+from ui.session import SESSION_KEY, Binding, bind, choose_session, in_session, run_in_session, unbind
 from ui.widgets import (
     KEY_COLUMNS,
     QUALITY_FLAGS,
@@ -147,15 +148,24 @@ class Workspace:
             ui.button("Invite", icon="group_add", on_click=self.show_invites).props("flat color=white")
             ui.button("Clear workspace", icon="delete_sweep", on_click=self.confirm_clear).props("flat color=white")
         with ui.column().classes("w-full max-w-screen-xl mx-auto q-pa-md gap-3"):
+            minutes = self.settings.session_idle_seconds / 60
             if self.settings.storage == "memory":
-                minutes = self.settings.session_idle_seconds / 60
-                with ui.row().classes("w-full items-center bg-amber-1 text-amber-10 rounded q-pa-sm gap-2"):
-                    ui.icon("memory")
-                    ui.label(
-                        "Images live only in this server's memory: they vanish when the server restarts, when "
-                        f"you clear the workspace, or {minutes:g} minutes after the last tab of it closes. "
-                        "Nothing is written to disk."
-                    ).props("data-testid=memory-notice")
+                icon, text = (
+                    "memory",
+                    "Images live only in this server's memory: they vanish when the server restarts, when "
+                    f"you clear the workspace, or {minutes:g} minutes after the last tab of it closes. "
+                    "Nothing is written to disk.",
+                )
+            else:
+                icon, text = (
+                    "save",
+                    f"Images are kept on the server ({'a folder' if self.settings.storage == 'disk' else 'a database'}"
+                    " for this workspace) and survive a restart; they are deleted when you clear the workspace "
+                    f"or {minutes:g} minutes after the last tab of it closes.",
+                )
+            with ui.row().classes("w-full items-center bg-amber-1 text-amber-10 rounded q-pa-sm gap-2 no-wrap"):
+                ui.icon(icon)
+                ui.label(text).props("data-testid=storage-notice")
             self.uploader = DropZone(
                 UPLOAD_PATH.format(token=self.binding.token),
                 label="Drop photos or ZIP archives here, or click to pick them",
@@ -586,7 +596,14 @@ async def index(client: Client, join: str | None = None) -> None:
         ui.spinner(size="lg")
     await client.connected(timeout=30)
     invited = invites.resolve(join) if join else None
-    session_id, reason = choose_session(app.storage.tab, client.tab_id or "", invited)
+    remembered = None
+    persistent = data_service.settings().storage != "memory"  # in memory mode a restart forgets all anyway
+    if persistent and SESSION_KEY not in app.storage.tab and join is None:
+        with contextlib.suppress(Exception):  # an old browser or a slow socket: start fresh
+            remembered = await ui.run_javascript(f"sessionStorage.getItem('{SESSION_KEY}')", timeout=3)
+    session_id, reason = choose_session(app.storage.tab, client.tab_id or "", invited, remembered)
+    if persistent:
+        ui.run_javascript(f"sessionStorage.setItem('{SESSION_KEY}', '{session_id}')")
     loading.delete()
     base_url = str(client.request.base_url) if client.request else "http://127.0.0.1:8080/"
     workspace = Workspace(client, bind(client, session_id), base_url)

@@ -1,4 +1,5 @@
-"""Images as files in a folder: the legacy shared folder ``storage/images/``.
+"""Images as files in folders: the legacy shared folder ``storage/images/``, and in disk mode
+one folder per session, ``storage/images/<session_id>/``.
 
 Each image is three files named from a random id, never from user input: ``<id>.<ext>`` (the
 original bytes), ``<id>.thumb`` (the preview) and ``<id>.json`` (the record). Each is written to a
@@ -12,13 +13,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import QuotaExceeded
+from core.errors import CapacityExceeded, QuotaExceeded
 from core.ingest import IngestedImage
+from core.sessions import is_session_id, parse_session_id
 from core.storage.base import (
     RECORD_OVERHEAD_BYTES,
     AddOutcome,
@@ -74,12 +78,17 @@ class _Index:
     cache: dict[tuple[str, str], tuple[object, int]] = field(default_factory=dict)
 
 
-class FolderStore(ImageStore):
-    """One shared folder; the namespace key is ignored (everyone sees the same images)."""
+_LEGACY_FULL = "the shared folder is full ({quota}); use a session id for a private workspace"
 
-    def __init__(self, folder: Path, quota_bytes: int) -> None:
+
+class FolderStore(ImageStore):
+    """One folder; the namespace key is ignored (the legacy folder: everyone sees the same images;
+    in disk mode ``SessionFolders`` keeps one of these per session)."""
+
+    def __init__(self, folder: Path, quota_bytes: int, full_message: str = _LEGACY_FULL) -> None:
         self.folder = Path(folder)
         self.quota_bytes = quota_bytes
+        self.full_message = full_message
         self._index: _Index | None = None
         self._lock = threading.Lock()
 
@@ -110,9 +119,10 @@ class FolderStore(ImageStore):
                 loaded.append(record)
         for record in sorted(loaded, key=lambda r: (r.uploaded_at, r.id)):
             index.records[record.id] = record
+            shared = record.sha256 in index.by_sha256
             index.by_sha256.setdefault(record.sha256, record.id)
             index.by_name[(record.sha256, record.filename)] = record.id
-            index.bytes_held += self._nbytes(record, (self.folder / f"{record.id}.thumb").stat().st_size)
+            index.bytes_held += self._nbytes(record, (self.folder / f"{record.id}.thumb").stat().st_size, shared)
         # Files of an image whose record never landed are leftovers of an interrupted upload.
         for name in names:
             stem = name.partition(".")[0]
@@ -123,9 +133,9 @@ class FolderStore(ImageStore):
         return index
 
     @staticmethod
-    def _nbytes(record: ImageRecord, thumbnail_size: int) -> int:
-        # Counted per record, like the memory store counts what it holds (hard links aside).
-        return record.size_bytes + thumbnail_size + RECORD_OVERHEAD_BYTES
+    def _nbytes(record: ImageRecord, thumbnail_size: int, shared: bool = False) -> int:
+        # As the memory store counts: bytes held once per content (hard links), a record each.
+        return RECORD_OVERHEAD_BYTES + (0 if shared else record.size_bytes + thumbnail_size)
 
     def _record(self, index: _Index, image_id: str) -> ImageRecord:
         record = index.records.get(image_id) if is_image_id(image_id) else None
@@ -142,12 +152,9 @@ class FolderStore(ImageStore):
                 return AddOutcome(index.records[same_name], duplicate=True)
             first_id = index.by_sha256.get(image.sha256)
             first = index.records[first_id] if first_id else None
-            nbytes = len(image.data) + len(image.thumbnail) + RECORD_OVERHEAD_BYTES
+            nbytes = RECORD_OVERHEAD_BYTES + (0 if first else len(image.data) + len(image.thumbnail))
             if index.bytes_held + nbytes > self.quota_bytes:
-                raise QuotaExceeded(
-                    f"the shared folder is full ({self.quota_bytes / 2**20:.0f} MiB); "
-                    "use a session id for a private workspace"
-                )
+                raise QuotaExceeded(self.full_message.format(quota=f"{self.quota_bytes / 2**20:.0f} MiB"))
             record = ImageRecord.from_ingested(image)
             try:
                 if first is not None:  # same bytes, new name: hard links hold them once
@@ -202,7 +209,9 @@ class FolderStore(ImageStore):
         with self._lock:
             index = self._load()
             record = self._record(index, image_id)
-            index.bytes_held -= self._nbytes(record, (self.folder / f"{record.id}.thumb").stat().st_size)
+            shared = any(r.sha256 == record.sha256 and r.id != record.id for r in index.records.values())
+            index.bytes_held -= self._nbytes(record, (self.folder / f"{record.id}.thumb").stat().st_size, shared)
+            index.bytes_held -= sum(n for (i, _), (_, n) in index.cache.items() if i == record.id)
             self._remove_files(record)
             del index.records[record.id]
             del index.by_name[(record.sha256, record.filename)]
@@ -239,7 +248,11 @@ class FolderStore(ImageStore):
         with self._lock:
             index = self._load()
             self._record(index, image_id)
+            old = index.cache.get((image_id, name), (None, 0))[1]
+            if index.bytes_held - old + nbytes > self.quota_bytes:
+                raise QuotaExceeded(self.full_message.format(quota=f"{self.quota_bytes / 2**20:.0f} MiB"))
             index.cache[(image_id, name)] = (value, nbytes)
+            index.bytes_held += nbytes - old
 
     def totals(self) -> StoreTotals:
         with self._lock:
@@ -249,3 +262,135 @@ class FolderStore(ImageStore):
     def bytes_held(self, key: str) -> int:
         with self._lock:
             return self._load().bytes_held
+
+
+_SESSION_FULL = "this workspace is full ({quota}); delete images or clear it"
+
+
+class SessionFolders(ImageStore):
+    """Disk mode: each session's images in ``<root>/<session_id>/`` (a ``FolderStore`` each), so
+    they survive a restart. The session id is validated before it becomes a path: only a
+    canonical lowercase UUID4 is ever joined to ``root``. A session's last use is the folder's
+    modification time, so expiry works across restarts too (expiry deletes the folder)."""
+
+    def __init__(self, root: Path, quota_bytes: int, capacity_bytes: int) -> None:
+        self.root = Path(root)
+        self.quota_bytes = quota_bytes
+        self.capacity_bytes = capacity_bytes
+        self._stores: dict[str, FolderStore] | None = None
+        self._last_used: dict[str, float] = {}
+        self._reserved = 0
+        self._lock = threading.Lock()
+
+    def _all(self) -> dict[str, FolderStore]:
+        if self._stores is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._stores = {}
+            for entry in os.scandir(self.root):
+                if entry.is_dir(follow_symlinks=False) and is_session_id(entry.name):
+                    self._stores[entry.name] = self._open(entry.name)
+                    self._last_used[entry.name] = entry.stat().st_mtime
+        return self._stores
+
+    def _open(self, key: str) -> FolderStore:
+        return FolderStore(self.root / parse_session_id(key), self.quota_bytes, _SESSION_FULL)
+
+    def _store(self, key: str, create: bool = False) -> FolderStore | None:
+        with self._lock:
+            stores = self._all()
+            store = stores.get(parse_session_id(key))
+            if store is None and create:
+                store = stores[key] = self._open(key)
+            if store is not None:
+                self._mark_used(key)
+            return store
+
+    def _mark_used(self, key: str) -> None:
+        now = time.time()
+        if now - self._last_used.get(key, 0) > 1:  # the folder's mtime is the persistent record
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.root / key)
+        self._last_used[key] = now
+
+    def _existing(self, key: str) -> FolderStore:
+        store = self._store(key)
+        if store is None:
+            raise image_not_found()
+        return store
+
+    def add(self, key: str, image: IngestedImage) -> AddOutcome:
+        store = self._store(key, create=True)
+        assert store is not None
+        nbytes = len(image.data) + len(image.thumbnail) + RECORD_OVERHEAD_BYTES
+        with self._lock:
+            held = sum(s.bytes_held(k) for k, s in self._all().items()) + self._reserved
+            if held + nbytes > self.capacity_bytes:
+                raise CapacityExceeded(
+                    "the server's storage is full; try again later or ask its operator to raise "
+                    "DARKROOM_MEMORY_CAP_BYTES"
+                )
+            self._reserved += nbytes
+        try:
+            return store.add(key, image)
+        finally:
+            with self._lock:
+                self._reserved -= nbytes
+
+    def list(self, key: str) -> list[ImageRecord]:
+        store = self._store(key)
+        return store.list(key) if store else []
+
+    def get(self, key: str, image_id: str) -> ImageRecord:
+        return self._existing(key).get(key, image_id)
+
+    def read(self, key: str, image_id: str) -> bytes:
+        return self._existing(key).read(key, image_id)
+
+    def read_thumbnail(self, key: str, image_id: str) -> bytes:
+        return self._existing(key).read_thumbnail(key, image_id)
+
+    def delete(self, key: str, image_id: str) -> None:
+        self._existing(key).delete(key, image_id)
+
+    def clear(self, key: str) -> int:
+        with self._lock:
+            store = self._all().pop(parse_session_id(key), None)
+            self._last_used.pop(key, None)
+        if store is None:
+            return 0
+        count = len(store.list(key))
+        shutil.rmtree(store.folder, ignore_errors=True)
+        return count
+
+    def touch(self, key: str) -> None:
+        store = self._store(key, create=True)
+        assert store is not None
+        store.folder.mkdir(parents=True, exist_ok=True)
+
+    def expire_idle(self, idle_seconds: float, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        with self._lock:
+            self._all()
+            idle = [k for k, used in self._last_used.items() if now - used > idle_seconds]
+        for key in idle:
+            self.clear(key)
+        return idle
+
+    def cache_get(self, key: str, image_id: str, name: str) -> object | None:
+        return self._existing(key).cache_get(key, image_id, name)
+
+    def cache_put(self, key: str, image_id: str, name: str, value: object, nbytes: int) -> None:
+        self._existing(key).cache_put(key, image_id, name, value, nbytes)
+
+    def totals(self) -> StoreTotals:
+        with self._lock:
+            stores = dict(self._all())
+        images = held = 0
+        for key, store in stores.items():
+            images += len(store.list(key))
+            held += store.bytes_held(key)
+        return StoreTotals(len(stores), images, held, self.capacity_bytes)
+
+    def bytes_held(self, key: str) -> int:
+        store = self._store(key)
+        return store.bytes_held(key) if store else 0
