@@ -197,3 +197,27 @@ def test_clear_empties_the_workspace(server, browser, screenshots) -> None:
     click_button(driver, "Clear workspace")
     click_button(driver, "Clear")
     wait_for(driver, lambda d: filenames(d) == [] and "No images yet." in d.page_source)
+
+
+def test_in_disk_mode_a_tab_finds_its_workspace_after_the_server_restarts(browser, tmp_path) -> None:
+    port = free_port()
+    env = {
+        "DARKROOM_STORAGE": "disk",
+        "DARKROOM_STORAGE_DIR": str(tmp_path / "storage"),
+        "DARKROOM_FEATURE_WORKERS": "1",
+    }
+    server = ServerProcess(port, env)
+    try:
+        driver = browser()
+        open_workspace(driver, server.url)
+        assert "survive a restart" in driver.page_source
+        choose_files(driver, PHOTOS[0])
+        wait_for(driver, lambda d: loaded_thumbnails(d) == 1)
+        server.kill()
+        server = ServerProcess(port, env)
+        driver.refresh()
+        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=usage]"))
+        wait_for(driver, lambda d: loaded_thumbnails(d) == 1, message="the reopened tab lost its workspace")
+        assert filenames(driver) == [PHOTOS[0].name]
+    finally:
+        server.stop()
