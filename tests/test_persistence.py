@@ -192,3 +192,16 @@ def test_a_server_killed_mid_upload_restarts_with_every_acknowledged_image_and_n
     if mode != "disk":
         blob_files = [p for p in (tmp_path / "storage" / "blobs").rglob("*") if p.is_file()]
         assert len(blob_files) == 2 * len(ids)  # no orphan blob: one original and one thumbnail each
+
+
+def test_disk_mode_and_the_legacy_folder_share_storage_images_without_touching_each_other(tmp_path: Path) -> None:
+    from core.storage.disk import FolderStore
+
+    root = tmp_path / "storage" / "images"  # the defaults: legacy folder and disk mode's session root
+    sessions = SessionFolders(root, 10**9, 10**9)
+    legacy = FolderStore(root, 10**9)
+    mine = sessions.add(A, image(1)).record
+    shared = legacy.add("legacy", image(2)).record
+    assert SessionFolders(root, 10**9, 10**9).list(A) == [mine]
+    assert FolderStore(root, 10**9).list("legacy") == [shared]  # its start-up clean-up spares session folders
+    assert (root / A / f"{mine.id}.jpg").exists()

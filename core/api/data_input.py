@@ -61,7 +61,7 @@ async def create_session() -> SessionCreated:
     """A new private workspace. Keep the id secret: whoever has it sees the workspace."""
     session_id = new_session_id()
     with session_scope(session_id):
-        data_service.touch_session()
+        await asyncio.to_thread(data_service.touch_session)
     return SessionCreated(session_id=session_id)
 
 
@@ -191,7 +191,7 @@ async def upload_zip(request: Request, session: Session) -> JSONResponse:
 @router.get("/images", response_model=list[ImageRecordModel], responses={400: ERRORS[400]}, tags=["images"])
 async def list_images(session: Session) -> list[ImageRecordModel]:
     """The workspace's images, in upload order."""
-    return [ImageRecordModel.of(r) for r in data_service.list_images()]
+    return [ImageRecordModel.of(r) for r in await asyncio.to_thread(data_service.list_images)]
 
 
 @router.get(
@@ -236,14 +236,14 @@ async def delete_image(image_id: str, session: Session) -> Response:
 @router.delete("/session", status_code=204, responses={400: ERRORS[400]}, tags=["sessions"])
 async def clear_session(session: Session) -> Response:
     """Delete everything in the workspace (a session id is required)."""
-    data_service.clear_session()
+    await asyncio.to_thread(data_service.clear_session)
     return Response(status_code=204)
 
 
 @router.get("/health", response_model=Health, tags=["service"])
 async def health() -> Health:
     """Service status and totals (never ids)."""
-    totals = data_service.totals()
+    totals = await asyncio.to_thread(data_service.totals)  # disk and sql modes read storage
     settings = data_service.settings()
     return Health(
         storage=settings.storage,
