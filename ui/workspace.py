@@ -243,6 +243,7 @@ class Workspace:
         except DarkroomError as exc:
             ui.notify(exc.message, type="warning")
 
+    @in_session
     def confirm_clear(self) -> None:
         with ui.dialog() as dialog, ui.card():
             count = len(self.cards)
@@ -263,6 +264,7 @@ class Workspace:
         ui.notify(f"Workspace cleared ({count} image{'s' if count != 1 else ''} deleted).")
 
     # -- uploads --
+    @in_session
     def _held_back(self, files: list[dict[str, Any]]) -> None:
         names = ", ".join(f"{f['name']} ({human_bytes(f['size'])})" for f in files[:5])
         more = f" and {len(files) - 5} more" if len(files) > 5 else ""
@@ -399,6 +401,7 @@ class Workspace:
         with self.duplicates:
             ui.label("Compute features to find exact and near duplicates.").classes("text-grey-7")
 
+    @in_session
     def _tab_changed(self) -> None:
         if self.panels.value == "dashboard" and self.dashboard_stale and not self.computing:
             background_tasks.create(self._refresh_later(0), name="darkroom-dashboard-refresh")
@@ -494,6 +497,7 @@ class Workspace:
             ui.download.content(body, f"darkroom-features-{stamp}.json", "application/json")
 
     # -- sharing --
+    @in_session
     def show_script_access(self) -> None:
         session_id = self.binding.session_id
         with ui.dialog() as dialog, ui.card().classes("w-full").style("max-width: 760px"):
@@ -536,6 +540,7 @@ class Workspace:
         ui.clipboard.write(text)
         ui.notify(f"{what} copied")
 
+    @in_session
     def show_invites(self) -> None:
         with ui.dialog() as dialog, ui.card().classes("w-full").style("max-width: 680px"):
             ui.label("Invite another tab or browser").classes("text-lg font-bold")
@@ -554,6 +559,7 @@ class Workspace:
     def invite_url(self, token: str) -> str:
         return f"{self.base_url}/?join={token}"
 
+    @in_session
     def _create_invite(self) -> None:
         try:
             invite = invites.create(self.binding.session_id, self.settings.invite_ttl_seconds)
@@ -563,6 +569,7 @@ class Workspace:
         self._copy(self.invite_url(invite.token), "Invite link")
         self._render_invites()
 
+    @in_session
     def _revoke(self, token: str) -> None:
         invites.revoke(self.binding.session_id, token)
         ui.notify("Invite link revoked")
