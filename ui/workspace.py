@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,8 @@ from ui.widgets import (
     human_bytes,
     lbp_chart,
 )
+
+log = logging.getLogger(__name__)
 
 _CSS = """
 .dr-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(190px, 1fr)); gap: 12px; width: 100%; }
@@ -115,9 +118,7 @@ class Workspace:
             try:
                 self._apply(event)
             except Exception:  # noqa: BLE001  one bad update must not stop the live view
-                import logging
-
-                logging.getLogger(__name__).exception("could not apply a %s event to the page", event.kind)
+                log.exception("could not apply a %s event to the page", event.kind)
 
     def _apply(self, event: Event) -> None:
         if event.kind == IMAGE_ADDED:
@@ -227,7 +228,7 @@ class Workspace:
                     ).classes("text-xs text-grey-7")
                 ui.button(icon="delete", on_click=lambda image_id=image_id: self.delete(image_id)).props(
                     "flat round dense size=sm color=grey-7"
-                ).mark("delete-image").tooltip("Delete this image")
+                ).mark("delete-image").props('title="Delete this image"')
         self.cards[image_id] = card
 
     def _remove_card(self, image_id: str) -> None:
