@@ -76,7 +76,8 @@ def click_button(driver, label: str) -> None:
 
 def click_tab(driver, label: str) -> None:
     xpath = f"//div[contains(@class, 'q-tab ')][.//div[normalize-space()='{label}']]"
-    wait_for(driver, lambda d: d.find_elements(By.XPATH, xpath))[0].click()
+    tab = wait_for(driver, lambda d: d.find_elements(By.XPATH, xpath))[0]
+    driver.execute_script("arguments[0].click()", tab)  # a notification over it must not swallow the click
 
 
 def field_value(driver, testid: str) -> str:

@@ -267,14 +267,14 @@ async def test_invites_expire(user: User) -> None:
 
 
 async def test_the_session_lives_while_a_tab_is_open_and_expires_after_the_last_closes(user: User, configure) -> None:
-    configure(feature_workers=1, session_idle_seconds=1.5)
+    configure(feature_workers=1, session_idle_seconds=2.0)  # the page touches it every 2/3 s
     client, session_id = await open_page(user)
     await drop(user, ("alive.jpg", make_jpeg(seed=17)))
-    await asyncio.sleep(2.0)  # longer than the idle time: only the page's keep-alive holds it
+    await asyncio.sleep(3.0)  # longer than the idle time: only the page's keep-alive holds it
     data_service.expire_idle_sessions()
     assert stored(session_id) == ["alive.jpg"]
     client.delete()  # the tab is gone
-    await asyncio.sleep(2.0)
+    await asyncio.sleep(2.5)
     assert data_service.expire_idle_sessions() >= 1
     assert stored(session_id) == []
 

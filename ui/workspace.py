@@ -99,7 +99,7 @@ class Workspace:
             self._add_card(record.to_public())
         run_in_session(self.client, data_service.touch_session)
         self._update_counts()
-        keep_alive = max(1.0, min(60.0, self.settings.session_idle_seconds / 3))
+        keep_alive = max(0.2, min(60.0, self.settings.session_idle_seconds / 3))
         ui.timer(keep_alive, in_session(data_service.touch_session))
 
     def close(self) -> None:
