@@ -114,13 +114,20 @@ class Workspace:
 
     async def _consume(self, queue: asyncio.Queue[Event]) -> None:
         while True:
-            event = await queue.get()
-            try:
-                self._apply(event)
-            except Exception:  # noqa: BLE001  one bad update must not stop the live view
-                log.exception("could not apply a %s event to the page", event.kind)
+            events = [await queue.get()]
+            while not queue.empty():  # a burst (a drop of many photos) costs one count update
+                events.append(queue.get_nowait())
+            changed = False
+            for event in events:
+                try:
+                    changed = self._apply(event) or changed
+                except Exception:  # noqa: BLE001  one bad update must not stop the live view
+                    log.exception("could not apply a %s event to the page", event.kind)
+            if changed:
+                self._update_counts()
 
-    def _apply(self, event: Event) -> None:
+    def _apply(self, event: Event) -> bool:
+        """Show one event; True when the workspace's content changed."""
         if event.kind == IMAGE_ADDED:
             self._add_card(event.data["image"])
         elif event.kind == IMAGE_REMOVED:
@@ -133,8 +140,8 @@ class Workspace:
                     ui.notify("This workspace expired after being idle; its images were deleted.", type="warning")
         elif event.kind == PROGRESS:
             self._show_progress(event.data.get("done", 0), event.data.get("total", 0))
-            return
-        self._update_counts()
+            return False
+        return True
 
     # -- page --
     def build(self) -> None:
