@@ -37,6 +37,7 @@ from ui.widgets import (
 )
 
 log = logging.getLogger(__name__)
+_MAX_MESSAGES = 50  # upload messages kept on the page
 
 _CSS = """
 .dr-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(190px, 1fr)); gap: 12px; width: 100%; }
@@ -266,9 +267,9 @@ class Workspace:
         _open_once(dialog)
 
     @in_session
-    def _clear(self, dialog: ui.dialog) -> None:
+    async def _clear(self, dialog: ui.dialog) -> None:
         dialog.close()
-        count = data_service.clear_session()
+        count = await asyncio.to_thread(data_service.clear_session)  # disk and sql modes delete files
         ui.notify(f"Workspace cleared ({count} image{'s' if count != 1 else ''} deleted).")
 
     # -- uploads --
@@ -304,6 +305,8 @@ class Workspace:
                     )
                     ui.label(text).classes("grow").props("data-testid=upload-message").mark("upload-message")
                     ui.button(icon="close", on_click=row.delete).props("flat round dense size=xs")
+            for old in list(self.messages)[:-_MAX_MESSAGES]:  # keep the newest ones
+                old.delete()
             kind, text = lines[0]
             more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
             ui.notify(text + more, type="negative" if kind == "negative" else "info")
