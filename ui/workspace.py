@@ -444,6 +444,8 @@ class Workspace:
             self.refresh_button.props(remove="loading")
             self.progress.set_visibility(False)
         self.refresh_button.set_text("Refresh")
+        if self.dashboard_stale and self.panels.value == "dashboard":  # images changed while computing
+            background_tasks.create(self._refresh_later(), name="darkroom-dashboard-refresh")
         self.dashboard_columns, self.dashboard_rows = columns, rows
         self.table.rows = [self._table_row(row) for row in rows]
         self.table.update()
