@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
+
+from tests.conftest import free_port  # noqa: F401  re-exported for the benchmarks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,12 +39,6 @@ def photo_like_jpeg(seed: int, width: int = 3000, height: int = 2000, target_byt
             break
         grain_strength *= (target_bytes / size) ** 1.3
     return out.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ServerProcess:

@@ -216,3 +216,15 @@ def test_folder_store_writes_record_last_and_ignores_leftovers(tmp_path):
     assert not (folder / f"{orphan}.jpg").exists()
     names = {p.name for p in folder.iterdir()}
     assert names == {f"{record.id}.jpg", f"{record.id}.thumb", f"{record.id}.json"}
+
+
+def test_totals_add_up_the_sessions_through_adds_deletes_and_clears(make_session_store):
+    store = make_session_store()
+    a = [store.add(A, image(seed)).record for seed in range(3)]
+    store.add(A, image(0, "copy.jpg"))  # shared bytes
+    store.add(B, image(5))
+    assert store.totals().bytes_held == store.bytes_held(A) + store.bytes_held(B)
+    store.delete(A, a[0].id)  # its bytes stay, held for "copy.jpg"
+    assert store.totals().bytes_held == store.bytes_held(A) + store.bytes_held(B)
+    store.clear(A)
+    assert store.totals().bytes_held == store.bytes_held(B) > 0

@@ -11,6 +11,7 @@ import asyncio
 import csv
 import io
 import json
+import time
 import zipfile
 from collections.abc import Callable
 
@@ -256,6 +257,17 @@ async def test_an_invite_link_joins_the_workspace_live_and_revoking_it_stops_new
     assert late_session != owner_session
     await late.should_see("This invite link has expired or was revoked")
     await late.should_not_see("shared.jpg")
+
+
+async def test_an_expired_invite_link_leaves_the_visitor_in_a_private_workspace(user: User, create_user) -> None:
+    _, owner_session = await open_page(user)
+    await drop(user, ("private.jpg", make_jpeg(seed=25)))
+    expired = invites.create(owner_session, ttl_seconds=60, now=time.time() - 120)
+    visitor = create_user()
+    _, visitor_session = await open_page(visitor, f"/?join={expired.token}")
+    assert visitor_session != owner_session
+    await visitor.should_see("This invite link has expired or was revoked")
+    await visitor.should_not_see("private.jpg")
 
 
 async def test_invites_expire(user: User) -> None:

@@ -48,6 +48,26 @@ def image_not_found() -> NotFound:
     return NotFound("no such image in this workspace")
 
 
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def workspace_full(held: int, quota: int, needed: int) -> QuotaExceeded:
+    """The one message every session store gives when a workspace's quota would be passed."""
+    return QuotaExceeded(
+        f"the workspace is full: it holds {_mib(held)} of {_mib(quota)} and this needs {_mib(needed)} more; "
+        "delete images or clear it"
+    )
+
+
+def storage_full(where: str = "storage") -> CapacityExceeded:
+    """The one message every session store gives when all sessions together would pass the cap
+    (``where``: the server's "memory" or "storage")."""
+    return CapacityExceeded(
+        f"the server's {where} for images is full; try again later or clear workspaces you no longer use"
+    )
+
+
 def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

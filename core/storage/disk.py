@@ -17,10 +17,11 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import CapacityExceeded, QuotaExceeded
+from core.errors import QuotaExceeded
 from core.ingest import IngestedImage
 from core.sessions import is_session_id, parse_session_id
 from core.storage.base import (
@@ -31,6 +32,8 @@ from core.storage.base import (
     StoreTotals,
     image_not_found,
     is_image_id,
+    storage_full,
+    workspace_full,
 )
 
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
@@ -78,17 +81,25 @@ class _Index:
     cache: dict[tuple[str, str], tuple[object, int]] = field(default_factory=dict)
 
 
-_LEGACY_FULL = "the shared folder is full ({quota}); use a session id for a private workspace"
+def _legacy_full(held: int, quota: int, needed: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"the shared folder is full ({quota / 2**20:.0f} MiB); use a session id for a private workspace"
+    )
 
 
 class FolderStore(ImageStore):
     """One folder; the namespace key is ignored (the legacy folder: everyone sees the same images;
     in disk mode ``SessionFolders`` keeps one of these per session)."""
 
-    def __init__(self, folder: Path, quota_bytes: int, full_message: str = _LEGACY_FULL) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        quota_bytes: int,
+        full: Callable[[int, int, int], QuotaExceeded] = _legacy_full,
+    ) -> None:
         self.folder = Path(folder)
         self.quota_bytes = quota_bytes
-        self.full_message = full_message
+        self.full = full  # the error for a full folder: (held, quota, needed)
         self._index: _Index | None = None
         self._lock = threading.Lock()
 
@@ -154,7 +165,7 @@ class FolderStore(ImageStore):
             first = index.records[first_id] if first_id else None
             nbytes = RECORD_OVERHEAD_BYTES + (0 if first else len(image.data) + len(image.thumbnail))
             if index.bytes_held + nbytes > self.quota_bytes:
-                raise QuotaExceeded(self.full_message.format(quota=f"{self.quota_bytes / 2**20:.0f} MiB"))
+                raise self.full(index.bytes_held, self.quota_bytes, nbytes)
             record = ImageRecord.from_ingested(image)
             try:
                 if first is not None:  # same bytes, new name: hard links hold them once
@@ -250,7 +261,7 @@ class FolderStore(ImageStore):
             self._record(index, image_id)
             old = index.cache.get((image_id, name), (None, 0))[1]
             if index.bytes_held - old + nbytes > self.quota_bytes:
-                raise QuotaExceeded(self.full_message.format(quota=f"{self.quota_bytes / 2**20:.0f} MiB"))
+                raise self.full(index.bytes_held - old, self.quota_bytes, nbytes)
             index.cache[(image_id, name)] = (value, nbytes)
             index.bytes_held += nbytes - old
 
@@ -262,9 +273,6 @@ class FolderStore(ImageStore):
     def bytes_held(self, key: str) -> int:
         with self._lock:
             return self._load().bytes_held
-
-
-_SESSION_FULL = "this workspace is full ({quota}); delete images or clear it"
 
 
 class SessionFolders(ImageStore):
@@ -293,7 +301,7 @@ class SessionFolders(ImageStore):
         return self._stores
 
     def _open(self, key: str) -> FolderStore:
-        return FolderStore(self.root / parse_session_id(key), self.quota_bytes, _SESSION_FULL)
+        return FolderStore(self.root / parse_session_id(key), self.quota_bytes, workspace_full)
 
     def _store(self, key: str, create: bool = False) -> FolderStore | None:
         with self._lock:
@@ -325,10 +333,7 @@ class SessionFolders(ImageStore):
         with self._lock:
             held = sum(s.bytes_held(k) for k, s in self._all().items()) + self._reserved
             if held + nbytes > self.capacity_bytes:
-                raise CapacityExceeded(
-                    "the server's storage is full; try again later or ask its operator to raise "
-                    "DARKROOM_MEMORY_CAP_BYTES"
-                )
+                raise storage_full()
             self._reserved += nbytes
         try:
             return store.add(key, image)

@@ -6,7 +6,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from core.errors import CapacityExceeded, QuotaExceeded
 from core.ingest import IngestedImage
 from core.storage.base import (
     RECORD_OVERHEAD_BYTES,
@@ -15,6 +14,8 @@ from core.storage.base import (
     ImageStore,
     StoreTotals,
     image_not_found,
+    storage_full,
+    workspace_full,
 )
 
 
@@ -51,10 +52,6 @@ class _Namespace:
     last_used: float = field(default_factory=time.monotonic)
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MiB"
-
-
 class MemoryStore(ImageStore):
     def __init__(self, quota_bytes: int, capacity_bytes: int) -> None:
         self.quota_bytes = quota_bytes
@@ -74,14 +71,9 @@ class MemoryStore(ImageStore):
 
     def _reserve(self, namespace: _Namespace, nbytes: int) -> None:
         if namespace.bytes_held + nbytes > self.quota_bytes:
-            raise QuotaExceeded(
-                f"the workspace is full: it holds {_mib(namespace.bytes_held)} of "
-                f"{_mib(self.quota_bytes)} and this needs {_mib(nbytes)} more; delete images or clear it"
-            )
+            raise workspace_full(namespace.bytes_held, self.quota_bytes, nbytes)
         if self._bytes_total + nbytes > self.capacity_bytes:
-            raise CapacityExceeded(
-                "the server's memory for images is full; try again later or clear workspaces you no longer use"
-            )
+            raise storage_full("memory")
         namespace.bytes_held += nbytes
         self._bytes_total += nbytes
 

@@ -40,7 +40,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
-from core.errors import CapacityExceeded, QuotaExceeded
 from core.ingest import IngestedImage
 from core.sessions import parse_session_id
 from core.storage.base import (
@@ -51,6 +50,8 @@ from core.storage.base import (
     StoreTotals,
     image_not_found,
     is_image_id,
+    storage_full,
+    workspace_full,
 )
 from core.storage.disk import write_atomically
 
@@ -181,6 +182,10 @@ class SqlStore(ImageStore):
         self._touched: dict[str, float] = {}
         self._migrate()
         self.repair()
+        with self.engine.connect() as connection:
+            # Bytes of every row and blob, kept up to date by add/delete/clear (one process writes),
+            # so the global cap is checked without summing the whole table on every upload.
+            self._stored = self._held(connection)
 
     # -- schema and repair --
     def _migrate(self) -> None:
@@ -278,15 +283,11 @@ class SqlStore(ImageStore):
                         return AddOutcome(_record(row), duplicate=True)
                 first = _record(same[0]) if same else None
                 nbytes = RECORD_OVERHEAD_BYTES + (0 if first else len(image.data) + len(image.thumbnail))
-                if self._held(connection, key) + nbytes > self.quota_bytes:
-                    raise QuotaExceeded(
-                        f"this workspace is full ({self.quota_bytes / 2**20:.0f} MiB); delete images or clear it"
-                    )
-                if self._held(connection) + nbytes > self.capacity_bytes:
-                    raise CapacityExceeded(
-                        "the server's storage is full; try again later or ask its operator to raise "
-                        "DARKROOM_MEMORY_CAP_BYTES"
-                    )
+                held = self._held(connection, key)
+                if held + nbytes > self.quota_bytes:
+                    raise workspace_full(held, self.quota_bytes, nbytes)
+                if self._stored + self._cache_bytes() + nbytes > self.capacity_bytes:
+                    raise storage_full()
             blob = f"{key}/{image.sha256}"
             if first is None:  # the blob before the row: a crash leaves at most an orphan blob
                 self.blobs.put(blob, image.data)
@@ -301,6 +302,7 @@ class SqlStore(ImageStore):
                 if first is None:
                     self.blobs.remove(blob, blob + ".thumb")
                 raise
+            self._stored += nbytes
             return AddOutcome(record, same_bytes_as=first)
 
     def list(self, key: str) -> list[ImageRecord]:
@@ -341,6 +343,7 @@ class SqlStore(ImageStore):
                     .select_from(images)
                     .where(images.c.session_id == key, images.c.sha256 == row.sha256)
                 ).scalar()
+            self._stored -= RECORD_OVERHEAD_BYTES + (0 if still_used else row.size_bytes + row.thumbnail_bytes)
             if not still_used:  # the row went first: a crash here leaves an orphan blob, repaired at start
                 self.blobs.remove(f"{key}/{row.sha256}", f"{key}/{row.sha256}.thumb")
             self._cache = {k: v for k, v in self._cache.items() if (k[0], k[1]) != (key, image_id)}
@@ -349,6 +352,7 @@ class SqlStore(ImageStore):
         key = self._key(key)
         with self._lock:
             with self.engine.begin() as connection:
+                self._stored -= self._held(connection, key) - self._cache_bytes(key)
                 count = connection.execute(delete(images).where(images.c.session_id == key)).rowcount
                 connection.execute(delete(sessions).where(sessions.c.id == key))
             self._touched.pop(key, None)
@@ -386,16 +390,16 @@ class SqlStore(ImageStore):
             with self.engine.connect() as connection:
                 self._row(connection, key, image_id)
                 old = self._cache.get((key, image_id, name), (None, 0))[1]
-                if self._held(connection, key) - old + nbytes > self.quota_bytes:
-                    raise QuotaExceeded("this workspace is full; cached results cannot be kept")
+                held = self._held(connection, key) - old
+                if held + nbytes > self.quota_bytes:
+                    raise workspace_full(held, self.quota_bytes, nbytes)
             self._cache[(key, image_id, name)] = (value, nbytes)
 
     def totals(self) -> StoreTotals:
         with self.engine.connect() as connection:
             count = connection.execute(select(func.count()).select_from(sessions)).scalar()
             rows = connection.execute(select(func.count()).select_from(images)).scalar()
-            held = self._held(connection)
-        return StoreTotals(int(count), int(rows), held, self.capacity_bytes)
+        return StoreTotals(int(count), int(rows), self._stored + self._cache_bytes(), self.capacity_bytes)
 
     def bytes_held(self, key: str) -> int:
         with self.engine.connect() as connection:
