@@ -43,6 +43,14 @@ class Settings:
     storage_dir: Path = Path("storage")
     database_url: str = ""
     blob_url: str = ""
+    decode_memory_bytes: int = 1024 * MiB
+    decode_seconds: float = 5.0
+    decode_workers: int = 0
+    decode_queue: int = 64
+    feature_max_pixels: int = 4_194_304
+    max_sessions: int = 10_000
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_allow_persistence: bool = False
     host: str = "127.0.0.1"
     port: int = 8080
 
@@ -61,7 +69,8 @@ OPTIONS: list[tuple[str, str, str]] = [
     (
         "storage",
         "DARKROOM_STORAGE",
-        "Session store: `memory` (RAM only), `disk` (a folder per session) or `sql` (database + blobs).",
+        "Session store: `memory` (RAM only), `disk` (a folder per session), `sql` (database + blobs) or "
+        "`redis` (RAM-only Redis shared by several processes).",
     ),
     (
         "storage_dir",
@@ -128,11 +137,47 @@ OPTIONS: list[tuple[str, str, str]] = [
         "`1`: API calls without a session id use the shared legacy folder; `0`: they get 400.",
     ),
     ("legacy_dir", "DARKROOM_LEGACY_DIR", "The shared legacy folder."),
+    (
+        "decode_memory_bytes",
+        "DARKROOM_DECODE_MEMORY_BYTES",
+        "Address-space limit of each decode worker process; a file whose decode needs more: 413.",
+    ),
+    (
+        "decode_seconds",
+        "DARKROOM_DECODE_SECONDS",
+        "CPU/wall-time budget to decode one image (validate, thumbnail, preview, features); over it: 413.",
+    ),
+    ("decode_workers", "DARKROOM_DECODE_WORKERS", "Decode worker processes; `0`: one per CPU core."),
+    (
+        "decode_queue",
+        "DARKROOM_DECODE_QUEUE",
+        "Most decodes waiting for a worker at once; more: 503 with `Retry-After`.",
+    ),
+    (
+        "feature_max_pixels",
+        "DARKROOM_FEATURE_MAX_PIXELS",
+        "Features of larger images are computed on a view downscaled to this many pixels (exact below it).",
+    ),
+    (
+        "max_sessions",
+        "DARKROOM_MAX_SESSIONS",
+        "Most live sessions at once; creating one more: 503 with `Retry-After`.",
+    ),
+    (
+        "redis_url",
+        "DARKROOM_REDIS_URL",
+        "`redis` mode's server (`redis://host:port/db`); it must run without RDB/AOF persistence.",
+    ),
+    (
+        "redis_allow_persistence",
+        "DARKROOM_REDIS_ALLOW_PERSISTENCE",
+        "`1`: accept a Redis with RDB or AOF persistence on (images then reach its disk).",
+    ),
     ("host", "DARKROOM_HOST", "Address the server binds to (the `--host` flag wins)."),
     ("port", "DARKROOM_PORT", "Port the server listens on; `--port` wins over it, `PORT` is used when it is unset."),
 ]
 
-STORAGE_MODES = ("memory", "disk", "sql")
+STORAGE_MODES = ("memory", "disk", "sql", "redis")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
