@@ -10,10 +10,12 @@ An upload is two steps so that CPU work can run while bytes still arrive: ``prep
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from core.archive import ZipMember, iter_members
 from core.config import Settings, get_settings
@@ -27,6 +29,8 @@ from core.storage.disk import FolderStore, SessionFolders
 from core.storage.memory import MemoryStore
 
 LEGACY_KEY = "legacy"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,25 @@ def prepare_file(data: bytes, filename: str | None) -> tuple[list[Prepared], lis
 
 
 # -- read --
+def reads_block(sessions_only: bool = False) -> bool:
+    """Whether a store call for the current caller may wait on I/O (disk, SQL, network). With
+    ``sessions_only`` the call reaches the session store alone (``totals``, ``touch_session``)."""
+    stores = _current()
+    if sessions_only or current_session_id() is not None or not stores.settings.legacy_fallback:
+        return stores.sessions.blocking_io
+    return stores.legacy.blocking_io
+
+
+async def run_read(read: Callable[..., T], *args: object, sessions_only: bool = False) -> T:
+    """Run a quick store call of this module (``list_images``, ``load_thumbnail``, ``totals``, ...)
+    from the event loop: inline when the store does no I/O (memory mode holds a lock for
+    microseconds, far less than a thread hop), else in a worker thread, so disk, SQL or network
+    waits never stall the loop. ``asyncio.to_thread`` copies the context: the session is the same."""
+    if reads_block(sessions_only):
+        return await asyncio.to_thread(read, *args)
+    return read(*args)
+
+
 def _checked_id(image_id: str) -> str:
     if not is_image_id(image_id):
         raise image_not_found()

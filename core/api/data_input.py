@@ -61,7 +61,7 @@ async def create_session() -> SessionCreated:
     """A new private workspace. Keep the id secret: whoever has it sees the workspace."""
     session_id = new_session_id()
     with session_scope(session_id):
-        await asyncio.to_thread(data_service.touch_session)
+        await data_service.run_read(data_service.touch_session, sessions_only=True)
     return SessionCreated(session_id=session_id)
 
 
@@ -189,9 +189,10 @@ async def upload_zip(request: Request, session: Session) -> JSONResponse:
 
 
 @router.get("/images", response_model=list[ImageRecordModel], responses={400: ERRORS[400]}, tags=["images"])
-async def list_images(session: Session) -> list[ImageRecordModel]:
+async def list_images(session: Session) -> Response:
     """The workspace's images, in upload order."""
-    return [ImageRecordModel.of(r) for r in await asyncio.to_thread(data_service.list_images)]
+    # Serialised once, straight from the records; the decorator's response_model documents the shape.
+    return JSONResponse([record.to_public() for record in await data_service.run_read(data_service.list_images)])
 
 
 @router.get(
@@ -206,7 +207,7 @@ async def list_images(session: Session) -> list[ImageRecordModel]:
 )
 async def get_image(image_id: str, session: Session) -> Response:
     """The original file, byte for byte, with its real Content-Type."""
-    record, body = await asyncio.to_thread(data_service.load_image, image_id)
+    record, body = await data_service.run_read(data_service.load_image, image_id)
     return _image_response(body, _mime(record), record.filename)
 
 
@@ -222,7 +223,7 @@ async def get_image(image_id: str, session: Session) -> Response:
 )
 async def get_thumbnail(image_id: str, session: Session) -> Response:
     """The preview made at upload (longest side 256 px by default), upright."""
-    record, body = await asyncio.to_thread(data_service.load_thumbnail, image_id)
+    record, body = await data_service.run_read(data_service.load_thumbnail, image_id)
     return _image_response(body, record.thumbnail_mime)
 
 
@@ -243,7 +244,7 @@ async def clear_session(session: Session) -> Response:
 @router.get("/health", response_model=Health, tags=["service"])
 async def health() -> Health:
     """Service status and totals (never ids)."""
-    totals = await asyncio.to_thread(data_service.totals)  # disk and sql modes read storage
+    totals = await data_service.run_read(data_service.totals, sessions_only=True)
     settings = data_service.settings()
     return Health(
         storage=settings.storage,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core.errors import CapacityExceeded, NotFound, QuotaExceeded
@@ -87,9 +87,17 @@ class ImageRecord:
     thumbnail_mime: str = "image/jpeg"
 
     def to_public(self) -> dict[str, object]:
-        out = asdict(self)
-        out.pop("thumbnail_mime")
-        return out
+        """The record as the API shows it (built directly: this runs per record on every listing)."""
+        return {
+            "id": self.id,
+            "filename": self.filename,
+            "format": self.format,
+            "width": self.width,
+            "height": self.height,
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "uploaded_at": self.uploaded_at,
+        }
 
     @classmethod
     def from_ingested(cls, image: IngestedImage, image_id: str | None = None) -> ImageRecord:
@@ -127,6 +135,10 @@ class StoreTotals:
 
 class ImageStore(ABC):
     """Images per namespace. Every method is safe to call from several threads at once."""
+
+    #: Whether calls may wait on I/O (files, a database, the network). Callers on an event loop run
+    #: such a store's calls in a worker thread; a store that only takes a lock briefly says False.
+    blocking_io: bool = True
 
     @abstractmethod
     def add(self, key: str, image: IngestedImage) -> AddOutcome:

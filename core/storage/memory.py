@@ -53,6 +53,8 @@ class _Namespace:
 
 
 class MemoryStore(ImageStore):
+    blocking_io = False  # RAM only: each call holds the lock for microseconds
+
     def __init__(self, quota_bytes: int, capacity_bytes: int) -> None:
         self.quota_bytes = quota_bytes
         self.capacity_bytes = capacity_bytes
