@@ -7,7 +7,11 @@ names and does not refuse overlapping members), so the central directory is pars
   symbolic links, encryption, compression other than stored and deflate, duplicate names,
   overlapping members;
 * refused as a whole (413): more entries than allowed, declared total or ratio over the limits,
-  and the same limits on the bytes actually produced, read in bounded chunks;
+  and a member that unpacks to more than its header declares (a lying header is a bomb);
+* one member refused (413) without inflating a byte: declared over the per-file limit.
+
+No member is ever inflated past its declared size + 1 byte, so the bytes produced are bounded by
+the declared total (checked first) and nothing is inflated in full just to be refused.
 * skipped silently: directories and OS junk (``__MACOSX/``, ``.DS_Store``, ``Thumbs.db``, ...);
 * skipped and reported: nested archives (never opened).
 """
@@ -119,14 +123,17 @@ def read_central_directory(data: bytes, settings: Settings) -> list[ZipEntry]:
         raise UnsafeArchive("not a valid ZIP archive (no end-of-archive record; is it truncated?)")
     _, disk, cd_disk, _, total, cd_size, cd_offset, _ = _EOCD.unpack_from(data, eocd_pos)
     cd_end = eocd_pos
-    if (total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF) and eocd_pos >= 20:
-        loc = _EOCD64_LOCATOR.unpack_from(data, eocd_pos - 20)
-        if loc[0] == b"PK\x06\x07" and loc[2] + _EOCD64.size <= len(data):
-            rec = _EOCD64.unpack_from(data, loc[2])
+    zip64_at = eocd_pos - _EOCD64_LOCATOR.size - _EOCD64.size
+    if (total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF) and zip64_at >= 0:
+        loc = _EOCD64_LOCATOR.unpack_from(data, eocd_pos - _EOCD64_LOCATOR.size)
+        if loc[0] == b"PK\x06\x07":
+            # Read the ZIP64 record where it must sit (right before its locator), as zipfile does:
+            # the locator's offset does not count bytes prepended to the archive.
+            rec = _EOCD64.unpack_from(data, zip64_at)
             if rec[0] != b"PK\x06\x06":
                 raise UnsafeArchive("not a valid ZIP archive (damaged ZIP64 record)")
             disk, cd_disk, total, cd_size, cd_offset = rec[4], rec[5], rec[7], rec[8], rec[9]
-            cd_end = loc[2]
+            cd_end = zip64_at
     if disk != 0 or cd_disk != 0:
         raise _fail("multi-part (spanned) archives are not supported")
     if total > settings.zip_max_entries:
@@ -238,84 +245,116 @@ def _check_declared_sizes(entries: list[ZipEntry], settings: Settings) -> None:
             f"{settings.zip_max_total_bytes / 2**20:.0f} MiB"
         )
     for e in entries:
-        if e.size > RATIO_FLOOR_BYTES and e.size > settings.zip_max_ratio * max(e.compressed_size, 1):
-            raise TooLarge(
-                f"member {_quote(e.name)} is compressed more than {settings.zip_max_ratio:g}:1 (a likely ZIP bomb)"
-            )
+        if e.size > _ratio_cap(e, settings):
+            raise _ratio_error(e, settings)
 
 
-def _inflate(data: bytes, entry: ZipEntry, limit: int) -> bytes:
-    """The member's bytes, reading at most ``limit + 1`` bytes of output in bounded chunks.
-    Raises TooLarge past ``limit`` and CorruptImage when output and header disagree."""
+def inflate_bounded(raw: bytes | memoryview, limit: int) -> tuple[bytes, bool]:
+    """Inflate a raw deflate stream, producing at most ``limit + 1`` bytes (so ``len(out) > limit``
+    tells the caller the stream holds more), in bounded chunks. Returns the output and whether the
+    stream ended. Raises CorruptImage when the deflate data is damaged."""
+    view = memoryview(raw)
+    inflater = zlib.decompressobj(-15)
+    parts: list[bytes] = []
+    produced = 0
+    offset = 0
+    tail: bytes | memoryview = b""
+    try:
+        while produced <= limit and not inflater.eof:
+            if not tail and offset < len(view):
+                tail = view[offset : offset + _CHUNK]
+                offset += len(tail)
+            before = offset - len(tail)
+            piece = inflater.decompress(tail, min(_CHUNK, limit + 1 - produced))
+            tail = inflater.unconsumed_tail
+            if not piece and offset - len(tail) == before:
+                break  # no input left and no output pending: the stream is cut short
+            produced += len(piece)
+            parts.append(piece)
+    except zlib.error as exc:
+        raise CorruptImage(f"the compressed data is damaged ({exc})") from None
+    return b"".join(parts), inflater.eof
+
+
+def _read_member(data: bytes, entry: ZipEntry, limit: int) -> bytes:
+    """The member's bytes, of which at most ``limit + 1`` are ever produced: a longer result means
+    the member holds more than ``limit``. Raises CorruptImage when the data is damaged."""
     raw = memoryview(data)[entry.data_offset : entry.data_offset + entry.compressed_size]
     if entry.method == 0:
-        if len(raw) > limit:
-            raise TooLarge(f"the file is over {limit / 2**20:.0f} MiB")
-        out = bytes(raw)
-    else:
-        inflater = zlib.decompressobj(-15)
-        parts: list[bytes] = []
-        produced = 0
-        try:
-            for start in range(0, len(raw), _CHUNK):
-                chunk = raw[start : start + _CHUNK]
-                while chunk:
-                    piece = inflater.decompress(chunk, _CHUNK)
-                    produced += len(piece)
-                    if produced > limit:
-                        raise TooLarge(f"the file is over {limit / 2**20:.0f} MiB")
-                    parts.append(piece)
-                    chunk = inflater.unconsumed_tail
-                if inflater.eof:
-                    break
-            tail = inflater.flush(_CHUNK)
-        except zlib.error as exc:
-            raise CorruptImage(f"the compressed data is damaged ({exc})") from None
-        produced += len(tail)
-        if produced > limit:
-            raise TooLarge(f"the file is over {limit / 2**20:.0f} MiB")
-        parts.append(tail)
-        out = b"".join(parts)
-    if len(out) != entry.size or zlib.crc32(out) != entry.crc:
-        raise CorruptImage("the member is damaged (its size or checksum does not match the archive)")
+        if entry.compressed_size != entry.size:
+            raise CorruptImage("the member is damaged (its stored size does not match the archive)")
+        return bytes(raw[: limit + 1])
+    out, _ = inflate_bounded(raw, limit)
     return out
+
+
+def _check_content(entry: ZipEntry, content: bytes) -> None:
+    if len(content) != entry.size or zlib.crc32(content) != entry.crc:
+        raise CorruptImage("the member is damaged (its size or checksum does not match the archive)")
+
+
+def _ratio_cap(entry: ZipEntry, settings: Settings) -> int:
+    return max(RATIO_FLOOR_BYTES, int(settings.zip_max_ratio * max(entry.compressed_size, 1)))
 
 
 def iter_members(data: bytes, settings: Settings) -> Iterator[ZipMember | ZipProblem]:
     """Yield each member's bytes, or why it is not taken, in archive order.
 
-    Whole-archive problems raise before anything is yielded; limits on the bytes actually
-    produced (total, ratio) raise TooLarge while iterating, so callers must not keep what was
-    yielded when that happens."""
+    Whole-archive problems raise before anything is yielded. A member is inflated no further than
+    its declared size + 1 byte (and never past the archive's remaining budget or the ratio), so a
+    header that lies raises TooLarge at that member, cheaply, while iterating: callers must not
+    keep what was yielded when that happens. A member declared over the per-file limit is refused
+    (413) without being inflated; its declared size counts toward the unpacked total."""
     entries = read_central_directory(data, settings)
     produced_total = 0
+    per_file = settings.max_file_bytes
     for entry in entries:
         if entry.name.endswith("/") or is_os_junk(entry.name):
             continue
         if entry.name.lower().endswith(_ARCHIVE_SUFFIXES):
             yield ZipProblem(entry.name, "nested archives are not opened")
             continue
-        per_file = settings.max_file_bytes
-        try:
-            content = _inflate(data, entry, per_file)
-        except TooLarge:
+        if entry.size > per_file:
+            produced_total += entry.size
+            _check_total(produced_total, settings)
             yield ZipProblem(entry.name, f"the file is over the {per_file / 2**20:.0f} MiB limit", 413)
-            produced_total += per_file
             continue
+        budget = settings.zip_max_total_bytes - produced_total
+        limit = min(entry.size, budget, _ratio_cap(entry, settings))
+        try:
+            content = _read_member(data, entry, limit)
         except CorruptImage as exc:
             yield ZipProblem(entry.name, exc.message, 422)
             continue
         produced_total += len(content)
-        if produced_total > settings.zip_max_total_bytes:
-            raise TooLarge(f"the archive unpacks to more than {settings.zip_max_total_bytes / 2**20:.0f} MiB")
-        if len(content) > RATIO_FLOOR_BYTES and len(content) > settings.zip_max_ratio * max(entry.compressed_size, 1):
+        if len(content) > limit:
+            _check_total(produced_total, settings)
+            if len(content) > _ratio_cap(entry, settings):
+                raise _ratio_error(entry, settings)
             raise TooLarge(
-                f"member {_quote(entry.name)} is compressed more than {settings.zip_max_ratio:g}:1 (a likely ZIP bomb)"
+                f"member {_quote(entry.name)} unpacks to more than the {entry.size} bytes its header declares "
+                "(a likely ZIP bomb)"
             )
+        try:
+            _check_content(entry, content)
+        except CorruptImage as exc:
+            yield ZipProblem(entry.name, exc.message, 422)
+            continue
         if content.startswith(_ARCHIVE_MAGIC):
             yield ZipProblem(entry.name, "nested archives are not opened")
             continue
         yield ZipMember(entry.name, content)
+
+
+def _check_total(produced_total: int, settings: Settings) -> None:
+    if produced_total > settings.zip_max_total_bytes:
+        raise TooLarge(f"the archive unpacks to more than {settings.zip_max_total_bytes / 2**20:.0f} MiB")
+
+
+def _ratio_error(entry: ZipEntry, settings: Settings) -> TooLarge:
+    return TooLarge(
+        f"member {_quote(entry.name)} is compressed more than {settings.zip_max_ratio:g}:1 (a likely ZIP bomb)"
+    )
 
 
 def _quote(name: str) -> str:
