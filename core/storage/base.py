@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from core.annotations import Annotations
 from core.errors import CapacityExceeded, NotFound, QuotaExceeded
 from core.ingest import IngestedImage
 
@@ -192,4 +194,20 @@ class ImageStore(ABC):
 
     def bytes_held(self, key: str) -> int:
         """Bytes the namespace holds, counted as against its quota."""
+        raise NotImplementedError
+
+    def get_annotations(self, key: str, image_id: str) -> Annotations:
+        """The image's annotations (empty, version 0, if never edited), or NotFound."""
+        raise NotImplementedError
+
+    def patch_annotations(self, key: str, image_id: str, change: Callable[[Annotations], Annotations]) -> Annotations:
+        """Replace the image's annotations with ``change(current)`` atomically: inside the store's
+        lock or transaction, so concurrent patches apply one after the other and none is lost.
+        ``change`` may raise (stale version, too many tags): then nothing is stored. The stored
+        annotations count against the quota (QuotaExceeded, nothing stored) and go with the image.
+        Returns what was stored; NotFound for an unknown image."""
+        raise NotImplementedError
+
+    def list_annotations(self, key: str) -> dict[str, Annotations]:
+        """Annotations of the namespace's images that have any, by image id."""
         raise NotImplementedError

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.annotations import EMPTY as EMPTY_ANNOTATIONS
+from core.annotations import Annotations
 from core.errors import QuotaExceeded
 from core.ingest import IngestedImage
 from core.sessions import is_session_id, parse_session_id
@@ -38,6 +40,7 @@ from core.storage.base import (
 
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 _TEMP_PREFIX = ".tmp-"
+_ANNOTATIONS_SUFFIX = ".annotations"  # <id>.annotations: the image's tags, rating and note (JSON)
 
 
 def write_atomically(folder: Path, name: str, data: bytes) -> None:
@@ -79,6 +82,7 @@ class _Index:
     by_name: dict[tuple[str, str], str] = field(default_factory=dict)  # (sha256, filename) -> id
     bytes_held: int = 0
     cache: dict[tuple[str, str], tuple[object, int]] = field(default_factory=dict)
+    annotations: dict[str, Annotations] = field(default_factory=dict)
 
 
 def _legacy_full(held: int, quota: int, needed: int) -> QuotaExceeded:
@@ -134,6 +138,11 @@ class FolderStore(ImageStore):
             index.by_sha256.setdefault(record.sha256, record.id)
             index.by_name[(record.sha256, record.filename)] = record.id
             index.bytes_held += self._nbytes(record, (self.folder / f"{record.id}.thumb").stat().st_size, shared)
+            if f"{record.id}{_ANNOTATIONS_SUFFIX}" in names:
+                with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+                    text = (self.folder / f"{record.id}{_ANNOTATIONS_SUFFIX}").read_text("utf-8")
+                    index.annotations[record.id] = Annotations.from_json(text)
+                    index.bytes_held += index.annotations[record.id].nbytes
         # Files of an image whose record never landed are leftovers of an interrupted upload.
         for name in names:
             stem = name.partition(".")[0]
@@ -188,7 +197,12 @@ class FolderStore(ImageStore):
 
     def _remove_files(self, record: ImageRecord) -> None:
         # The record first: without it the image is invisible even if the rest stays behind.
-        for path in (self.folder / f"{record.id}.json", self._data_path(record), self.folder / f"{record.id}.thumb"):
+        for path in (
+            self.folder / f"{record.id}.json",
+            self._data_path(record),
+            self.folder / f"{record.id}.thumb",
+            self.folder / f"{record.id}{_ANNOTATIONS_SUFFIX}",
+        ):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
@@ -223,6 +237,7 @@ class FolderStore(ImageStore):
             shared = any(r.sha256 == record.sha256 and r.id != record.id for r in index.records.values())
             index.bytes_held -= self._nbytes(record, (self.folder / f"{record.id}.thumb").stat().st_size, shared)
             index.bytes_held -= sum(n for (i, _), (_, n) in index.cache.items() if i == record.id)
+            index.bytes_held -= index.annotations.pop(record.id, EMPTY_ANNOTATIONS).nbytes
             self._remove_files(record)
             del index.records[record.id]
             del index.by_name[(record.sha256, record.filename)]
@@ -269,6 +284,32 @@ class FolderStore(ImageStore):
         with self._lock:
             index = self._load()
             return StoreTotals(1, len(index.records), index.bytes_held, self.quota_bytes)
+
+    def get_annotations(self, key: str, image_id: str) -> Annotations:
+        with self._lock:
+            index = self._load()
+            self._record(index, image_id)
+            return index.annotations.get(image_id, EMPTY_ANNOTATIONS)
+
+    def patch_annotations(self, key: str, image_id: str, change: Callable[[Annotations], Annotations]) -> Annotations:
+        with self._lock:
+            index = self._load()
+            record = self._record(index, image_id)
+            old = index.annotations.get(image_id, EMPTY_ANNOTATIONS)
+            new = change(old)
+            if new is old:
+                return new
+            if new.nbytes > old.nbytes and index.bytes_held - old.nbytes + new.nbytes > self.quota_bytes:
+                raise self.full(index.bytes_held, self.quota_bytes, new.nbytes - old.nbytes)
+            write_atomically(self.folder, f"{record.id}{_ANNOTATIONS_SUFFIX}", new.to_json().encode("utf-8"))
+            _fsync_folder(self.folder)
+            index.annotations[image_id] = new
+            index.bytes_held += new.nbytes - old.nbytes
+            return new
+
+    def list_annotations(self, key: str) -> dict[str, Annotations]:
+        with self._lock:
+            return dict(self._load().annotations)
 
     def bytes_held(self, key: str) -> int:
         with self._lock:
@@ -399,3 +440,13 @@ class SessionFolders(ImageStore):
     def bytes_held(self, key: str) -> int:
         store = self._store(key)
         return store.bytes_held(key) if store else 0
+
+    def get_annotations(self, key: str, image_id: str) -> Annotations:
+        return self._existing(key).get_annotations(key, image_id)
+
+    def patch_annotations(self, key: str, image_id: str, change: Callable[[Annotations], Annotations]) -> Annotations:
+        return self._existing(key).patch_annotations(key, image_id, change)
+
+    def list_annotations(self, key: str) -> dict[str, Annotations]:
+        store = self._store(key)
+        return store.list_annotations(key) if store else {}

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from core.annotations import EMPTY as EMPTY_ANNOTATIONS
+from core.annotations import Annotations
 from core.ingest import IngestedImage
 from core.storage.base import (
     RECORD_OVERHEAD_BYTES,
@@ -37,10 +40,11 @@ class _Blob:
 class _Entry:
     record: ImageRecord
     cache: dict[str, tuple[object, int]] = field(default_factory=dict)
+    annotations: Annotations = EMPTY_ANNOTATIONS
 
     @property
     def nbytes(self) -> int:
-        return RECORD_OVERHEAD_BYTES + sum(n for _, n in self.cache.values())
+        return RECORD_OVERHEAD_BYTES + sum(n for _, n in self.cache.values()) + self.annotations.nbytes
 
 
 @dataclass
@@ -196,3 +200,29 @@ class MemoryStore(ImageStore):
         with self._lock:
             namespace = self._namespaces.get(key)
             return namespace.bytes_held if namespace else 0
+
+    def get_annotations(self, key: str, image_id: str) -> Annotations:
+        with self._lock:
+            return self._entry(key, image_id).annotations
+
+    def patch_annotations(self, key: str, image_id: str, change: Callable[[Annotations], Annotations]) -> Annotations:
+        with self._lock:
+            entry = self._entry(key, image_id)
+            new = change(entry.annotations)
+            if new is entry.annotations:
+                return new
+            delta = new.nbytes - entry.annotations.nbytes
+            namespace = self._namespaces[key]
+            if delta > 0:
+                self._reserve(namespace, delta)
+            else:
+                self._release(namespace, -delta)
+            entry.annotations = new
+            return new
+
+    def list_annotations(self, key: str) -> dict[str, Annotations]:
+        with self._lock:
+            namespace = self._namespaces.get(key)
+            if namespace is None:
+                return {}
+            return {i: e.annotations for i, e in namespace.images.items() if not e.annotations.is_empty}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
+from core.annotations import EMPTY as EMPTY_ANNOTATIONS
+from core.annotations import Annotations
 from core.ingest import IngestedImage
 from core.sessions import parse_session_id
 from core.storage.base import (
@@ -55,7 +58,7 @@ from core.storage.base import (
 )
 from core.storage.disk import write_atomically
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: images and sessions; 2: annotations
 
 
 class SchemaError(RuntimeError):
@@ -91,6 +94,14 @@ images = Table(
     Column("uploaded_at", String(40), nullable=False),
     Column("thumbnail_mime", String(40), nullable=False),
     UniqueConstraint("session_id", "id"),
+)
+annotations_table = Table(  # schema version 2
+    "darkroom_annotations",
+    metadata,
+    Column("session_id", String(36), ForeignKey(sessions.c.id, ondelete="CASCADE"), primary_key=True),
+    Column("image_id", String(32), primary_key=True),
+    Column("state", Text, nullable=False),  # Annotations.to_json()
+    Column("nbytes", Integer, nullable=False),  # what the state counts against the quota
 )
 _RECORD_FIELDS = (
     "id",
@@ -198,6 +209,8 @@ class SqlStore(ImageStore):
                 raise SchemaError(
                     f"the database has schema version {version}; this Darkroom knows up to {SCHEMA_VERSION}"
                 )
+            elif int(version) < 2:  # 1 -> 2: create_all above made the annotations table
+                connection.execute(update(meta).where(meta.c.key == "schema_version").values(value="2"))
             # Future versions upgrade here, one step at a time, inside this transaction.
 
     def repair(self) -> tuple[int, int]:
@@ -217,6 +230,12 @@ class SqlStore(ImageStore):
                     for row in broken:
                         connection.execute(
                             delete(images).where(images.c.session_id == row.session_id, images.c.id == row.id)
+                        )
+                        connection.execute(
+                            delete(annotations_table).where(
+                                annotations_table.c.session_id == row.session_id,
+                                annotations_table.c.image_id == row.id,
+                            )
                         )
             wanted = {f"{r.session_id}/{r.sha256}" for r in rows if r not in broken}
             wanted |= {key + ".thumb" for key in wanted}
@@ -248,7 +267,12 @@ class SqlStore(ImageStore):
         )
         content = connection.execute(select(func.coalesce(func.sum(per_content.c.n), 0))).scalar()
         rows = connection.execute(select(func.count()).select_from(images).where(*where)).scalar()
-        return int(content) + int(rows) * RECORD_OVERHEAD_BYTES + self._cache_bytes(key)
+        notes = connection.execute(
+            select(func.coalesce(func.sum(annotations_table.c.nbytes), 0)).where(
+                *([annotations_table.c.session_id == key] if key is not None else [])
+            )
+        ).scalar()
+        return int(content) + int(rows) * RECORD_OVERHEAD_BYTES + int(notes) + self._cache_bytes(key)
 
     def _row(self, connection: Any, key: str, image_id: str) -> Any:
         row = None
@@ -338,12 +362,16 @@ class SqlStore(ImageStore):
             with self.engine.begin() as connection:
                 row = self._row(connection, key, image_id)
                 connection.execute(delete(images).where(images.c.session_id == key, images.c.id == row.id))
+                annotated = (annotations_table.c.session_id == key, annotations_table.c.image_id == row.id)
+                annotation_bytes = connection.execute(select(annotations_table.c.nbytes).where(*annotated)).scalar()
+                connection.execute(delete(annotations_table).where(*annotated))
                 still_used = connection.execute(
                     select(func.count())
                     .select_from(images)
                     .where(images.c.session_id == key, images.c.sha256 == row.sha256)
                 ).scalar()
             self._stored -= RECORD_OVERHEAD_BYTES + (0 if still_used else row.size_bytes + row.thumbnail_bytes)
+            self._stored -= int(annotation_bytes or 0)
             if not still_used:  # the row went first: a crash here leaves an orphan blob, repaired at start
                 self.blobs.remove(f"{key}/{row.sha256}", f"{key}/{row.sha256}.thumb")
             self._cache = {k: v for k, v in self._cache.items() if (k[0], k[1]) != (key, image_id)}
@@ -354,6 +382,7 @@ class SqlStore(ImageStore):
             with self.engine.begin() as connection:
                 self._stored -= self._held(connection, key) - self._cache_bytes(key)
                 count = connection.execute(delete(images).where(images.c.session_id == key)).rowcount
+                connection.execute(delete(annotations_table).where(annotations_table.c.session_id == key))
                 connection.execute(delete(sessions).where(sessions.c.id == key))
             self._touched.pop(key, None)
             self.blobs.remove_folder(key)
@@ -404,3 +433,58 @@ class SqlStore(ImageStore):
     def bytes_held(self, key: str) -> int:
         with self.engine.connect() as connection:
             return self._held(connection, self._key(key))
+
+    def get_annotations(self, key: str, image_id: str) -> Annotations:
+        key = self._key(key)
+        with self.engine.connect() as connection:
+            self._row(connection, key, image_id)
+            state = connection.execute(
+                select(annotations_table.c.state).where(
+                    annotations_table.c.session_id == key, annotations_table.c.image_id == image_id
+                )
+            ).scalar()
+        return EMPTY_ANNOTATIONS if state is None else Annotations.from_json(state)
+
+    def patch_annotations(self, key: str, image_id: str, change: Callable[[Annotations], Annotations]) -> Annotations:
+        key = self._key(key)
+        with self._lock:
+            with self.engine.begin() as connection:
+                # The image row locked (PostgreSQL; SQLite's writer lock does the same) so that
+                # patches from several processes apply one after the other.
+                row = None
+                if is_image_id(image_id):
+                    row = connection.execute(
+                        select(images.c.id).where(images.c.session_id == key, images.c.id == image_id).with_for_update()
+                    ).first()
+                if row is None:
+                    raise image_not_found()
+                where = (annotations_table.c.session_id == key, annotations_table.c.image_id == image_id)
+                found = connection.execute(select(annotations_table.c.state).where(*where)).scalar()
+                old = EMPTY_ANNOTATIONS if found is None else Annotations.from_json(found)
+                new = change(old)
+                if new is old:
+                    return new
+                delta = new.nbytes - old.nbytes
+                if delta > 0:
+                    held = self._held(connection, key)
+                    if held + delta > self.quota_bytes:
+                        raise workspace_full(held, self.quota_bytes, delta)
+                    if self._stored + self._cache_bytes() + delta > self.capacity_bytes:
+                        raise storage_full()
+                values = {"state": new.to_json(), "nbytes": new.nbytes}
+                if found is None:
+                    connection.execute(insert(annotations_table).values(session_id=key, image_id=image_id, **values))
+                else:
+                    connection.execute(update(annotations_table).where(*where).values(**values))
+            self._stored += delta
+            return new
+
+    def list_annotations(self, key: str) -> dict[str, Annotations]:
+        key = self._key(key)
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(annotations_table.c.image_id, annotations_table.c.state).where(
+                    annotations_table.c.session_id == key
+                )
+            ).all()
+        return {row.image_id: Annotations.from_json(row.state) for row in rows}
