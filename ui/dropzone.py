@@ -1,11 +1,13 @@
-"""The page's drop zone: drag and drop or pick, progress and the server's verdict per file.
+"""The page's drop zone: drop or pick files and folders, paste images; a local preview and
+progress per file, then the server's verdict.
 
 NiceGUI's ``ui.upload`` posts to a route that parses with ``request.form()`` (every file over
-1 MiB goes to a temporary file) and checks its limits only in the browser. This element sends
-all files of a drop in one streaming multipart request to ``ui.routes``' upload route, which
-stores each file in the session's RAM as soon as it has arrived and passed, with the limits
-enforced on the server. Files over the limits are held back in the browser too (``rejected``),
-so that one of them cannot stop the others.
+1 MiB goes to a temporary file) and checks its limits only in the browser. This element streams
+each file over a WebSocket (``ws_url``, the page's token route) in binary chunks, waiting for the
+server's acknowledgements, into the session's RAM; each file is validated and stored as it lands.
+When the WebSocket cannot be opened it falls back to one streaming multipart request per drop to
+``url``. The server enforces every limit; files over them are held back in the browser too
+(``rejected``), so that one of them cannot stop the others.
 """
 
 from __future__ import annotations
@@ -15,15 +17,32 @@ from typing import Any
 
 from nicegui import ui
 
+# What the file picker offers: images by type (HEIC/AVIF by extension too: not every OS maps them) and ZIPs.
+ACCEPT = "image/*,.heic,.heif,.avif,.tif,.tiff,.zip,application/zip"
+
 
 class DropZone(ui.element, component="dropzone.js"):
-    def __init__(self, url: str, *, label: str, accept: str, max_image_bytes: int, max_archive_bytes: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        ws_url: str,
+        label: str,
+        accept: str,
+        max_image_bytes: int,
+        max_archive_bytes: int,
+        max_files: int,
+        junk_names: list[str],
+    ) -> None:
         super().__init__()
         self._props["url"] = url
+        self._props["ws-url"] = ws_url
         self._props["label"] = label
         self._props["accept"] = accept
         self._props["max-image-bytes"] = max_image_bytes
         self._props["max-archive-bytes"] = max_archive_bytes
+        self._props["max-files"] = max_files
+        self._props["junk-names"] = junk_names
 
     def on_rejected(self, handler: Callable[[list[dict[str, Any]]], Any]) -> DropZone:
         """``handler(files)`` with the name and size of each file held back for its size."""

@@ -23,6 +23,9 @@ from ui.session import client_for_token, session_for_token
 UPLOAD_PATH = "/_darkroom/upload/{token}"
 THUMBNAIL_PATH = "/_darkroom/thumbnail/{token}/{image_id}"
 PREVIEW_PATH = "/_darkroom/preview/{token}/{image_id}"
+ORIGINAL_PATH = "/_darkroom/original/{token}/{image_id}"
+ARCHIVE_PATH = "/_darkroom/archive/{token}"
+WS_UPLOAD_PATH = "/_darkroom/ws/upload/{token}"
 PREVIEW_SIZE = 1280
 
 # client id -> what shows that page the outcome of its uploads (set by the workspace page)
