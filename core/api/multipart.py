@@ -2,15 +2,23 @@
 
 Starlette's ``request.form()`` and ``UploadFile`` spool parts over 1 MiB to a temporary file;
 this reader never touches the disk. Each limit raises as soon as it is passed, so the rest of the
-body is never read.
+body is never read:
+
+* every part counts: at most ``max_files`` parts with a wanted field name and
+  ``MAX_OTHER_PARTS`` parts with any other name (their bytes are counted, never kept);
+* a part's header block is at most ``MAX_PART_HEADER_BYTES``;
+* a file part is at most ``max_file_bytes`` (a ZIP archive, with ``max_archive_bytes``, more),
+  any other part at most ``MAX_FIELD_BYTES``.
+
+The part's name comes from ``filename``; ``filename*`` is ignored, as RFC 7578 §4.2 requires of
+form data. Work per byte is constant: the parser scans each chunk once, kept data is a list of
+slices joined once per part, and per-part decisions are taken once, when its headers end.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from urllib.parse import unquote_to_bytes
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -19,7 +27,10 @@ from starlette.requests import Request
 from core.errors import BadRequest, DarkroomError, TooLarge
 from core.ingest import is_zip
 
-_MAX_FIELD_BYTES = 64 * 1024  # non-file fields are small by nature
+MAX_FIELD_BYTES = 64 * 1024  # non-file fields are small by nature
+MAX_PART_HEADER_BYTES = 16 * 1024  # a Content-Disposition and a Content-Type need a few hundred bytes
+MAX_OTHER_PARTS = 16  # form fields besides the files (a browser form may add a few)
+_ZIP_SNIFF_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -33,25 +44,20 @@ class FilePart:
 class _PartState:
     header_field: bytearray = field(default_factory=bytearray)
     header_value: bytearray = field(default_factory=bytearray)
+    header_bytes: int = 0
     headers: dict[str, bytes] = field(default_factory=dict)
+    name: str = ""
+    filename: str | None = None
+    wanted: bool = False  # a part named in ``field_names``: its bytes are kept
+    is_file: bool = False
+    limit: int = MAX_FIELD_BYTES
     chunks: list[bytes] = field(default_factory=list)
     size: int = 0
     head: bytes = b""
 
 
-_EXTENDED_FILENAME = re.compile(rb"filename\*\s*=\s*([^;]+)", re.IGNORECASE)
-
-
-def _filename(disposition: bytes, params: dict[bytes, bytes]) -> str | None:
-    """The part's file name, preferring RFC 5987 ``filename*=UTF-8''...`` when present."""
-    extended = _EXTENDED_FILENAME.search(disposition)
-    if extended:
-        charset, _, rest = extended.group(1).strip().strip(b'"').partition(b"'")
-        _, _, encoded = rest.partition(b"'")
-        try:
-            return unquote_to_bytes(encoded).decode(charset.decode("ascii") or "utf-8", "replace")
-        except LookupError:
-            pass
+def _filename(params: dict[bytes, bytes]) -> str | None:
+    """The part's file name from ``filename`` (``filename*`` is not used in form data)."""
     raw = params.get(b"filename")
     if raw is None:
         return None
@@ -86,7 +92,8 @@ async def iter_file_parts(
     max_archive_bytes: int | None = None,
 ) -> AsyncIterator[FilePart]:
     """Yield each part named in ``field_names`` as soon as it is complete. With
-    ``max_archive_bytes``, a file whose content starts like a ZIP archive may grow to that size."""
+    ``max_archive_bytes``, a file whose content starts like a ZIP archive may grow to that size.
+    Raises TooLarge (413) or BadRequest (400) as soon as a limit is passed."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_body_bytes:
         raise TooLarge(
@@ -95,16 +102,24 @@ async def iter_file_parts(
         )
     state = _PartState()
     done: list[FilePart] = []
-    count = 0
+    files = 0
+    others = 0
 
     def on_part_begin() -> None:
         nonlocal state
         state = _PartState()
 
+    def count_header_bytes(amount: int) -> None:
+        state.header_bytes += amount
+        if state.header_bytes > MAX_PART_HEADER_BYTES:
+            raise TooLarge(f"a part's headers are over {_size(MAX_PART_HEADER_BYTES)}")
+
     def on_header_field(data: bytes, start: int, end: int) -> None:
+        count_header_bytes(end - start)
         state.header_field += data[start:end]
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
+        count_header_bytes(end - start)
         state.header_value += data[start:end]
 
     def on_header_end() -> None:
@@ -112,29 +127,43 @@ async def iter_file_parts(
         state.header_field.clear()
         state.header_value.clear()
 
+    def on_headers_finished() -> None:
+        nonlocal files, others
+        disposition = state.headers.get("content-disposition", b"")
+        _, params = parse_options_header(disposition)
+        state.name = params.get(b"name", b"").decode("utf-8", "replace")
+        state.wanted = state.name in field_names
+        state.filename = _filename(params)
+        state.is_file = b"filename" in disposition  # a part with only ``filename*`` is still a file
+        state.limit = max_file_bytes if state.is_file else MAX_FIELD_BYTES
+        if state.wanted:
+            files += 1
+            if files > max_files:
+                raise TooLarge(f"at most {max_files} files can be sent at once")
+        else:
+            others += 1
+            if others > MAX_OTHER_PARTS:
+                expected = " or ".join(repr(name) for name in sorted(field_names))
+                raise TooLarge(
+                    f"at most {MAX_OTHER_PARTS} form fields besides the files can be sent at once; "
+                    f"send each file in a part named {expected}"
+                )
+
     def on_part_data(data: bytes, start: int, end: int) -> None:
         state.size += end - start
-        if len(state.head) < 4:
-            state.head += data[start : min(end, start + 4 - len(state.head))]
-        is_file = b"filename" in state.headers.get("content-disposition", b"")
-        limit = max_file_bytes if is_file else _MAX_FIELD_BYTES
-        if is_file and max_archive_bytes is not None and is_zip(state.head):
-            limit = max_archive_bytes
-        if state.size > limit:
-            raise _too_large(limit) if is_file else BadRequest("a form field is too long")
-        state.chunks.append(data[start:end])
+        if state.is_file and len(state.head) < _ZIP_SNIFF_BYTES:
+            state.head += data[start : min(end, start + _ZIP_SNIFF_BYTES - len(state.head))]
+            if max_archive_bytes is not None and is_zip(state.head):
+                state.limit = max_archive_bytes
+        if state.size > state.limit:
+            raise _too_large(state.limit) if state.is_file else BadRequest("a form field is too long")
+        if state.wanted:
+            state.chunks.append(data[start:end])
 
     def on_part_end() -> None:
-        nonlocal count
-        _, params = parse_options_header(state.headers.get("content-disposition", b""))
-        name = params.get(b"name", b"").decode("utf-8", "replace")
-        if name not in field_names:
+        if not state.wanted:
             return
-        count += 1
-        if count > max_files:
-            raise TooLarge(f"at most {max_files} files can be sent at once")
-        filename = _filename(state.headers.get("content-disposition", b""), params)
-        done.append(FilePart(name, filename, b"".join(state.chunks)))
+        done.append(FilePart(state.name, state.filename, b"".join(state.chunks)))
         state.chunks = []
 
     parser = MultipartParser(
@@ -144,6 +173,7 @@ async def iter_file_parts(
             "on_header_field": on_header_field,
             "on_header_value": on_header_value,
             "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
             "on_part_data": on_part_data,
             "on_part_end": on_part_end,
         },
@@ -160,13 +190,15 @@ async def iter_file_parts(
             failure = BadRequest(f"the multipart body is malformed ({exc})")
         except DarkroomError as exc:
             failure = exc
-        while done:  # parts completed before the failure in the same chunk still count
-            yield done.pop(0)
+        ready = done.copy()  # parts completed before the failure in the same chunk still count
+        done.clear()
+        for part in ready:
+            yield part
         if failure is not None:
             raise failure
     try:
         parser.finalize()
     except MultipartParseError as exc:
         raise BadRequest(f"the multipart body is malformed ({exc})") from None
-    while done:
-        yield done.pop(0)
+    for part in done:
+        yield part
