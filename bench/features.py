@@ -33,6 +33,7 @@ from core.config import Settings  # noqa: E402
 from core.features import CATALOGUE_ORDER  # noqa: E402
 from core.features import service as feature_service  # noqa: E402
 from core.features.compute import compute_features  # noqa: E402
+from core.sandbox import shutdown_decode_pool  # noqa: E402
 from core.sessions import new_session_id, session_scope  # noqa: E402
 
 PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "data" / "features" / "images"
@@ -113,7 +114,7 @@ def whole_session(runs: int) -> None:
         f"{parallel:.2f} s: speed-up {single / parallel:.2f}x (target >= 1.8x)"
     )
     print(f"largest event-loop lag during the session run: {max(lags) * 1000:.1f} ms (target < 50 ms)")
-    feature_service.shutdown_pool()
+    shutdown_decode_pool()
 
 
 def main() -> None:

@@ -124,7 +124,7 @@ OPTIONS: list[tuple[str, str, str]] = [
     (
         "feature_workers",
         "DARKROOM_FEATURE_WORKERS",
-        "Worker processes for whole-session feature runs; `0`: one per CPU core.",
+        "Images a whole-session feature run computes at once (in the decode workers); `0`: one per decode worker.",
     ),
     (
         "invite_ttl_seconds",

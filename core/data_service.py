@@ -6,29 +6,55 @@ with none they use the legacy shared folder (or refuse, when ``DARKROOM_LEGACY_F
 
 An upload is two steps so that CPU work can run while bytes still arrive: ``prepare_image``
 (pure: validate, thumbnail; no session involved) and ``commit`` (store into the current session).
+Every decode of client bytes (validation, thumbnail, preview) runs in the decode sandbox
+(``core.sandbox``): ``prepare_image`` blocks a worker thread on it, ``prepare_image_async`` awaits
+it (and cancelling stops the decode).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from core.archive import ZipMember, iter_members
 from core.config import Settings, get_settings
-from core.errors import BadRequest, CapacityExceeded, DarkroomError, QuotaExceeded, UnsupportedImage
+from core.errors import (
+    BadRequest,
+    CapacityExceeded,
+    CorruptImage,
+    DarkroomError,
+    QuotaExceeded,
+    UnsupportedImage,
+)
 from core.events import IMAGE_ADDED, IMAGE_REMOVED, SESSION_CLEARED, Event, bus
-from core.ingest import ALLOWED_TEXT, IngestedImage, clean_filename, ingest_image, is_zip, make_preview
+from core.ingest import (
+    ALLOWED_TEXT,
+    ImageFacts,
+    IngestedImage,
+    check_bytes,
+    clean_filename,
+    inspect_image,
+    is_zip,
+    make_preview,
+    with_facts,
+)
 from core.invites import invites
+from core.sandbox import DecodePool, decode_pool
 from core.sessions import current_session_id
 from core.storage.base import ImageRecord, ImageStore, StoreTotals, image_not_found, is_image_id
 from core.storage.disk import FolderStore, SessionFolders
 from core.storage.memory import MemoryStore
 
+log = logging.getLogger(__name__)
 LEGACY_KEY = "legacy"
+SESSION_CAP_RETRY_SECONDS = 30
 
 T = TypeVar("T")
 
@@ -107,7 +133,8 @@ _stores_lock = threading.Lock()
 
 
 def configure(settings: Settings | None = None) -> None:
-    """(Re)build the stores from ``settings`` (default: the process's settings). Drops all sessions."""
+    """(Re)build the stores from ``settings`` (default: the process's settings). Drops all sessions;
+    the decode pool restarts on next use if its limits changed."""
     global _stores
     with _stores_lock:
         _stores = _Stores(settings or get_settings())
@@ -143,13 +170,69 @@ def _publish(kind: str, session_id: str | None, **data: object) -> None:
         bus.publish(Event(kind, session_id, dict(data)))
 
 
+def sandbox() -> DecodePool:
+    """The decode pool, with the current settings' limits."""
+    return decode_pool(settings())
+
+
+def _rejection(filename: str | None, exc: BaseException) -> Rejection:
+    if not isinstance(exc, DarkroomError):  # a bug of ours, not the client's: logged, told plainly
+        log.error("unexpected failure while reading an upload", exc_info=exc)
+        exc = CorruptImage("the file could not be read")
+    return Rejection(clean_filename(filename), exc.status_code, exc.message)
+
+
 # -- upload --
 def prepare_image(data: bytes, filename: str | None) -> Prepared:
-    """Validate one file and make its thumbnail (CPU work, needs no session)."""
+    """Validate one file and make its thumbnail in the decode sandbox (blocks: call it from a
+    worker thread). Needs no session."""
     try:
-        return ingest_image(data, filename, settings())
-    except DarkroomError as exc:
-        return Rejection(clean_filename(filename), exc.status_code, exc.message)
+        check_bytes(data, settings())  # refusals that need no decoder cost no worker
+        return with_facts(data, filename, sandbox().call(inspect_image, data, settings()))
+    except Exception as exc:  # noqa: BLE001  every failure is this file's answer, never a 5xx
+        return _rejection(filename, exc)
+
+
+async def prepare_image_async(data: bytes, filename: str | None) -> Prepared:
+    """``prepare_image`` for the event loop: awaits the sandbox; cancelling stops the decode."""
+    try:
+        check_bytes(data, settings())
+        return with_facts(data, filename, await sandbox().run(inspect_image, data, settings()))
+    except Exception as exc:  # noqa: BLE001
+        return _rejection(filename, exc)
+
+
+def _prepare_many(files: Iterable[tuple[str | None, bytes]]) -> Iterable[Prepared]:
+    """Prepare files in order, keeping every worker busy but never more than one task each in
+    flight for this caller (a 1000-member archive does not take the whole queue)."""
+    pool = sandbox()
+    window: deque[tuple[str | None, bytes, concurrent.futures.Future[ImageFacts] | Exception]] = deque()
+
+    def settle() -> Prepared:
+        name, data, work = window.popleft()
+        try:
+            if isinstance(work, Exception):
+                raise work
+            return with_facts(data, name, pool.result(work))
+        except Exception as exc:  # noqa: BLE001
+            return _rejection(name, exc)
+
+    try:
+        for name, data in files:
+            try:
+                check_bytes(data, settings())
+                work: concurrent.futures.Future[ImageFacts] | Exception = pool.submit(inspect_image, data, settings())
+            except Exception as exc:  # noqa: BLE001
+                work = exc
+            window.append((name, data, work))
+            while len(window) > pool.workers or (window and isinstance(window[0][2], Exception)):
+                yield settle()
+        while window:
+            yield settle()
+    finally:
+        for _, _, work in window:  # the caller stopped early: free the workers
+            if isinstance(work, concurrent.futures.Future):
+                work.cancel()
 
 
 def commit(prepared: Iterable[Prepared], report: UploadReport | None = None) -> UploadReport:
@@ -178,26 +261,35 @@ def commit(prepared: Iterable[Prepared], report: UploadReport | None = None) -> 
 
 def save_uploaded_images(files: Iterable[tuple[str | None, bytes]]) -> UploadReport:
     """Validate and store ``(filename, bytes)`` pairs in the current session."""
-    return commit([prepare_image(data, name) for name, data in files])
+    return commit(list(_prepare_many(files)))
 
 
 def prepare_zip(data: bytes) -> tuple[list[Prepared], list[Skipped]]:
     """Read an archive with every guard and prepare its images (no session involved).
     Whole-archive problems raise (UnsafeArchive 422, TooLarge 413) before anything is kept."""
-    prepared: list[Prepared] = []
+    members: list[ZipMember] = []
+    order: list[ZipMember | Rejection] = []
     skipped: list[Skipped] = []
     for item in iter_members(data, settings()):
         name = clean_filename(item.name)
         if isinstance(item, ZipMember):
-            result = prepare_image(item.data, item.name)
-            if isinstance(result, Rejection) and result.status == UnsupportedImage.status_code:
-                skipped.append(Skipped(name, result.detail))
-            else:
-                prepared.append(result)
+            members.append(item)
+            order.append(item)
         elif item.status is None:
             skipped.append(Skipped(name, item.reason))
         else:
-            prepared.append(Rejection(name, item.status, item.reason))
+            order.append(Rejection(name, item.status, item.reason))
+    results = iter(_prepare_many((m.name, m.data) for m in members))
+    prepared: list[Prepared] = []
+    for entry in order:
+        if isinstance(entry, Rejection):
+            prepared.append(entry)
+            continue
+        result = next(results)
+        if isinstance(result, Rejection) and result.status == UnsupportedImage.status_code:
+            skipped.append(Skipped(result.filename, result.detail))
+        else:
+            prepared.append(result)
     return prepared, skipped
 
 
@@ -289,7 +381,7 @@ def load_preview(image_id: str, size: int = 1280) -> tuple[bytes, str]:
     cached = cache_get(image_id, name)
     if cached is None:
         _, data = load_image(image_id)
-        cached = make_preview(data, size)
+        cached = sandbox().call(make_preview, data, size)
         with contextlib.suppress(QuotaExceeded, CapacityExceeded):  # a full workspace still gets a preview
             cache_put(image_id, name, cached, len(cached[0]) + 64)
     assert isinstance(cached, tuple)

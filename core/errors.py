@@ -15,6 +15,11 @@ class DarkroomError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (``Retry-After`` for the 503s)."""
+        return {}
+
 
 class BadRequest(DarkroomError):
     status_code = 400
@@ -56,3 +61,21 @@ class CapacityExceeded(DarkroomError):
     """The server's memory cap for all sessions together is reached."""
 
     status_code = 507
+
+
+class ServiceBusy(DarkroomError):
+    """The server cannot take this work right now (decode queue full, session cap, shutting down);
+    the client should retry after ``retry_after`` seconds."""
+
+    status_code = 503
+
+    def __init__(self, message: str, retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[object, ...]:  # crosses process boundaries intact
+        return (type(self), (self.message, self.retry_after))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

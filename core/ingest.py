@@ -1,9 +1,13 @@
 """Bytes -> a validated image ready to store.
 
 The format is decided from the content only (never the file name or the Content-Type), checked
-against an allow-list, and every limit that protects the server is checked from the header before
-any pixel is decoded: megapixels, then frames. One decode (at reduced scale for JPEG, through
-libjpeg's draft mode) both proves the data is intact and produces the upright thumbnail.
+against an allow-list, and the container's structure is checked (``core.prechecks``: dimensions,
+frames, scans, chunks, tiles) before any pixel is decoded. One decode (at reduced scale for JPEG,
+through libjpeg's draft mode) both proves the data is intact and produces the upright thumbnail.
+
+Decoding untrusted bytes can cost far more than their size, so ``inspect_image`` and
+``make_preview`` run in the decode sandbox's worker processes (``core.sandbox``), never in the
+server process; ``ingest_image`` is the same check in-process, for bytes the server made itself.
 """
 
 from __future__ import annotations
@@ -11,19 +15,21 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import struct
+import re
 import unicodedata
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageFile
 
 from core.config import Settings
-from core.errors import CorruptImage, TooLarge, UnsupportedImage
+from core.errors import CorruptImage, DarkroomError, TooLarge, UnsupportedImage
+from core.prechecks import check_structure
+from core.units import format_bytes
 
-# Pillow's own bomb guard fires only at twice this; our cap is checked explicitly from the header.
-Image.MAX_IMAGE_PIXELS = None
+pillow_heif.register_heif_opener()  # HEIC/HEIF photos from phones; AVIF is Pillow's own plugin
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 ALLOWED_FORMATS: dict[str, str] = {
@@ -33,8 +39,14 @@ ALLOWED_FORMATS: dict[str, str] = {
     "WEBP": "image/webp",
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
+    "HEIF": "image/heic",
+    "AVIF": "image/avif",
 }
-ALLOWED_TEXT = "JPEG, PNG, GIF, WebP, BMP, TIFF"
+ALLOWED_TEXT = "JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC/HEIF, AVIF"
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+# "cannot identify image file <_io.BytesIO object at 0x7f...>": internals never reach a user
+_OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")
 
 # Recognised but refused, so that the message can name what the file really is.
 _KNOWN_OTHER_SIGNATURES: list[tuple[bytes, int, str]] = [
@@ -119,6 +131,13 @@ def sniff_format(data: bytes) -> str:
         return "BMP"
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return "TIFF"
+    if head[4:8] == b"ftyp":
+        # the major brand, then the compatible brands (a generic "mif1" major brand is common)
+        brands = {head[8:12]} | {head[i : i + 4] for i in range(16, min(len(head), _box_size(head)) - 3, 4)}
+        if brands & _AVIF_BRANDS:
+            return "AVIF"
+        if brands & _HEIF_BRANDS:
+            return "HEIF"
     if not data:
         raise UnsupportedImage("the file is empty")
     other = _name_other_format(head)
@@ -134,11 +153,6 @@ def _name_other_format(head: bytes) -> str | None:
     if head[:4] in (b"II+\x00", b"MM\x00+"):
         return "BigTIFF"
     if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
-            return "HEIC/HEIF"
-        if brand in (b"avif", b"avis"):
-            return "AVIF"
         return "a video or ISO media file"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith((b"<svg", b"<?xml", b"<!doctype svg")):
@@ -148,20 +162,54 @@ def _name_other_format(head: bytes) -> str | None:
     return None
 
 
-def ingest_image(data: bytes, filename: str | None, settings: Settings) -> IngestedImage:
-    """Validate ``data`` and make its thumbnail. Raises UnsupportedImage (415), TooLarge (413) or
-    CorruptImage (422) with a message that names the problem."""
-    name = clean_filename(filename)
+@dataclass(frozen=True)
+class ImageFacts:
+    """What a decode worker learns about an upload (everything but the bytes, which the server has)."""
+
+    format: str
+    width: int
+    height: int
+    sha256: str
+    thumbnail: bytes
+    thumbnail_mime: str
+
+
+def check_bytes(data: bytes, settings: Settings) -> str:
+    """The cheap checks that need no decoder (size, then signature); returns the format."""
     if len(data) > settings.max_file_bytes:
-        raise TooLarge(f"the file is {_mib(len(data))}; the limit is {_mib(settings.max_file_bytes)} per file")
-    fmt = sniff_format(data)
+        raise TooLarge(
+            f"the file is {format_bytes(len(data))}; the limit is {format_bytes(settings.max_file_bytes)} per file"
+        )
+    return sniff_format(data)
+
+
+def inspect_image(data: bytes, settings: Settings) -> ImageFacts:
+    """Validate ``data`` and make its thumbnail: the decode sandbox's task. Raises UnsupportedImage
+    (415), TooLarge (413) or CorruptImage (422) with a message that names the problem; any other
+    failure of a decoder becomes CorruptImage with a plain message."""
+    fmt = check_bytes(data, settings)
+    check_structure(data, fmt, settings)
+    try:
+        return _decode(data, fmt, settings)
+    except (DarkroomError, MemoryError):
+        raise
+    except Image.DecompressionBombError:
+        raise TooLarge(_too_many_pixels_message(settings)) from None
+    except Exception as exc:  # noqa: BLE001  a decoder's failure on client data is the data's fault
+        raise CorruptImage(f"the {_label(fmt)} data is corrupt or truncated ({_reason(exc)})") from None
+
+
+def _decode(data: bytes, fmt: str, settings: Settings) -> ImageFacts:
+    # Pillow's bomb guard stays on at our cap: it also fires when a frame grows the canvas.
+    Image.MAX_IMAGE_PIXELS = settings.max_pixels
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's advisory warnings (EXIF, palette) are not errors
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data), formats=[fmt])
-        except Image.DecompressionBombError:
-            raise TooLarge("the image has too many pixels") from None
-        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise TooLarge(_too_many_pixels_message(settings)) from None
+        except Exception as exc:  # noqa: BLE001
             raise CorruptImage(f"the {_label(fmt)} header is damaged ({_reason(exc)})") from None
         with image:
             width, height = image.size
@@ -169,32 +217,54 @@ def ingest_image(data: bytes, filename: str | None, settings: Settings) -> Inges
             _check_frames(image, fmt, settings)
             orientation = _orientation(image)
             thumbnail, thumbnail_mime = _thumbnail(image, fmt, orientation, settings.thumbnail_size)
+            _check_pixels(*image.size, settings)  # the canvas may not grow while decoding either
     if orientation in (5, 6, 7, 8):
         width, height = height, width
+    return ImageFacts(fmt, width, height, hashlib.sha256(data).hexdigest(), thumbnail, thumbnail_mime)
+
+
+def with_facts(data: bytes, filename: str | None, facts: ImageFacts) -> IngestedImage:
+    """The stored form of an upload, from its bytes and what the sandbox found."""
     return IngestedImage(
-        filename=name,
-        format=fmt,
-        width=width,
-        height=height,
+        filename=clean_filename(filename),
+        format=facts.format,
+        width=facts.width,
+        height=facts.height,
         data=data,
-        sha256=hashlib.sha256(data).hexdigest(),
-        thumbnail=thumbnail,
-        thumbnail_mime=thumbnail_mime,
+        sha256=facts.sha256,
+        thumbnail=facts.thumbnail,
+        thumbnail_mime=facts.thumbnail_mime,
     )
 
 
+def ingest_image(data: bytes, filename: str | None, settings: Settings) -> IngestedImage:
+    """``inspect_image`` in this process: only for bytes the server trusts (its own test images,
+    benchmarks); client bytes go through ``core.sandbox``."""
+    return with_facts(data, filename, inspect_image(data, settings))
+
+
 def make_preview(data: bytes, size: int) -> tuple[bytes, str]:
-    """An upright preview of stored (already validated) image bytes, longest side ``size``."""
+    """An upright preview of stored (already validated) image bytes, longest side ``size``
+    (a decode sandbox task)."""
     fmt = sniff_format(data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with Image.open(io.BytesIO(data), formats=[fmt]) as image:
-            return _thumbnail(image, fmt, _orientation(image), size)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data), formats=[fmt]) as image:
+                return _thumbnail(image, fmt, _orientation(image), size)
+    except (DarkroomError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise CorruptImage(f"the {_label(fmt)} data is corrupt or truncated ({_reason(exc)})") from None
 
 
 def is_zip(data: bytes) -> bool:
     """Whether the bytes start like a ZIP archive (local header or an empty archive's end record)."""
     return data[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _too_many_pixels_message(settings: Settings) -> str:
+    return f"the image has too many pixels; the limit is {settings.max_pixels / 1e6:g} megapixels"
 
 
 def _check_pixels(width: int, height: int, settings: Settings) -> None:
@@ -208,17 +278,13 @@ def _check_pixels(width: int, height: int, settings: Settings) -> None:
 
 
 def _check_frames(image: Image.Image, fmt: str, settings: Settings) -> None:
-    if not getattr(image, "is_animated", False) and fmt not in ("TIFF", "GIF"):
+    """Frames of the formats ``core.prechecks`` cannot count from the container. GIF, PNG, WebP
+    and TIFF were counted there, without seeking (seeking decodes every frame before it)."""
+    if fmt not in ("HEIF", "AVIF"):
         return
-    # Seeking walks frames one by one, so stop as soon as the cap is passed.
-    try:
-        image.seek(settings.max_frames)
-    except EOFError:
-        image.seek(0)
-        return
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise CorruptImage(f"the {_label(fmt)} frames are damaged ({_reason(exc)})") from None
-    raise TooLarge(f"the image has too many frames; the limit is {settings.max_frames}")
+    frames = getattr(image, "n_frames", 1)  # read from the container by libheif/libavif
+    if frames > settings.max_frames:
+        raise TooLarge(f"the image has {frames} frames; the limit is {settings.max_frames}")
 
 
 def _orientation(image: Image.Image) -> int:
@@ -238,7 +304,11 @@ def _thumbnail(image: Image.Image, fmt: str, orientation: int, size: int) -> tup
             image.draft("RGB", (max(1, math.ceil(image.width * scale)), max(1, math.ceil(image.height * scale))))
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise
+    except (DarkroomError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001
         raise CorruptImage(f"the {_label(fmt)} data is corrupt or truncated ({_reason(exc)})") from None
     frame = _displayable(image)
     frame.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
@@ -265,13 +335,14 @@ def _displayable(image: Image.Image) -> Image.Image:
 
 
 def _label(fmt: str) -> str:
-    return "WebP" if fmt == "WEBP" else fmt
+    return {"WEBP": "WebP", "HEIF": "HEIC/HEIF"}.get(fmt, fmt)
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).split("\n")[0][:120]
-    return text or type(exc).__name__
+    """A decoder's complaint in plain words: first line, no object reprs, bounded length."""
+    text = _OBJECT_REPR.sub("the data", str(exc).split("\n")[0])[:120].strip()
+    return text or "unreadable data"
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MiB"
+def _box_size(head: bytes) -> int:
+    return int.from_bytes(head[:4], "big") if len(head) >= 4 else 0

@@ -21,14 +21,14 @@ from core.api import data_input
 from core.api import features as features_api
 from core.api.logs import install_log_redaction
 from core.errors import DarkroomError
-from core.features.service import shutdown_pool
+from core.sandbox import shutdown_decode_pool
 
 log = logging.getLogger(__name__)
 
 
 async def _darkroom_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DarkroomError)
-    return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+    return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -73,7 +73,7 @@ async def start_background() -> None:
 
 
 async def stop_background() -> None:
-    shutdown_pool()
+    await asyncio.to_thread(shutdown_decode_pool)  # running decodes get a short grace period
     task = _sweepers.pop(asyncio.get_running_loop(), None)
     if task is not None:
         task.cancel()

@@ -1,19 +1,18 @@
 """The data API: sessions, uploads (multipart, ZIP, WebSocket), images, health.
 
-Routes stay thin: they read bytes and call ``core.data_service``. CPU work (decoding, thumbnails)
-runs in worker threads; ``asyncio.to_thread`` copies the context, so the session set by
-``session_dependency`` is what the service sees there too.
+Routes stay thin: they read bytes and call ``core.data_service``. Decoding (validation, thumbnails)
+runs in the decode sandbox's worker processes; storage I/O in worker threads, where
+``asyncio.to_thread`` copies the context, so the session set by ``session_dependency`` is what the
+service sees there too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 
 from core import data_service
@@ -27,8 +26,9 @@ from core.api.models import (
     ZipUploadResult,
 )
 from core.api.multipart import boundary_of, iter_file_parts
+from core.api.ws_upload import serve_upload_socket
 from core.errors import BadRequest, DarkroomError, TooLarge
-from core.ingest import ALLOWED_FORMATS
+from core.ingest import ALLOWED_FORMATS, is_zip
 from core.sessions import new_session_id, session_scope
 from core.storage.base import ImageRecord
 
@@ -92,7 +92,7 @@ async def receive_files(
     those before it are ready (the page shows every photo as it lands)."""
     settings = data_service.settings()
     boundary = boundary_of(request)
-    prepare = data_service.prepare_file if archives else _prepare_one
+    in_validation = data_service.sandbox().workers + 1  # more waits: the body is not read meanwhile
     largest = max(settings.max_file_bytes, settings.zip_max_archive_bytes) if archives else settings.max_file_bytes
     report = data_service.UploadReport()
     pending: list[asyncio.Task[tuple[list[data_service.Prepared], list[data_service.Skipped]]]] = []
@@ -116,9 +116,12 @@ async def receive_files(
             max_body_bytes=max(settings.session_quota_bytes, largest) + _MULTIPART_SLACK,
             max_archive_bytes=settings.zip_max_archive_bytes if archives else None,
         ):
-            pending.append(asyncio.create_task(asyncio.to_thread(prepare, part.data, part.filename)))
+            pending.append(asyncio.create_task(_prepare_part(part.data, part.filename, archives)))
             if progressive:
                 await commit_in_order(wait=False)
+            busy = [task for task in pending[committed:] if not task.done()]
+            if len(busy) >= in_validation:
+                await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
         if not pending:
             raise BadRequest("no files were sent: use one or more form parts named 'files'")
         await commit_in_order(wait=True)
@@ -137,8 +140,12 @@ async def receive_files(
     return report
 
 
-def _prepare_one(data: bytes, filename: str | None) -> tuple[list[data_service.Prepared], list[data_service.Skipped]]:
-    return [data_service.prepare_image(data, filename)], []
+async def _prepare_part(
+    data: bytes, filename: str | None, archives: bool
+) -> tuple[list[data_service.Prepared], list[data_service.Skipped]]:
+    if archives and is_zip(data):
+        return await asyncio.to_thread(data_service.prepare_file, data, filename)
+    return [await data_service.prepare_image_async(data, filename)], []
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -256,140 +263,10 @@ async def health() -> Health:
     )
 
 
-# -- WebSocket upload --
-class _WsUpload:
-    """One open WebSocket upload: a JSON header per file, then its bytes as binary messages."""
-
-    def __init__(self, websocket: WebSocket) -> None:
-        self.websocket = websocket
-        self.settings = data_service.settings()
-        self.send_lock = asyncio.Lock()
-        self.pending: list[asyncio.Task[None]] = []
-        self.counts = {"accepted": 0, "rejected": 0, "duplicates": 0}
-        self.filename: str | None = None
-        self.size = 0
-        self.chunks: list[bytes] = []
-        self.received = 0
-
-    async def send(self, message: dict[str, Any]) -> None:
-        async with self.send_lock:
-            await self.websocket.send_text(json.dumps(message))
-
-    async def start_file(self, text: str) -> None:
-        try:
-            header = json.loads(text)
-        except ValueError:
-            raise BadRequest('expected a JSON header such as {"filename": "a.jpg", "size": 1234}') from None
-        if not isinstance(header, dict):
-            raise BadRequest("the header must be a JSON object")
-        if header.get("type") == "done":
-            raise _Done()
-        if self.filename is not None:
-            raise BadRequest("a new header arrived before the previous file's bytes were complete")
-        size = header.get("size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise BadRequest("the header needs 'size', the file's length in bytes")
-        filename = str(header.get("filename") or "upload")
-        if size > self.settings.max_file_bytes:
-            await self._result(
-                filename,
-                413,
-                detail=f"the file is over the "
-                f"{self.settings.max_file_bytes / 2**20:.0f} MiB limit per file; do not send it",
-            )
-            self.counts["rejected"] += 1
-            return
-        self.filename, self.size, self.chunks, self.received = filename, size, [], 0
-        if size == 0:
-            self._finish_file()
-
-    async def add_bytes(self, data: bytes) -> None:
-        if self.filename is None:
-            raise BadRequest('binary data arrived without a header; send {"filename", "size"} first')
-        self.received += len(data)
-        if self.received > self.size:
-            raise TooLarge(f"more bytes arrived than the {self.size} declared for {self.filename!r}")
-        self.chunks.append(data)
-        await self.send({"type": "progress", "filename": self.filename, "received": self.received, "size": self.size})
-        if self.received == self.size:
-            self._finish_file()
-
-    def _finish_file(self) -> None:
-        filename, data = self.filename, b"".join(self.chunks)
-        self.filename, self.chunks = None, []
-        self.pending.append(asyncio.create_task(self._store(filename, data)))
-
-    async def _store(self, filename: str | None, data: bytes) -> None:
-        prepared = await asyncio.to_thread(data_service.prepare_image, data, filename)
-        report = await asyncio.to_thread(data_service.commit, [prepared])
-        if report.accepted:
-            self.counts["accepted"] += 1
-            same_bytes = report.duplicates[0].existing if report.duplicates else None
-            await self._result(report.accepted[0].filename, 200, image=report.accepted[0], duplicate_of=same_bytes)
-        elif report.duplicates:
-            self.counts["duplicates"] += 1
-            duplicate = report.duplicates[0]
-            await self._result(duplicate.filename, 200, duplicate_of=duplicate.existing)
-        else:
-            self.counts["rejected"] += 1
-            rejection = report.rejected[0]
-            await self._result(rejection.filename, rejection.status, detail=rejection.detail)
-
-    async def _result(
-        self,
-        filename: str,
-        status: int,
-        image: ImageRecord | None = None,
-        duplicate_of: ImageRecord | None = None,
-        detail: str | None = None,
-    ) -> None:
-        await self.send(
-            {
-                "type": "result",
-                "filename": filename,
-                "status": status,
-                "image": image.to_public() if image else None,
-                "duplicate_of": duplicate_of.to_public() if duplicate_of else None,
-                "detail": detail,
-            }
-        )
-
-    async def finish(self) -> None:
-        await asyncio.gather(*self.pending)
-        await self.send({"type": "summary", **self.counts})
-
-
-class _Done(Exception):
-    """The client said it has nothing more to send."""
-
-
 @router.websocket("/ws/upload")
 async def websocket_upload(websocket: WebSocket, session: Session) -> None:
     """Streaming upload for scripts (see the README): per file a JSON header
     ``{"filename": ..., "size": ...}`` then binary chunks; the server answers ``progress`` per chunk
     and one ``result`` per file, and ``summary`` after ``{"type": "done"}``. Limits are enforced
     mid-stream: a breach is answered with an ``error`` message and the socket is closed (1009)."""
-    await websocket.accept()
-    upload = _WsUpload(websocket)
-    settings = upload.settings
-    await upload.send(
-        {"type": "ready", "max_file_bytes": settings.max_file_bytes, "max_message_bytes": 16 * 1024 * 1024}
-    )
-    try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message.get("bytes") is not None:
-                await upload.add_bytes(message["bytes"])
-            elif message.get("text") is not None:
-                await upload.start_file(message["text"])
-    except _Done:
-        await upload.finish()
-        await websocket.close(code=1000)
-    except DarkroomError as exc:
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            await upload.send({"type": "error", "status": exc.status_code, "detail": exc.message})
-            await websocket.close(code=1009 if isinstance(exc, TooLarge) else 1008, reason=exc.message[:120])
-    except WebSocketDisconnect:
-        return
+    await serve_upload_socket(websocket)

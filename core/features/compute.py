@@ -8,7 +8,8 @@ from core.features import REGISTRY
 from core.features.views import ImageViews
 
 
-def compute_features(data: bytes, groups: list[str]) -> dict[str, dict[str, Any]]:
-    """Decode ``data`` once and compute each named group on the shared views."""
-    views = ImageViews(data)
+def compute_features(data: bytes, groups: list[str], max_pixels: int | None = None) -> dict[str, dict[str, Any]]:
+    """Decode ``data`` once and compute each named group on the shared views (images over
+    ``max_pixels`` on a view downscaled to it). A decode sandbox task."""
+    views = ImageViews(data, max_pixels)
     return {name: REGISTRY[name].compute(views) for name in groups}

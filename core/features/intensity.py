@@ -35,16 +35,17 @@ _LEVELS = np.arange(256, dtype=np.float64)
 def basic(views: ImageViews) -> dict[str, Any]:
     image = views.image
     bands = image.getbands()
+    width, height = views.full_size  # the image's own size, even when analysed at a reduced scale
     return {
-        "width": image.width,
-        "height": image.height,
+        "width": width,
+        "height": height,
         "mode": image.mode,
         "channels": len(bands),
-        "aspect_ratio": image.width / image.height,
+        "aspect_ratio": width / height,
         "format": views.format,
         "byte_size": views.byte_size,
         "has_alpha": "A" in bands or "transparency" in image.info,
-        "megapixels": image.width * image.height / 1e6,
+        "megapixels": width * height / 1e6,
     }
 
 

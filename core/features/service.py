@@ -2,22 +2,20 @@
 
 ``extract`` reads the session from ``CURRENT_SESSION_ID`` (through ``core.data_service``) like the
 seed's feature services did. Results are cached per image and group in the session's store, so
-they count against its quota and go with the image. Whole-session runs hand image *bytes* (never
-sessions: context does not cross into pools) to worker processes and publish progress events.
+they count against its quota and go with the image. Every decode runs in the decode sandbox
+(``core.sandbox``): it gets image *bytes* (never sessions: context does not cross into processes),
+and whole-session runs keep at most ``DARKROOM_FEATURE_WORKERS`` images (default: one per decode
+worker) in flight and publish progress events.
 """
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import os
-import threading
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from core import data_service
-from core.errors import CapacityExceeded, QuotaExceeded
+from core.errors import CapacityExceeded, DarkroomError, QuotaExceeded
 from core.events import PROGRESS, Event, bus
 from core.features.compute import compute_features
 from core.features.hashes import hamming
@@ -27,8 +25,6 @@ from core.sessions import current_session_id
 from core.storage.base import ImageRecord
 
 _CACHE_PREFIX = "features:"
-_pool: ProcessPoolExecutor | None = None
-_pool_lock = threading.Lock()
 
 
 def _approx_nbytes(value: object) -> int:
@@ -80,28 +76,11 @@ def extract(image_id: str, groups: str | list[str] | None = None, include_vector
     missing = [n for n in names if n not in values]
     if missing:
         _, data = data_service.load_image(image_id)
-        computed = compute_features(data, missing)
+        max_pixels = data_service.settings().feature_max_pixels
+        computed = data_service.sandbox().call(compute_features, data, missing, max_pixels)
         _remember(image_id, computed)
         values.update(computed)
     return _present(record, names, values, include_vectors)
-
-
-def _process_pool() -> ProcessPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            workers = data_service.settings().feature_workers or os.cpu_count() or 1
-            # spawn: forking a process that runs threads and an event loop is unsafe
-            _pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-        return _pool
-
-
-def shutdown_pool() -> None:
-    global _pool
-    with _pool_lock:
-        pool, _pool = _pool, None
-    if pool is not None:
-        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _publish_progress(session_id: str | None, done: int, total: int) -> None:
@@ -125,16 +104,19 @@ async def extract_session(groups: str | list[str] | None = None, include_vectors
     total, done = len(records), len(records) - len(todo)
     _publish_progress(session_id, done, total)
     if todo:
-        loop = asyncio.get_running_loop()
-        use_pool = len(todo) > 1 and (data_service.settings().feature_workers or os.cpu_count() or 1) > 1
-        pending: list[asyncio.Future[tuple[ImageRecord, dict[str, dict[str, Any]]]]] = []
-        for record, missing in todo:
-            _, data = data_service.load_image(record.id)
-            if use_pool:
-                work = loop.run_in_executor(_process_pool(), compute_features, data, missing)
-            else:
-                work = asyncio.ensure_future(asyncio.to_thread(compute_features, data, missing))
-            pending.append(asyncio.ensure_future(_labelled(record, work)))
+        pool = data_service.sandbox()
+        max_pixels = data_service.settings().feature_max_pixels
+        slots = asyncio.Semaphore(data_service.settings().feature_workers or pool.workers)
+
+        async def compute(record: ImageRecord, missing: list[str]) -> tuple[ImageRecord, dict[str, dict[str, Any]]]:
+            async with slots:
+                _, data = await asyncio.to_thread(data_service.load_image, record.id)
+                try:
+                    return record, await pool.run(compute_features, data, missing, max_pixels)
+                except DarkroomError as exc:
+                    raise type(exc)(f"{record.filename}: {exc.message}") from None
+
+        pending = [asyncio.ensure_future(compute(record, missing)) for record, missing in todo]
         try:
             for finished in asyncio.as_completed(pending):
                 record, computed = await finished
@@ -142,15 +124,10 @@ async def extract_session(groups: str | list[str] | None = None, include_vectors
                 _remember(record.id, computed)
                 done += 1
                 _publish_progress(session_id, done, total)
-        except BaseException:
+        finally:
             for future in pending:
                 future.cancel()
-            raise
     return [_present(r, names, values[r.id], include_vectors) for r in records if r.id in values]
-
-
-async def _labelled(record: ImageRecord, work: asyncio.Future[Any]) -> tuple[ImageRecord, Any]:
-    return record, await work
 
 
 # -- session-level results --

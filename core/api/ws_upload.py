@@ -1,0 +1,252 @@
+"""The WebSocket upload protocol, for scripts (``/api/ws/upload``) and the page's drop zone.
+
+Per file the client sends a JSON header ``{"filename": ..., "size": ...}`` and then the file's bytes
+as binary messages; ``{"type": "done"}`` ends the upload. The server answers ``ready`` once,
+``progress`` per chunk, one ``result`` per file (in the API's words) and a ``summary`` after
+``done``. A protocol breach is answered with an ``error`` message and a close code
+(1007 bad JSON, 1008 a malformed header or order, 1009 too large).
+
+Every queue has a bound. The socket is not read while ``workers + 1`` files are being validated
+or their bytes pass the per-socket cap or the session's remaining quota, so a fast client is slowed
+down by TCP instead of filling the server's memory. When the client leaves, pending decodes are
+cancelled (their workers are stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+from starlette import status
+
+from core import data_service
+from core.errors import BadRequest, DarkroomError, TooLarge
+from core.ingest import is_zip
+from core.storage.base import ImageRecord, workspace_full
+from core.units import format_bytes
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # uvicorn's default ``ws_max_size``
+MAX_HEADER_CHARS = 4096
+# Bytes of received files waiting for validation on one socket (also capped by the session's quota).
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+
+ReportListener = Callable[[data_service.UploadReport], None]
+
+
+class ProtocolError(BadRequest):
+    """The client broke the protocol; ``close_code`` says how."""
+
+    def __init__(self, message: str, close_code: int = status.WS_1008_POLICY_VIOLATION) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
+class _Done(Exception):
+    """The client said it has nothing more to send."""
+
+
+class WebSocketUpload:
+    """One open upload socket of the current session."""
+
+    def __init__(self, websocket: WebSocket, archives: bool, on_report: ReportListener | None) -> None:
+        self.websocket = websocket
+        self.archives = archives
+        self.on_report = on_report
+        self.settings = data_service.settings()
+        self.largest = (
+            max(self.settings.max_file_bytes, self.settings.zip_max_archive_bytes)
+            if archives
+            else self.settings.max_file_bytes
+        )
+        self.send_lock = asyncio.Lock()
+        self.pending: set[asyncio.Task[None]] = set()
+        self.queued_bytes = 0
+        self.counts = {"accepted": 0, "rejected": 0, "duplicates": 0}
+        self.filename: str | None = None
+        self.size = 0
+        self.chunks: list[bytes] = []
+        self.received = 0
+        self.discarding = 0  # bytes still expected for a file refused from its header
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self.send_lock:
+            await self.websocket.send_text(json.dumps(message))
+
+    # -- reading --
+    async def serve(self) -> None:
+        await self.send({"type": "ready", "max_file_bytes": self.largest, "max_message_bytes": MAX_MESSAGE_BYTES})
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", status.WS_1000_NORMAL_CLOSURE))
+            if message.get("bytes") is not None:
+                await self.add_bytes(message["bytes"])
+            elif message.get("text") is not None:
+                await self.start_file(message["text"])
+
+    async def start_file(self, text: str) -> None:
+        header = _parse_header(text)
+        if header.get("type") == "done":
+            raise _Done()
+        if self.filename is not None:
+            raise ProtocolError("a new header arrived before the previous file's bytes were complete")
+        self.discarding = 0
+        size = header.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ProtocolError("the header needs 'size', the file's length in bytes")
+        raw_name = header.get("filename")
+        filename = raw_name if isinstance(raw_name, str) and raw_name else "upload"
+        if size > self.largest:
+            detail = f"the file is over the {format_bytes(self.largest)} limit per file; do not send it"
+            await self._refuse_before_bytes(filename, TooLarge.status_code, detail, size)
+            return
+        held = data_service.session_bytes_held() + self.queued_bytes
+        if held + size > self.settings.session_quota_bytes:
+            refusal = workspace_full(held, self.settings.session_quota_bytes, size)
+            await self._refuse_before_bytes(filename, refusal.status_code, f"{refusal.message}; do not send it", size)
+            return
+        await self._wait_for_room(size)
+        self.filename, self.size, self.chunks, self.received = filename, size, [], 0
+        self.queued_bytes += size
+        if size == 0:
+            self._finish_file()
+
+    async def add_bytes(self, data: bytes) -> None:
+        if self.filename is None and self.discarding >= len(data):
+            self.discarding -= len(data)
+            return
+        if self.filename is None:
+            raise ProtocolError('binary data arrived without a header; send {"filename", "size"} first')
+        self.received += len(data)
+        if self.received > self.size:
+            raise TooLarge(f"more bytes arrived than the {self.size} declared for {self.filename!r}")
+        self.chunks.append(data)
+        await self.send({"type": "progress", "filename": self.filename, "received": self.received, "size": self.size})
+        if self.received == self.size:
+            self._finish_file()
+
+    async def _wait_for_room(self, size: int) -> None:
+        """Backpressure: stop reading until the files already received are validated."""
+        limit = data_service.sandbox().workers + 1
+        while self.pending and (len(self.pending) >= limit or self.queued_bytes + size > MAX_QUEUED_BYTES):
+            await asyncio.wait(self.pending, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _refuse_before_bytes(self, filename: str, status_code: int, detail: str, size: int) -> None:
+        """Answer a file refused from its header; bytes sent for it anyway are read and dropped."""
+        self.counts["rejected"] += 1
+        self.discarding = size
+        await self._result(filename, status_code, detail=detail)
+
+    # -- validating and storing --
+    def _finish_file(self) -> None:
+        filename, data = self.filename, b"".join(self.chunks)
+        self.filename, self.chunks = None, []
+        task = asyncio.create_task(self._store(filename, data))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def _store(self, filename: str | None, data: bytes) -> None:
+        try:
+            if self.archives and is_zip(data):
+                prepared, skipped = await asyncio.to_thread(data_service.prepare_file, data, filename)
+            else:
+                prepared, skipped = [await data_service.prepare_image_async(data, filename)], []
+            report = await asyncio.to_thread(data_service.commit, prepared, data_service.UploadReport(skipped=skipped))
+        finally:
+            self.queued_bytes -= len(data)
+        if self.on_report is not None:
+            self.on_report(report)
+        for record in report.accepted:
+            self.counts["accepted"] += 1
+            same_bytes = next((d.existing for d in report.duplicates if d.filename == record.filename), None)
+            await self._result(record.filename, 200, image=record, duplicate_of=same_bytes)
+        accepted_names = {record.filename for record in report.accepted}
+        for duplicate in report.duplicates:
+            if duplicate.filename not in accepted_names:
+                self.counts["duplicates"] += 1
+                await self._result(duplicate.filename, 200, duplicate_of=duplicate.existing)
+        for rejection in report.rejected:
+            self.counts["rejected"] += 1
+            await self._result(rejection.filename, rejection.status, detail=rejection.detail)
+        for skip in report.skipped:
+            await self.send({"type": "skipped", "filename": skip.filename, "detail": skip.reason})
+
+    async def _result(
+        self,
+        filename: str,
+        status_code: int,
+        image: ImageRecord | None = None,
+        duplicate_of: ImageRecord | None = None,
+        detail: str | None = None,
+    ) -> None:
+        await self.send(
+            {
+                "type": "result",
+                "filename": filename,
+                "status": status_code,
+                "image": image.to_public() if image else None,
+                "duplicate_of": duplicate_of.to_public() if duplicate_of else None,
+                "detail": detail,
+            }
+        )
+
+    async def finish(self) -> None:
+        if self.filename is not None:
+            raise ProtocolError(f"'done' arrived before all bytes of {self.filename!r}")
+        await asyncio.gather(*self.pending)
+        await self.send({"type": "summary", **self.counts})
+
+    def cancel_pending(self) -> None:
+        for task in self.pending:
+            task.cancel()
+
+
+def _parse_header(text: str) -> dict[str, Any]:
+    if len(text) > MAX_HEADER_CHARS:
+        raise ProtocolError(f"a header is at most {MAX_HEADER_CHARS} characters", status.WS_1009_MESSAGE_TOO_BIG)
+    try:
+        header = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError(
+            'expected a JSON header such as {"filename": "a.jpg", "size": 1234}',
+            status.WS_1007_INVALID_FRAME_PAYLOAD_DATA,
+        ) from None
+    if not isinstance(header, dict):
+        raise ProtocolError("the header must be a JSON object")
+    return header
+
+
+async def serve_upload_socket(
+    websocket: WebSocket, *, archives: bool = False, on_report: ReportListener | None = None
+) -> None:
+    """Accept ``websocket`` and run the upload protocol for the current session until the client
+    is done or leaves. With ``archives``, a file that is a ZIP archive is unpacked (the page's drop
+    zone); ``on_report`` sees each file's outcome as it is stored."""
+    await websocket.accept()
+    upload = WebSocketUpload(websocket, archives, on_report)
+    try:
+        try:
+            await upload.serve()
+        except _Done:
+            await upload.finish()
+            await websocket.close(code=status.WS_1000_NORMAL_CLOSURE)
+    except DarkroomError as exc:
+        upload.cancel_pending()
+        if isinstance(exc, ProtocolError):
+            code = exc.close_code
+        elif isinstance(exc, TooLarge):
+            code = status.WS_1009_MESSAGE_TOO_BIG
+        else:
+            code = status.WS_1008_POLICY_VIOLATION
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await upload.send({"type": "error", "status": exc.status_code, "detail": exc.message})
+            await websocket.close(code=code, reason=exc.message[:120])
+    except WebSocketDisconnect:
+        upload.cancel_pending()  # the client left: its decodes stop, nothing more is stored
+    except BaseException:
+        upload.cancel_pending()
+        raise
