@@ -115,14 +115,14 @@ def _check_area(what: str, width: int, height: int, settings: Settings) -> None:
         raise CorruptImage(f"{what} has an impossible size {width}x{height}")
     if width * height > settings.max_pixels:
         raise TooLarge(
-            f"{what} is {width}x{height}, {width * height / 1e6:.1f} megapixels; "
+            f"{what} has too many pixels: {width}x{height} is {width * height / 1e6:.1f} megapixels; "
             f"the limit is {settings.max_pixels / 1e6:g} megapixels"
         )
 
 
 def _check_frame_count(count: int, what: str, settings: Settings) -> None:
     if count > settings.max_frames:
-        raise TooLarge(f"{what}; the limit is {settings.max_frames}")
+        raise TooLarge(f"too many frames: {what}; the limit is {settings.max_frames}")
 
 
 def _check_rectangle(
@@ -133,8 +133,8 @@ def _check_rectangle(
     if right * bottom > settings.max_pixels:
         raise TooLarge(
             f"{what} lies at {left},{top} ({width}x{height}), outside its {canvas[0]}x{canvas[1]} canvas: "
-            f"covering it would take {right}x{bottom}, {right * bottom / 1e6:.1f} megapixels; "
-            f"the limit is {settings.max_pixels / 1e6:g} megapixels"
+            f"covering it would take {right}x{bottom} pixels, too many pixels ({right * bottom / 1e6:.1f} "
+            f"megapixels; the limit is {settings.max_pixels / 1e6:g} megapixels)"
         )
     if right > canvas[0] or bottom > canvas[1]:
         raise CorruptImage(
@@ -362,11 +362,11 @@ def _check_tiff_page(what: str, values: dict[int, int], settings: Settings) -> N
     _check_area(what, width, height, settings)
     if _TIFF_TILE_WIDTH in values or _TIFF_TILE_LENGTH in values:
         tile_w, tile_h = values.get(_TIFF_TILE_WIDTH, 0), values.get(_TIFF_TILE_LENGTH, 0)
-        tiles = f"the tiles of {what}"
+        tiles = f"each tile of {what}"
         _check_area(tiles, tile_w, tile_h, settings)
         if tile_w > width + TILE_SLACK or tile_h > height + TILE_SLACK:
             raise TooLarge(
-                f"{tiles} are {tile_w}x{tile_h}, far larger than the {width}x{height} page "
+                f"{tiles} is {tile_w}x{tile_h}, far larger than the {width}x{height} page "
                 f"(at most {TILE_SLACK} pixels more per side)"
             )
 
