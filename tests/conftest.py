@@ -21,6 +21,8 @@ from PIL import Image
 from core import data_service
 from core.api.app import create_app
 from core.config import Settings
+from tests.redis_server import MISSING as REDIS_MISSING
+from tests.redis_server import RedisServer
 
 pytest_plugins = ["nicegui.testing.user_plugin"]
 
@@ -267,3 +269,15 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
     cluster = PostgresCluster(bindir)
     yield cluster
     cluster.stop()
+
+
+# -- a throw-away redis-server (Debian's redis-server package), RAM only --
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One ``redis-server --save '' --appendonly no`` on a free port for the whole run; tests that
+    need a clean one call ``flush()`` (or use a database number of their own)."""
+    if REDIS_MISSING:
+        skip_or_fail(REDIS_MISSING)
+    server = RedisServer()
+    yield server
+    server.close()

@@ -1,5 +1,6 @@
 """The ImageStore contract, run against every store (Cosmic Python style: one suite, many adapters):
-memory, disk (a folder per session), SQL on SQLite and on a real PostgreSQL, and the legacy folder.
+memory, disk (a folder per session), SQL on SQLite and on a real PostgreSQL, a real throw-away Redis,
+and the legacy folder.
 
 Namespace isolation, the global cap and expiry are part of the contract only for session stores;
 the legacy folder is one shared namespace by design, so those tests run on the session stores."""
@@ -31,7 +32,7 @@ def image(seed: int = 0, name: str | None = None) -> IngestedImage:
 StoreFactory = Callable[..., ImageStore]
 
 
-SESSION_STORES = ["memory", "disk", "sqlite", "postgres"]
+SESSION_STORES = ["memory", "disk", "sqlite", "postgres", "redis"]
 
 
 def _factory(kind: str, request: pytest.FixtureRequest, tmp_path) -> StoreFactory:
@@ -45,6 +46,12 @@ def _factory(kind: str, request: pytest.FixtureRequest, tmp_path) -> StoreFactor
         if kind == "postgres":
             url = request.getfixturevalue("postgres_cluster").new_database()
             return SqlStore(url, str(tmp_path / "blobs"), quota, capacity)
+        if kind == "redis":
+            from core.storage.redis import RedisStore  # redis-py is needed only here
+
+            server = request.getfixturevalue("redis_server")
+            server.flush()
+            return RedisStore(server.url(), quota, capacity)
         return FolderStore(tmp_path / "legacy", quota)
 
     return factory
@@ -162,9 +169,9 @@ def test_accounting_counts_originals_thumbnails_and_caches(make_store):
     record = store.add(A, item).record
     base = len(item.data) + len(item.thumbnail) + RECORD_OVERHEAD_BYTES
     assert store.bytes_held(A) == base
-    store.cache_put(A, record.id, "features", object(), 5000)
+    store.cache_put(A, record.id, "features", {"n": 1}, 5000)
     assert store.bytes_held(A) == base + 5000
-    store.cache_put(A, record.id, "features", object(), 1000)  # replacing a cache entry re-counts it
+    store.cache_put(A, record.id, "features", {"n": 1}, 1000)  # replacing a cache entry re-counts it
     assert store.bytes_held(A) == base + 1000
     copy = store.add(A, image(1, "copy.jpg")).record  # shared bytes are counted once
     assert store.bytes_held(A) == base + 1000 + RECORD_OVERHEAD_BYTES
@@ -189,7 +196,7 @@ def test_cache_over_quota_is_refused(make_store):
     store = make_store(quota=len(item.data) + len(item.thumbnail) + RECORD_OVERHEAD_BYTES + 10)
     record = store.add(A, item).record
     with pytest.raises(QuotaExceeded):
-        store.cache_put(A, record.id, "features", object(), 1000)
+        store.cache_put(A, record.id, "features", {"n": 1}, 1000)
 
 
 def test_idle_sessions_expire_and_used_ones_stay(make_session_store):
