@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -14,6 +12,7 @@ from core.api.deps import session_dependency
 from core.api.models import ERRORS, ImageRecordModel
 from core.features import REGISTRY
 from core.features import service as features
+from core.tables import to_csv
 
 router = APIRouter(prefix="/api", tags=["features"])
 Session = Annotated[str | None, Depends(session_dependency)]
@@ -84,12 +83,8 @@ async def feature_table(
     columns, rows = await features.feature_table(groups)
     if format == "json":
         return FeatureTable(columns=columns, rows=rows)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
     return Response(
-        text.getvalue(),
+        to_csv(columns, rows),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="darkroom-features.csv"'},
     )
