@@ -1,4 +1,5 @@
-"""The page's own HTTP routes: the RAM-only upload behind the drop zone, thumbnails and previews.
+"""The page's own routes: the RAM-only uploads behind the drop zone (WebSocket, and HTTP as the
+fallback), thumbnails, previews, originals and the *Download all* archive.
 
 Each is addressed by the page's resource token (``ui.session``), never by the session id, and
 answers 404 once the page is gone. Bytes go from the request stream into the session store and
@@ -10,13 +11,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request, Response, WebSocket, WebSocketException
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette import status
 
 from core import data_service
-from core.api.data_input import receive_files
+from core.api.data_input import content_disposition, receive_files
+from core.api.export import archive_response
 from core.api.models import UploadResult
+from core.api.ws_upload import serve_upload_socket
 from core.errors import DarkroomError, NotFound
+from core.ingest import ALLOWED_FORMATS
 from core.sessions import session_scope
 from ui.session import client_for_token, session_for_token
 
@@ -37,6 +42,13 @@ def _session(token: str) -> str:
     if session_id is None:
         raise NotFound("this page is no longer open; reload it to get your workspace back")
     return session_id
+
+
+def _report_to(token: str) -> Callable[[data_service.UploadReport], None] | None:
+    """What shows the page behind ``token`` each file's outcome (refusals, duplicates, skips)."""
+    client_id = client_for_token(token)
+    listener = upload_listeners.get(client_id) if client_id else None
+    return (lambda report: listener(report, None)) if listener else None
 
 
 def _image(body: bytes, mime: str) -> Response:
@@ -74,3 +86,32 @@ def install_routes(app: FastAPI) -> None:
         with session_scope(_session(token)):
             body, mime = await asyncio.to_thread(data_service.load_preview, image_id, PREVIEW_SIZE)
         return _image(body, mime)
+
+    @app.websocket(WS_UPLOAD_PATH)
+    async def upload_socket(websocket: WebSocket, token: str) -> None:
+        """The drop zone's stream: per file a JSON header, then binary chunks (the protocol of
+        ``/api/ws/upload``, ZIP archives unpacked too), each file stored as soon as it passes."""
+        session_id = session_for_token(token)
+        if session_id is None:
+            reason = "this page is no longer open; reload it to get your workspace back"
+            raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason=reason)
+        with session_scope(session_id):
+            await serve_upload_socket(websocket, archives=True, on_report=_report_to(token))
+
+    @app.get(ORIGINAL_PATH, include_in_schema=False)
+    async def original(token: str, image_id: str) -> Response:
+        """The detail's download button: the original bytes, as uploaded."""
+        with session_scope(_session(token)):
+            record, body = await data_service.run_read(data_service.load_image, image_id)
+        headers = {
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "private, no-store",
+            "Content-Disposition": content_disposition(record.filename.rsplit("/", 1)[-1], "attachment"),
+        }
+        return Response(body, media_type=ALLOWED_FORMATS[record.format], headers=headers)
+
+    @app.get(ARCHIVE_PATH, include_in_schema=False)
+    async def archive(token: str) -> StreamingResponse:
+        """*Download all*: the session's originals as one ZIP, streamed from RAM."""
+        with session_scope(_session(token)):
+            return await archive_response()
