@@ -173,13 +173,13 @@ def _check_gif(data: bytes, settings: Settings) -> None:
             _check_frame_count(frames, f"the GIF declares more than {settings.max_frames} frames", settings)
             what = f"frame {frames} of the GIF"
             if pos + 10 > end:
-                raise CorruptImage(f"the GIF is cut off inside the header of {what}")
+                raise CorruptImage(f"the GIF is cut off inside the header of its frame {frames}")
             left, top, width, height, frame_flags = struct.unpack_from("<HHHHB", data, pos + 1)
             _check_rectangle(what, left, top, width, height, (screen_w, screen_h), settings)
             pos += 10 + (3 << ((frame_flags & 7) + 1) if frame_flags & 0x80 else 0)
             if pos >= end:  # no room for the LZW code size: Pillow fails with an IndexError here
-                raise CorruptImage(f"the GIF is cut off right after the header of {what}")
-            pos, blocks = _skip_gif_sub_blocks(data, pos + 1, blocks, what)
+                raise CorruptImage(f"the GIF is cut off right after the header of its frame {frames}")
+            pos, blocks = _skip_gif_sub_blocks(data, pos + 1, blocks, f"its frame {frames}")
         else:  # Pillow skips stray bytes between blocks one at a time; so do we, counting them
             pos += 1
 
