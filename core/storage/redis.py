@@ -625,6 +625,14 @@ class RedisStore(ImageStore):
         alive, held = pipe.execute()
         return int(held or 0) if alive else 0
 
+    @_guarded
+    def session_count(self) -> int:
+        return int(self.client.zcard(KEY_PREFIX + "seen"))
+
+    @_guarded
+    def has_session(self, key: str) -> bool:
+        return bool(self.client.exists(self._part(key, "meta")))
+
     # -- annotations --
     @_guarded
     def get_annotations(self, key: str, image_id: str) -> Annotations:
