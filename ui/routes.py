@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from fastapi import FastAPI, Request, Response, WebSocket, WebSocketException
+from fastapi import Depends, FastAPI, Request, Response, WebSocket, WebSocketException
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette import status
 
@@ -19,6 +19,7 @@ from core import data_service
 from core.api.data_input import content_disposition, receive_files
 from core.api.export import archive_response
 from core.api.models import UploadResult
+from core.api.origin import refuse_cross_site
 from core.api.ws_upload import serve_upload_socket
 from core.errors import DarkroomError, NotFound
 from core.ingest import ALLOWED_FORMATS
@@ -58,7 +59,7 @@ def _image(body: bytes, mime: str) -> Response:
 
 
 def install_routes(app: FastAPI) -> None:
-    @app.post(UPLOAD_PATH, include_in_schema=False)
+    @app.post(UPLOAD_PATH, include_in_schema=False, dependencies=[Depends(refuse_cross_site)])
     async def upload(token: str, request: Request) -> JSONResponse:
         """The drop zone's target: photos and ZIP archives, streamed into the page's session with
         the API's limits (NiceGUI's stock route would spool files over 1 MiB to disk)."""
@@ -87,7 +88,7 @@ def install_routes(app: FastAPI) -> None:
             body, mime = await asyncio.to_thread(data_service.load_preview, image_id, PREVIEW_SIZE)
         return _image(body, mime)
 
-    @app.websocket(WS_UPLOAD_PATH)
+    @app.websocket(WS_UPLOAD_PATH, dependencies=[Depends(refuse_cross_site)])
     async def upload_socket(websocket: WebSocket, token: str) -> None:
         """The drop zone's stream: per file a JSON header, then binary chunks (the protocol of
         ``/api/ws/upload``, ZIP archives unpacked too), each file stored as soon as it passes."""

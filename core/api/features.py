@@ -10,11 +10,12 @@ from pydantic import BaseModel, Field
 
 from core.api.deps import session_dependency
 from core.api.models import ERRORS, ImageRecordModel
+from core.api.origin import refuse_cross_site
 from core.features import REGISTRY
 from core.features import service as features
 from core.tables import to_csv
 
-router = APIRouter(prefix="/api", tags=["features"])
+router = APIRouter(prefix="/api", tags=["features"], dependencies=[Depends(refuse_cross_site)])
 Session = Annotated[str | None, Depends(session_dependency)]
 Groups = Annotated[
     str | None,
