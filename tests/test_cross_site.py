@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from core.api.app import install
 from core.api.origin import is_same_origin
-from tests.conftest import listed, make_jpeg, new_session, upload
+from tests.conftest import LiveServer, listed, make_jpeg, new_session, upload
+from ui.routes import install_routes
 
 EVIL = "https://evil.example"
 PHOTO = ("a.jpg", make_jpeg(seed=1))
@@ -134,3 +138,31 @@ def test_websocket_from_the_same_origin_and_from_scripts_is_served(api, live_ser
 )
 def test_origin_matches_only_the_host_it_was_sent_to(origin, host, same):
     assert is_same_origin(origin, host) is same
+
+
+@pytest.fixture(scope="module")
+def page_server():
+    """The page's own routes (drop zone upload and socket) on a bare app, without NiceGUI's page."""
+    app = FastAPI()
+    install(app)
+    install_routes(app)
+    server = LiveServer(app)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_page_upload_route_refuses_another_site_before_looking_at_the_token(page_server):
+    with httpx.Client(base_url=page_server.url, timeout=30) as client:
+        refused = client.post("/_darkroom/upload/no-such-page", headers={"Origin": EVIL}, files=[("files", PHOTO)])
+        own = client.post(
+            "/_darkroom/upload/no-such-page", headers={"Origin": page_server.url}, files=[("files", PHOTO)]
+        )
+    assert refused.status_code == 403
+    assert own.status_code == 404  # past the check: the page is unknown
+
+
+def test_page_upload_socket_refuses_another_site(page_server):
+    with pytest.raises(InvalidStatus) as refused, connect(f"{page_server.ws_url}/_darkroom/ws/upload/x", origin=EVIL):
+        pass
+    assert refused.value.response.status_code == 403
