@@ -23,6 +23,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from core.annotations import EMPTY as EMPTY_ANNOTATIONS
+from core.annotations import AnnotationPatch, Annotations, apply_patch
+from core.annotations import limiter as annotation_limiter
 from core.archive import ZipMember, iter_members
 from core.config import Settings, get_settings
 from core.errors import (
@@ -33,7 +36,7 @@ from core.errors import (
     QuotaExceeded,
     UnsupportedImage,
 )
-from core.events import IMAGE_ADDED, IMAGE_REMOVED, SESSION_CLEARED, Event, bus
+from core.events import ANNOTATION_CHANGED, IMAGE_ADDED, IMAGE_REMOVED, SESSION_CLEARED, Event, bus
 from core.ingest import (
     ALLOWED_TEXT,
     ImageFacts,
@@ -48,7 +51,7 @@ from core.ingest import (
 from core.invites import invites
 from core.sandbox import DecodePool, decode_pool
 from core.sessions import current_session_id
-from core.storage.base import ImageRecord, ImageStore, StoreTotals, image_not_found, is_image_id
+from core.storage.base import ImageRecord, ImageStore, StoreTotals, image_not_found, is_image_id, utc_now_iso
 from core.storage.disk import FolderStore, SessionFolders
 from core.storage.memory import MemoryStore
 
@@ -439,3 +442,49 @@ def totals() -> StoreTotals:
 def session_bytes_held() -> int:
     store, key, _ = _namespace()
     return store.bytes_held(key)
+
+
+# -- annotations --
+def get_annotations(image_id: str) -> Annotations:
+    """The shared tags, rating and note of one image of the current session (NotFound otherwise)."""
+    store, key, _ = _namespace()
+    return store.get_annotations(key, _checked_id(image_id))
+
+
+def list_annotations() -> dict[str, Annotations]:
+    """The current session's annotated images and their annotations, by image id."""
+    store, key, _ = _namespace()
+    return store.list_annotations(key)
+
+
+def list_records_with_annotations() -> list[dict[str, object]]:
+    """The current session's records as the API lists them, each with its ``annotations``."""
+    store, key, _ = _namespace()
+    records = store.list(key)
+    annotated = store.list_annotations(key) if records else {}
+    empty = EMPTY_ANNOTATIONS.to_public()
+    return [
+        {**record.to_public(), "annotations": annotated[record.id].to_public() if record.id in annotated else empty}
+        for record in records
+    ]
+
+
+def patch_annotations(image_id: str, patch: AnnotationPatch, author: str, client: str) -> Annotations:
+    """Apply ``patch`` (see ``core.annotations`` for the merge rules) as ``author``, the editing tab's
+    or script's name; ``client`` is its id for the rate limit. Publishes ANNOTATION_CHANGED to the
+    workspace when anything changed. Raises NotFound, StaleVersion (409), TooLarge, RateLimited."""
+    store, key, session_id = _namespace()
+    image_id = _checked_id(image_id)
+    annotation_limiter.check(key, client)
+    changed = False
+
+    def change(current: Annotations) -> Annotations:
+        nonlocal changed
+        new = apply_patch(current, patch, author, utc_now_iso())
+        changed = new is not current
+        return new
+
+    result = store.patch_annotations(key, image_id, change)
+    if changed:
+        _publish(ANNOTATION_CHANGED, session_id, image_id=image_id, annotations=result.to_public(), by=author)
+    return result

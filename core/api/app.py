@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import data_service
+from core.api import annotations as annotations_api
 from core.api import data_input
 from core.api import export as export_api
 from core.api import features as features_api
@@ -88,6 +89,7 @@ def install(app: FastAPI) -> None:
     app.include_router(export_api.router)  # before data_input: /api/images/{image_id} would take /archive
     app.include_router(data_input.router)
     app.include_router(features_api.router)
+    app.include_router(annotations_api.router)
     app.add_exception_handler(DarkroomError, _darkroom_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

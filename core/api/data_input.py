@@ -20,7 +20,7 @@ from core.api.deps import session_dependency
 from core.api.models import (
     ERRORS,
     Health,
-    ImageRecordModel,
+    ListedImageModel,
     SessionCreated,
     UploadResult,
     ZipUploadResult,
@@ -195,11 +195,11 @@ async def upload_zip(request: Request, session: Session) -> JSONResponse:
     return JSONResponse(ZipUploadResult.of(report).model_dump(), status_code=report.status_code)
 
 
-@router.get("/images", response_model=list[ImageRecordModel], responses={400: ERRORS[400]}, tags=["images"])
+@router.get("/images", response_model=list[ListedImageModel], responses={400: ERRORS[400]}, tags=["images"])
 async def list_images(session: Session) -> Response:
-    """The workspace's images, in upload order."""
+    """The workspace's images, in upload order, each with its shared ``annotations``."""
     # Serialised once, straight from the records; the decorator's response_model documents the shape.
-    return JSONResponse([record.to_public() for record in await data_service.run_read(data_service.list_images)])
+    return JSONResponse(await data_service.run_read(data_service.list_records_with_annotations))
 
 
 @router.get(

@@ -27,6 +27,19 @@ class ImageRecordModel(BaseModel):
         return cls(**record.to_public())
 
 
+class AnnotationsModel(BaseModel):
+    tags: list[str] = Field(description="Shared tags, in the order they were first added")
+    rating: int | None = Field(description="0 to 5 stars, or null when unrated")
+    note: str
+    version: int = Field(description="Bumped by every change; send it back as expected_version")
+    updated_at: str | None = Field(description="ISO 8601, UTC; null while never edited")
+    updated_by: str | None = Field(description="The name of the tab or script that changed them last")
+
+
+class ListedImageModel(ImageRecordModel):
+    annotations: AnnotationsModel = Field(description="The image's shared tags, rating and note")
+
+
 class RejectionModel(BaseModel):
     filename: str
     status: int = Field(description="The HTTP status this file alone would get (413, 415, 422, 507)")

@@ -11,10 +11,13 @@ worker) in flight and publish progress events.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from core import data_service
+from core.annotations import EMPTY as EMPTY_ANNOTATIONS
+from core.annotations import Annotations
 from core.errors import CapacityExceeded, DarkroomError, QuotaExceeded
 from core.events import PROGRESS, Event, bus
 from core.features.compute import compute_features
@@ -200,11 +203,22 @@ def _flatten(prefix: str, value: Any, row: dict[str, Any]) -> None:
         row[prefix] = value
 
 
+def _add_annotations(rows: list[dict[str, Any]], annotated: dict[str, Annotations]) -> None:
+    """The shared annotations as the table's last columns: tags as a JSON array (unambiguous for any
+    tag text), the rating (empty when unset) and the note."""
+    for row in rows:
+        value = annotated.get(row["id"], EMPTY_ANNOTATIONS)
+        row["annotations.tags"] = json.dumps(value.tags, ensure_ascii=False)
+        row["annotations.rating"] = value.rating
+        row["annotations.note"] = value.note
+
+
 async def feature_table(groups: str | list[str] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
     """One row per image: id, filename, then every scalar feature as a dotted column. Lists are
     left out (histograms, vectors, per-angle values) or summarised (LBP histogram as 10 columns,
     dominant colours as the top colour and its fraction). With ``cleanvision``, CleanVision's
-    dataset-relative odd-size score and flag are added."""
+    dataset-relative odd-size score and flag are added. The last columns are the shared
+    annotations: ``annotations.tags``, ``annotations.rating``, ``annotations.note``."""
     names = resolve_groups(groups)
     extracted = await extract_session(names)
     rows: list[dict[str, Any]] = []
@@ -218,6 +232,7 @@ async def feature_table(groups: str | list[str] | None = None) -> tuple[list[str
         for row, (score, odd) in zip(rows, flags, strict=True):
             row["cleanvision.odd_size_score"] = score
             row["cleanvision.is_odd_size"] = odd
+    _add_annotations(rows, await data_service.run_read(data_service.list_annotations))
     columns: list[str] = []
     seen: set[str] = set()
     for row in rows:
