@@ -38,7 +38,8 @@ Bounds that are not settings (module constants):
   Pillow itself (their total may not exceed the file's size).
 * ``MAX_BMP_RLE_PIXELS`` = 4,000,000: Pillow's BMP RLE decoder is pure Python, one interpreted step
   per output pixel (the end-of-line padding) and per input pair; an RLE BMP must be at most 4 MP and
-  its RLE data at most ``RLE_BYTES_PER_PIXEL`` = 4 bytes per pixel plus 4 per row.
+  its RLE data at most what the worst honest encoding needs: ``RLE_BYTES_PER_PIXEL`` = 2 bytes per
+  pixel (runs of one), 4 per row (end of line) and ``RLE_SLACK_BYTES`` = 1024.
 * ``MAX_BMFF_BOXES`` = 10,000 ISO-BMFF boxes walked in an AVIF/HEIF file (top level and inside
   ``meta``/``iprp``/``ipco``); every ``ispe`` (image spatial extents) property must be within the cap.
 
@@ -65,7 +66,8 @@ MAX_TIFF_ENTRIES = 100_000
 MAX_TIFF_SEGMENTS = 1_000_000
 TILE_SLACK = 1024
 MAX_BMP_RLE_PIXELS = 4_000_000
-RLE_BYTES_PER_PIXEL = 4
+RLE_BYTES_PER_PIXEL = 2
+RLE_SLACK_BYTES = 1024
 MAX_BMFF_BOXES = 10_000
 
 _LABELS = {"WEBP": "WebP"}
@@ -456,7 +458,7 @@ def _check_bmp(data: bytes, settings: Settings) -> None:
             )
         (pixel_offset,) = struct.unpack_from("<I", data, 10)
         rle_bytes = len(data) - min(pixel_offset, len(data))
-        if rle_bytes > RLE_BYTES_PER_PIXEL * width * height + 4 * height:
+        if rle_bytes > RLE_BYTES_PER_PIXEL * width * height + 4 * height + RLE_SLACK_BYTES:
             raise TooLarge(f"the BMP's {kind} data is {rle_bytes} bytes, more than a {width}x{height} image can need")
 
 
