@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import queue
+import zipfile
 from urllib.parse import quote
 
 import pytest
@@ -230,3 +231,23 @@ def test_events_socket_needs_a_session(live_server):
         connect(f"{live_server.ws_url}/api/ws/events", compression=None) as ws,
     ):
         ws.recv(timeout=5)
+
+
+def test_workspace_zip_holds_annotations_json_beside_the_originals(api):
+    session, image_id = one_image(api)
+    upload(api, session, ("b.jpg", make_jpeg(seed=4)))
+    patch(api, session, image_id, {"tags_add": ["keep"], "rating": 5, "note": "ok"})
+    response = api.get("/api/images/archive", params={"session_id": session})
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    assert sorted(archive.namelist()) == ["a.jpg", "annotations.json", "b.jpg"]
+    notes = json.loads(archive.read("annotations.json"))
+    assert [(n["file"], n["id"], n["tags"], n["rating"], n["note"]) for n in notes] == [
+        ("a.jpg", image_id, ["keep"], 5, "ok")
+    ]
+
+
+def test_a_page_of_another_site_cannot_patch(api):
+    session, image_id = one_image(api)
+    response = patch(api, session, image_id, {"tags_add": ["x"]}, headers={"Origin": "https://evil.example"})
+    assert response.status_code == 403
+    assert api.get(url(image_id), params={"session_id": session}).json()["version"] == 0

@@ -31,11 +31,12 @@ from core.annotations import (
 )
 from core.api.deps import session_dependency
 from core.api.models import ERRORS
+from core.api.origin import refuse_cross_site
 from core.errors import BadRequest, DarkroomError, TooLarge
 from core.events import Event, bus
 from core.presence import Member, presence
 
-router = APIRouter(prefix="/api", tags=["collaboration"])
+router = APIRouter(prefix="/api", tags=["collaboration"], dependencies=[Depends(refuse_cross_site)])
 Session = Annotated[str | None, Depends(session_dependency)]
 
 SCRIPT_AUTHOR = "a script"  # updated_by for an HTTP edit that names no member of the workspace

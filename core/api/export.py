@@ -9,6 +9,7 @@ when a member or the archive needs them.
 
 from __future__ import annotations
 
+import json
 import time
 import zipfile
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ router = APIRouter(prefix="/api")
 
 ARCHIVE_MEDIA_TYPE = "application/zip"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a ZIP header can hold
+ANNOTATIONS_MEMBER = "annotations.json"  # beside the originals when any image has annotations
 _MAX_MEMBER_NAME = 240  # characters; the ZIP format allows 65535 bytes, file systems far fewer
 
 
@@ -76,10 +78,15 @@ def _date_time(uploaded_at: str) -> tuple[int, int, int, int, int, int]:
 
 
 async def iter_archive(session_id: str | None, records: list[ImageRecord]) -> AsyncIterator[bytes]:
-    """The ZIP of ``records``' originals, in pieces of about one member. The session is entered
-    for each read only (never across a ``yield``); an image deleted meanwhile is left out."""
+    """The ZIP of ``records``' originals, in pieces of about one member, and ``annotations.json``
+    (per annotated image: its member name, id, tags, rating, note...) when any image has
+    annotations. The session is entered for each read only (never across a ``yield``); an image
+    deleted meanwhile is left out."""
     sink = _Sink()
-    taken: set[str] = set()
+    with session_scope(session_id):
+        annotated = await data_service.run_read(data_service.list_annotations)
+    taken: set[str] = {ANNOTATIONS_MEMBER} if annotated else set()  # an image never takes its name
+    notes: list[dict[str, object]] = []
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[arg-type]
         for record in records:
             with session_scope(session_id):
@@ -88,11 +95,17 @@ async def iter_archive(session_id: str | None, records: list[ImageRecord]) -> As
                 except NotFound:
                     continue
             info = zipfile.ZipInfo(member_name(record.filename, taken), date_time=_date_time(record.uploaded_at))
+            if record.id in annotated:
+                notes.append({"file": info.filename, "id": record.id, **annotated[record.id].to_public()})
             info.compress_type = zipfile.ZIP_STORED
             info.external_attr = 0o644 << 16
             archive.writestr(info, body)  # ZIP64 extra fields when the size needs them
             del body
             yield sink.drain()
+        if notes:
+            info = zipfile.ZipInfo(ANNOTATIONS_MEMBER, date_time=time.gmtime()[:6])
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, json.dumps(notes, ensure_ascii=False, indent=1).encode("utf-8"))
     yield sink.drain()  # the central directory (ZIP64 end records past 65535 members or 4 GiB)
 
 
