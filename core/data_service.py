@@ -34,6 +34,7 @@ from core.errors import (
     CorruptImage,
     DarkroomError,
     QuotaExceeded,
+    ServiceBusy,
     UnsupportedImage,
 )
 from core.events import ANNOTATION_CHANGED, IMAGE_ADDED, IMAGE_REMOVED, SESSION_CLEARED, Event, bus
@@ -119,6 +120,16 @@ def session_store(settings: Settings) -> ImageStore:
         from core.storage.sql import SqlStore  # SQLAlchemy is imported only when asked for
 
         return SqlStore(settings.database(), settings.blobs(), quota, cap)
+    if settings.storage == "redis":
+        from core.storage.redis import RedisStore  # redis-py is imported only when asked for
+
+        return RedisStore(
+            settings.redis_url,
+            quota,
+            cap,
+            idle_seconds=settings.session_idle_seconds,
+            allow_persistence=settings.redis_allow_persistence,
+        )
     return MemoryStore(quota, cap)
 
 
@@ -129,6 +140,10 @@ class _Stores:
         self.settings = settings
         self.sessions = session_store(settings)
         self.legacy = FolderStore(settings.legacy_dir, settings.session_quota_bytes)
+        # Redis mode: events and invites go through the same Redis, so every process sees them.
+        shared = getattr(self.sessions, "client", None) if settings.storage == "redis" else None
+        bus.share_through(shared)
+        invites.share_through(shared)
 
 
 _stores: _Stores | None = None
@@ -148,6 +163,16 @@ def _current() -> _Stores:
         configure()
     assert _stores is not None
     return _stores
+
+
+def open_stores() -> None:
+    """Build the stores now (at start), so that a store refused by its settings (a Redis that
+    writes to disk) stops the server at once. One that is only unreachable for now is tried
+    again on each call, which answers 503 until it is back."""
+    try:
+        _current()
+    except ServiceBusy as exc:
+        log.warning("the session store is not available yet: %s", exc.message)
 
 
 def settings() -> Settings:

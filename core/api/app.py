@@ -69,6 +69,7 @@ _sweepers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
 async def start_background() -> None:
     """Start what runs beside the requests (call on startup, inside the server's loop)."""
     install_log_redaction()  # uvicorn configures its loggers after the app is imported
+    await asyncio.to_thread(data_service.open_stores)  # a refused store (Redis with persistence) stops the start
     loop = asyncio.get_running_loop()
     if loop not in _sweepers or _sweepers[loop].done():
         _sweepers[loop] = asyncio.create_task(sweep_idle_sessions_forever())
