@@ -26,13 +26,14 @@ from core.api.models import (
     ZipUploadResult,
 )
 from core.api.multipart import boundary_of, iter_file_parts
+from core.api.origin import refuse_cross_site
 from core.api.ws_upload import serve_upload_socket
 from core.errors import BadRequest, DarkroomError, TooLarge
 from core.ingest import ALLOWED_FORMATS, is_zip
 from core.sessions import new_session_id, session_scope
 from core.storage.base import ImageRecord
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", dependencies=[Depends(refuse_cross_site)])
 Session = Annotated[str | None, Depends(session_dependency)]
 
 _MULTIPART_SLACK = 1024 * 1024  # part headers and boundaries around the file bytes

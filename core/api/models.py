@@ -107,6 +107,7 @@ class ErrorModel(BaseModel):
 
 ERRORS = {
     400: {"model": ErrorModel, "description": "Malformed request or session id"},
+    403: {"model": ErrorModel, "description": "A write sent by a page of another web site (Origin, Sec-Fetch-Site)"},
     404: {"model": ErrorModel, "description": "No such image in this workspace"},
     413: {"model": ErrorModel, "description": "Too large: file, pixels, frames, entries or quota"},
     415: {"model": ErrorModel, "description": "Not a supported image"},
