@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tests.server_process import ServerProcess
@@ -19,8 +20,9 @@ MISSING = (
 )
 
 
-def chromium(width: int = 1400, height: int = 1000) -> Any:
-    """A fresh headless Chromium with its own profile: a separate browser, no shared storage."""
+def chromium(width: int = 1400, height: int = 1000, download_dir: Path | None = None) -> Any:
+    """A fresh headless Chromium with its own profile: a separate browser, no shared storage.
+    With ``download_dir``, downloads are saved there without asking."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -38,8 +40,15 @@ def chromium(width: int = 1400, height: int = 1000) -> Any:
         f"--window-size={width},{height}",
     ):
         options.add_argument(argument)
+    if download_dir is not None:
+        options.add_experimental_option(
+            "prefs", {"download.default_directory": str(download_dir), "download.prompt_for_download": False}
+        )
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
+    if download_dir is not None:
+        download_dir.mkdir(parents=True, exist_ok=True)
+        driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(download_dir)})
     return driver
 
 

@@ -48,3 +48,13 @@ class DropZone(ui.element, component="dropzone.js"):
         """``handler(files)`` with the name and size of each file held back for its size."""
         self.on("rejected", lambda event: handler(event.args), args=[None])
         return self
+
+    def on_notice(self, handler: Callable[[str], Any]) -> DropZone:
+        """``handler(text)`` for what the user should know about a drop (files left out, unreadable)."""
+        self.on("notice", lambda event: handler(str(event.args)), args=[None])
+        return self
+
+    def on_stopped(self, handler: Callable[[str], Any]) -> DropZone:
+        """``handler(detail)`` when the server stopped an upload socket (a limit or a lost connection)."""
+        self.on("stopped", lambda event: handler(str(event.args)), args=[None])
+        return self

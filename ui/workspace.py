@@ -160,6 +160,8 @@ class Workspace:
                 junk_names=sorted(OS_JUNK_NAMES),
             ).classes("w-full")
             self.uploader.on_rejected(self._held_back)
+            self.uploader.on_notice(lambda text: ui.notify(text, type="info"))
+            self.uploader.on_stopped(self._upload_stopped)
             self.messages = ui.column().classes("w-full gap-1")
             with ui.tabs().classes("w-full").props("align=left") as tabs:
                 self.gallery_tab = ui.tab("gallery", label="Gallery", icon="photo_library")
@@ -239,6 +241,9 @@ class Workspace:
             multi_line=True,
         )
 
+    def _upload_stopped(self, detail: str) -> None:
+        self._show_lines([("negative", f"Upload stopped: {detail}")])
+
     def show_upload_outcome(self, report: data_service.UploadReport | None, error: DarkroomError | None) -> None:
         """Called by the upload routes: what was refused, skipped or already there, in plain words."""
         lines: list[tuple[str, str]] = []
@@ -250,6 +255,9 @@ class Workspace:
                 ("info", f"{d.filename}: already in the workspace as {d.existing.filename}") for d in report.duplicates
             ]
             lines += [("grey", f"{s.filename}: skipped ({s.reason})") for s in report.skipped]
+        self._show_lines(lines)
+
+    def _show_lines(self, lines: list[tuple[str, str]]) -> None:
         if not lines:
             return
         with self.messages:

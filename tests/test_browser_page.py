@@ -1,0 +1,295 @@
+"""The page's upload and download paths in real headless Chromium against the real server process:
+WebSocket upload with local previews, folders, paste, HEIC/AVIF, Download all, the dashboard's
+scatter, keyboard navigation in the detail and the HTTP fallback when WebSockets are blocked.
+
+Locally these tests skip when Chromium is missing; in CI (``CI=true``) a missing browser fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from tests.browser import MISSING, ServerProcess, chromium, loaded_thumbnails, wait_for
+from tests.conftest import DATA, free_port, make_jpeg
+
+if MISSING:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"browser tests cannot run in CI: {MISSING}", pytrace=False)
+    pytest.skip(MISSING, allow_module_level=True)
+
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+
+PHOTOS = sorted((DATA / "features" / "images").iterdir())
+
+# Records, in the page, every WebSocket opened after it loads, when the first local preview showed
+# and when the first server thumbnail finished loading (performance.now(), same clock).
+INSTRUMENT = """
+window.__sockets = [];
+const Original = window.WebSocket;
+window.WebSocket = class extends Original {
+  constructor(url, protocols) { super(url, protocols); window.__sockets.push(String(url)); }
+};
+window.__firstPreview = null;
+window.__firstThumbnail = null;
+new MutationObserver(() => {
+  if (window.__firstPreview === null && document.querySelector('img.dr-local-preview')) {
+    window.__firstPreview = performance.now();
+  }
+}).observe(document.body, { childList: true, subtree: true });
+document.addEventListener('load', (event) => {
+  if (window.__firstThumbnail === null && event.target.matches && event.target.matches('img.dr-thumb')) {
+    window.__firstThumbnail = performance.now();
+  }
+}, true);
+"""
+
+# A network without WebSockets (a proxy that drops the upgrade): every new socket fails to open.
+BLOCK_WEBSOCKETS = """
+window.WebSocket = class {
+  constructor(url) {
+    this.url = url; this.readyState = 0; this.bufferedAmount = 0;
+    setTimeout(() => {
+      this.readyState = 3;
+      if (this.onerror) this.onerror(new Event('error'));
+      if (this.onclose) this.onclose({ code: 1006, reason: '' });
+    }, 20);
+  }
+  send() { throw new DOMException('not open', 'InvalidStateError'); }
+  close() {}
+};
+"""
+
+HTTP_UPLOADS = (
+    "return performance.getEntriesByType('resource').filter(e => e.name.includes('/_darkroom/upload/')).length"
+)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    process = ServerProcess(free_port(), {"DARKROOM_FEATURE_WORKERS": "1"})
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Opens separate browsers on demand (downloads go to ``tmp_path/downloads``); all closed afterwards."""
+    drivers = []
+
+    def open_browser() -> Any:
+        driver = chromium(download_dir=tmp_path / "downloads")
+        drivers.append(driver)
+        return driver
+
+    yield open_browser
+    for driver in drivers:
+        driver.quit()
+
+
+def open_workspace(driver: Any, url: str) -> None:
+    driver.get(url)
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=usage]"), message="page did not load")
+
+
+def filenames(driver: Any) -> list[str]:
+    return sorted(e.get_attribute("title") for e in driver.find_elements(By.CSS_SELECTOR, ".dr-card .dr-name"))
+
+
+def choose_files(driver: Any, *paths: Path) -> None:
+    driver.find_element(By.CSS_SELECTOR, "input[type=file]:not([webkitdirectory])").send_keys(
+        "\n".join(str(p) for p in paths)
+    )
+
+
+def click_tab(driver: Any, label: str) -> None:
+    xpath = f"//div[contains(@class, 'q-tab ')][.//div[starts-with(normalize-space(), '{label}')]]"
+    tab = wait_for(driver, lambda d: d.find_elements(By.XPATH, xpath))[0]
+    driver.execute_script("arguments[0].click()", tab)
+
+
+def write(folder: Path, name: str, data: bytes) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_chosen_files_travel_over_the_websocket_and_show_a_local_preview_first(server, browser) -> None:
+    driver = browser()
+    open_workspace(driver, server.url)
+    driver.execute_script(INSTRUMENT)
+    choose_files(driver, *PHOTOS)
+    wait_for(driver, lambda d: loaded_thumbnails(d) == len(PHOTOS), message="thumbnails did not appear")
+    assert filenames(driver) == sorted(p.name for p in PHOTOS)
+    sockets = driver.execute_script("return window.__sockets")
+    assert [url for url in sockets if "/_darkroom/ws/upload/" in url], sockets
+    assert driver.execute_script(HTTP_UPLOADS) == 0  # nothing went through the HTTP fallback
+    preview, thumbnail = driver.execute_script("return [window.__firstPreview, window.__firstThumbnail]")
+    assert preview is not None and thumbnail is not None
+    assert preview < thumbnail  # the browser's own preview came before the server's thumbnail
+    # ... and gave way to it: no local preview is left once every card is in
+    wait_for(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, ".dr-pending-tile"))
+
+
+def test_a_refused_file_shows_the_apis_words_on_its_tile(server, browser, tmp_path) -> None:
+    driver = browser()
+    open_workspace(driver, server.url)
+    choose_files(driver, DATA / "hostile" / "truncated.jpg", write(tmp_path, "fine.jpg", make_jpeg(seed=40)))
+    wait_for(driver, lambda d: filenames(d) == ["fine.jpg"])
+    tile = ".dr-pending-tile.dr-failed[data-name='truncated.jpg']"
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, tile), message="no refusal on the tile")
+    assert "the JPEG data is corrupt" in driver.find_element(By.CSS_SELECTOR, tile).text
+
+
+def test_a_folder_with_a_nested_folder_keeps_relative_names_and_skips_os_junk(server, browser, tmp_path) -> None:
+    root = tmp_path / "trip"
+    write(root, "beach.jpg", make_jpeg(90, 60, seed=41))
+    write(root, "day 2/hills.jpg", make_jpeg(90, 60, seed=42))
+    write(root, "day 2/night/stars.jpg", make_jpeg(90, 60, seed=43))
+    write(root, ".DS_Store", b"\0\0\0\1Bud1")
+    write(root, "day 2/Thumbs.db", b"junk")
+    write(root, "day 2/._hills.jpg", b"resource fork")
+    driver = browser()
+    open_workspace(driver, server.url)
+    driver.find_element(By.CSS_SELECTOR, "input[webkitdirectory]").send_keys(str(root))
+    expected = ["trip/beach.jpg", "trip/day 2/hills.jpg", "trip/day 2/night/stars.jpg"]
+    wait_for(driver, lambda d: filenames(d) == expected and loaded_thumbnails(d) == 3, message="folder not uploaded")
+    assert "Thumbs.db" not in driver.page_source and "._hills.jpg" not in driver.page_source
+
+
+def test_pasting_an_image_adds_it_with_a_generated_name(server, browser) -> None:
+    driver = browser()
+    open_workspace(driver, server.url)
+    png = io.BytesIO()
+    Image.new("RGB", (64, 40), (200, 30, 90)).save(png, "PNG")
+    driver.execute_script(
+        """
+        const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));
+        const data = new DataTransfer();
+        data.items.add(new File([bytes], 'image.png', { type: 'image/png' }));
+        document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true }));
+        """,
+        base64.b64encode(png.getvalue()).decode(),
+    )
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 1, message="the pasted image did not arrive")
+    (name,) = filenames(driver)
+    assert re.fullmatch(r"pasted-\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d\.png", name), name
+
+
+def test_heic_and_avif_photos_get_thumbnails(server, browser, tmp_path) -> None:
+    import pillow_heif
+
+    photo = Image.open(io.BytesIO(make_jpeg(160, 120, seed=44))).convert("RGB")
+    heic = tmp_path / "phone.heic"
+    pillow_heif.from_pillow(photo).save(heic, quality=80)
+    avif = tmp_path / "web.avif"
+    photo.save(avif, "AVIF", quality=60)
+    driver = browser()
+    open_workspace(driver, server.url)
+    choose_files(driver, heic, avif)
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 2, timeout=40, message="HEIC/AVIF thumbnails did not appear")
+    assert filenames(driver) == ["phone.heic", "web.avif"]
+    assert "HEIF" in driver.page_source and "AVIF" in driver.page_source
+
+
+def test_download_all_returns_the_uploads_byte_for_byte(server, browser, tmp_path) -> None:
+    uploads = {
+        "one.jpg": make_jpeg(80, 60, seed=45),
+        "two.jpg": make_jpeg(60, 80, seed=46),
+        "rotated.jpg": (DATA / "hostile" / "exif_orientation_6.jpg").read_bytes(),
+    }
+    paths = [write(tmp_path / "up", name, data) for name, data in uploads.items()]
+    driver = browser()
+    open_workspace(driver, server.url)
+    choose_files(driver, *paths)
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 3)
+    link = driver.find_element(By.CSS_SELECTOR, "[data-testid=download-all]")
+    assert "/_darkroom/archive/" in link.get_attribute("href")  # a page token, never the session id
+    driver.execute_script("arguments[0].click()", link)
+    downloads = tmp_path / "downloads"
+    archives = wait_for(
+        driver, lambda d: [p for p in downloads.glob("*.zip")] if downloads.exists() else [], timeout=30
+    )
+    with zipfile.ZipFile(archives[0]) as archive:
+        assert sorted(archive.namelist()) == sorted(uploads)
+        for name, data in uploads.items():
+            assert archive.read(name) == data
+
+
+def scatter_points(driver: Any) -> list[dict[str, Any]]:
+    return driver.execute_script(
+        """
+        const chart = getElement(document.querySelector('[data-testid=scatter]')).chart;
+        const points = [];
+        chart.getOption().series.forEach((series, index) => series.data.forEach(point => {
+          const [x, y] = chart.convertToPixel({ seriesIndex: index }, point.value);
+          points.push({ id: point.id, x, y });
+        }));
+        return points;
+        """
+    )
+
+
+def test_dashboard_scatter_has_a_point_per_image_and_a_click_opens_the_detail(server, browser) -> None:
+    driver = browser()
+    open_workspace(driver, server.url)
+    choose_files(driver, *PHOTOS[:4])
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 4)
+    order = [e.get_attribute("data-image-id") for e in driver.find_elements(By.CSS_SELECTOR, ".dr-card")]
+    click_tab(driver, "Dashboard")
+    wait_for(driver, lambda d: "every feature computed" in d.page_source, timeout=90)
+    points = wait_for(driver, lambda d: (p := scatter_points(d)) and len(p) == 4 and p, timeout=20)
+    assert sorted(p["id"] for p in points) == sorted(order)
+    chart = driver.find_element(By.CSS_SELECTOR, "[data-testid=scatter]")
+    size = chart.size
+    target = points[0]
+    ActionChains(driver).move_to_element_with_offset(
+        chart, round(target["x"] - size["width"] / 2), round(target["y"] - size["height"] / 2)
+    ).click().perform()
+    detail = "[data-testid=detail]"
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, detail), message="the point did not open the detail")
+    assert driver.find_element(By.CSS_SELECTOR, detail).get_attribute("data-image-id") == target["id"]
+
+    # ←/→ move through the images (in gallery order), Esc closes
+    start = order.index(target["id"])
+    ActionChains(driver).send_keys(Keys.ARROW_RIGHT).perform()
+    following = order[(start + 1) % len(order)]
+    wait_for(
+        driver,
+        lambda d: [
+            e for e in d.find_elements(By.CSS_SELECTOR, detail) if e.get_attribute("data-image-id") == following
+        ],
+        message="→ did not move to the next image",
+    )
+    ActionChains(driver).send_keys(Keys.ARROW_LEFT).perform()
+    wait_for(
+        driver,
+        lambda d: [
+            e for e in d.find_elements(By.CSS_SELECTOR, detail) if e.get_attribute("data-image-id") == target["id"]
+        ],
+        message="← did not move back",
+    )
+    ActionChains(driver).send_keys(Keys.ESCAPE).perform()
+    wait_for(driver, lambda d: not [e for e in d.find_elements(By.CSS_SELECTOR, detail) if e.is_displayed()])
+
+
+def test_with_websockets_blocked_the_page_falls_back_to_http(server, browser) -> None:
+    driver = browser()
+    open_workspace(driver, server.url)
+    driver.execute_script(BLOCK_WEBSOCKETS)
+    choose_files(driver, *PHOTOS[:3])
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 3, message="the HTTP fallback did not upload")
+    assert filenames(driver) == sorted(p.name for p in PHOTOS[:3])
+    assert driver.execute_script(HTTP_UPLOADS) >= 1
