@@ -263,11 +263,23 @@ def _prepare_many(files: Iterable[tuple[str | None, bytes]]) -> Iterable[Prepare
                 work.cancel()
 
 
+def _admit_session(store: ImageStore, key: str) -> None:
+    """Refuse to start one more session past ``DARKROOM_MAX_SESSIONS`` (existing ones carry on)."""
+    limit = settings().max_sessions
+    if not store.has_session(key) and store.session_count() >= limit:
+        raise ServiceBusy(
+            f"the server holds its maximum of {limit} workspaces; try again later",
+            SESSION_CAP_RETRY_SECONDS,
+        )
+
+
 def commit(prepared: Iterable[Prepared], report: UploadReport | None = None) -> UploadReport:
     """Store prepared images into the current session, one by one (a full quota rejects the
     image that does not fit, not the ones before it)."""
     report = report or UploadReport()
     store, key, session_id = _namespace()
+    if session_id is not None:
+        _admit_session(store, key)
     for item in prepared:
         if isinstance(item, Rejection):
             report.rejected.append(item)
@@ -447,7 +459,9 @@ def touch_session() -> None:
     """Mark the current session as in use (it expires only after the idle timeout from now)."""
     session_id = current_session_id()
     if session_id is not None:
-        _current().sessions.touch(session_id)
+        store = _current().sessions
+        _admit_session(store, session_id)
+        store.touch(session_id)
 
 
 def expire_idle_sessions(now: float | None = None) -> int:

@@ -9,7 +9,8 @@ canvas), so validation, thumbnails, previews and feature decodes never run in th
   413 (memory, time) or 422 (the decoder crashed); every other upload carries on;
 * the pool has one worker per core by default and a bounded queue: when ``workers + queue`` tasks
   are already in flight, the next one is refused with 503 and ``Retry-After``;
-* bytes travel to the workers through pipes, never files.
+* bytes travel to the workers through pipes, never files, and a worker cannot open a file for
+  writing at all (an audit hook refuses it), whatever a decoder or plugin tries.
 
 ``call`` blocks (for worker threads), ``run`` awaits (for the event loop; cancelling it stops the
 task's worker). Both raise only ``DarkroomError`` subclasses for anything the bytes can cause.
@@ -24,6 +25,7 @@ import multiprocessing
 import os
 import resource
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -51,8 +53,21 @@ def _vm_size() -> int:
         return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC | getattr(os, "O_TMPFILE", 0)
+
+
+def _refuse_file_writes(event: str, args: tuple[Any, ...]) -> None:
+    """Audit hook of the workers: no file is opened for writing (uploads stay in RAM)."""
+    if event != "open":
+        return
+    path, mode, flags = (list(args) + [None, None, None])[:3]
+    if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & _WRITE_FLAGS):
+        raise PermissionError(f"decode workers do not write files ({path!r})")
+
+
 def _start_worker(memory_bytes: int) -> None:
-    """Worker initializer: load what the tasks need, then cap the address space above that."""
+    """Worker initializer: load what the tasks need, then cap the address space above that and
+    forbid file writes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle, not the workers'
     import core.features.compute  # noqa: F401  numpy, scipy, Pillow: counted in the baseline
     import core.ingest  # noqa: F401
@@ -60,6 +75,7 @@ def _start_worker(memory_bytes: int) -> None:
     limit = _vm_size() + memory_bytes
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    sys.addaudithook(_refuse_file_writes)
 
 
 class DecodePool:
@@ -75,15 +91,45 @@ class DecodePool:
         self._lock = threading.Lock()
         for name, value in _WORKER_ENVIRONMENT.items():
             os.environ.setdefault(name, value)  # inherited by the spawned workers
+        self._pool = self._new_pool()
+        self._closed = False
+
+    def _new_pool(self) -> ProcessPool:
         # spawn: forking a process that runs threads and an event loop is unsafe
-        self._pool = ProcessPool(
+        return ProcessPool(
             max_workers=self.workers,
             max_tasks=TASKS_PER_WORKER,
             initializer=_start_worker,
             initargs=(self.memory_bytes,),
             context=multiprocessing.get_context("spawn"),
         )
-        self._closed = False
+
+    def _schedule(self, function: Callable[..., T], args: tuple[Any, ...]) -> concurrent.futures.Future[T]:
+        pool = self._pool
+        try:
+            future = pool.schedule(function, args=args, timeout=self.seconds)
+        except RuntimeError:
+            self._replace(pool)
+            pool = self._pool
+            future = pool.schedule(function, args=args, timeout=self.seconds)
+        future.darkroom_task = (function, args, pool)  # type: ignore[attr-defined]  to retry on a broken pool
+        return future
+
+    def _replace(self, broken: ProcessPool) -> None:
+        """pebble gives up on a pool whose idle worker was killed (it may have held the shared
+        channel's lock): replace the whole pool and go on."""
+        with self._lock:
+            if self._closed:
+                raise ServiceBusy("the server is shutting down; try again in a moment", RETRY_AFTER_SECONDS)
+            if self._pool is not broken:
+                return  # another caller replaced it already
+            self._pool = self._new_pool()
+        log.warning("the decode pool broke (a worker was killed while idle); it was replaced")
+        broken.stop()
+
+    def _retry_if_broken(self, future: concurrent.futures.Future[T], exc: BaseException) -> bool:
+        """Whether ``exc`` means the pool broke under an innocent task (then it is run again once)."""
+        return isinstance(exc, concurrent.futures.BrokenExecutor) and hasattr(future, "darkroom_task")
 
     # -- admission --
     def _admit(self) -> None:
@@ -109,7 +155,7 @@ class DecodePool:
         """Schedule ``function(*args)`` in a worker (ServiceBusy when the queue is full)."""
         self._admit()
         try:
-            future = self._pool.schedule(function, args=args, timeout=self.seconds)
+            future = self._schedule(function, args)
         except BaseException:
             self._release()
             raise
@@ -124,20 +170,32 @@ class DecodePool:
     def result(self, future: concurrent.futures.Future[T]) -> T:
         """Wait for a submitted task (from a thread); every failure becomes a DarkroomError."""
         try:
-            return future.result()
+            try:
+                return future.result()
+            except concurrent.futures.BrokenExecutor as exc:
+                if not self._retry_if_broken(future, exc):
+                    raise
+                function, args, pool = future.darkroom_task  # type: ignore[attr-defined]
+                self._replace(pool)
+                return self.call(function, *args)
         except BaseException as exc:  # noqa: BLE001
             raise self._translate(exc) from None
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function(*args)`` in a worker and await it; cancelling stops that worker's task."""
-        future = self.submit(function, *args)
-        try:
-            return await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            future.cancel()  # pebble stops the worker running it and starts a fresh one
-            raise
-        except BaseException as exc:  # noqa: BLE001
-            raise self._translate(exc) from None
+        for attempt in range(2):
+            future = self.submit(function, *args)
+            try:
+                return await asyncio.wrap_future(future)
+            except asyncio.CancelledError:
+                future.cancel()  # pebble stops the worker running it and starts a fresh one
+                raise
+            except BaseException as exc:  # noqa: BLE001
+                if attempt == 0 and self._retry_if_broken(future, exc):
+                    self._replace(future.darkroom_task[2])  # type: ignore[attr-defined]
+                    continue
+                raise self._translate(exc) from None
+        raise AssertionError("unreachable")
 
     def _translate(self, exc: BaseException) -> DarkroomError:
         if isinstance(exc, DarkroomError):
@@ -152,6 +210,8 @@ class DecodePool:
             if exc.exitcode == -signal.SIGKILL:  # the kernel's OOM killer, or a hard limit
                 return TooLarge("decoding the image needed more memory than the server allows")
             return CorruptImage("the image could not be decoded: the decoder stopped on its data")
+        if isinstance(exc, concurrent.futures.BrokenExecutor):
+            return ServiceBusy("the image decoders are restarting; try again in a moment", RETRY_AFTER_SECONDS)
         if isinstance(exc, concurrent.futures.CancelledError):
             return ServiceBusy("the decode was cancelled because the server is shutting down", RETRY_AFTER_SECONDS)
         log.warning("unexpected decode failure: %s", type(exc).__name__)

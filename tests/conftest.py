@@ -144,6 +144,8 @@ class FileWriteWatch:
         if not cls.active or event != "open":
             return
         path, mode, flags = (list(args) + [None, None, None])[:3]
+        if isinstance(path, int):  # an fd already open (a pipe to a worker); opening a file is caught
+            return
         writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
             isinstance(flags, int) and flags & _WRITE_FLAGS
         )

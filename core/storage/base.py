@@ -196,6 +196,14 @@ class ImageStore(ABC):
         """Bytes the namespace holds, counted as against its quota."""
         raise NotImplementedError
 
+    def session_count(self) -> int:
+        """How many namespaces exist (the session cap counts these)."""
+        return self.totals().sessions
+
+    def has_session(self, key: str) -> bool:
+        """Whether the namespace exists (touched or holding images)."""
+        return self.bytes_held(key) > 0
+
     def get_annotations(self, key: str, image_id: str) -> Annotations:
         """The image's annotations (empty, version 0, if never edited), or NotFound."""
         raise NotImplementedError

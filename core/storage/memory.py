@@ -201,6 +201,14 @@ class MemoryStore(ImageStore):
             namespace = self._namespaces.get(key)
             return namespace.bytes_held if namespace else 0
 
+    def session_count(self) -> int:
+        with self._lock:
+            return len(self._namespaces)
+
+    def has_session(self, key: str) -> bool:
+        with self._lock:
+            return key in self._namespaces
+
     def get_annotations(self, key: str, image_id: str) -> Annotations:
         with self._lock:
             return self._entry(key, image_id).annotations

@@ -1,0 +1,35 @@
+"""Tasks that misbehave on purpose, run in the decode sandbox's workers by tests/test_sandbox.py
+(workers import them by name, so they live in a module of their own)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+
+def sleep(seconds: float) -> float:
+    """Stand-in for a decoder that loops for ``seconds``."""
+    time.sleep(seconds)
+    return seconds
+
+
+def allocate(nbytes: int) -> int:
+    """Stand-in for a decoder that asks for a canvas of ``nbytes``."""
+    block = bytearray(nbytes)
+    return len(block)
+
+
+def die(signal_number: int = signal.SIGKILL) -> None:
+    """Stand-in for the kernel's OOM killer (SIGKILL) or a decoder that crashes (SIGSEGV)."""
+    os.kill(os.getpid(), signal_number)
+
+
+def worker_pid() -> int:
+    return os.getpid()
+
+
+def write_file(path: str) -> None:
+    """Stand-in for a decoder or plugin that spools to a temporary file."""
+    with open(path, "wb") as out:
+        out.write(b"pixels")
