@@ -136,6 +136,8 @@ class Dashboard:
         self.stale = True
         self.computing = False
         self.visible = False
+        self.extend_controls: Callable[[], None] | None = None  # "colour by tag" (ui.collab)
+        self.recolour: Callable[[dict[str, Any]], None] | None = None
 
     def build(self) -> None:
         with ui.row().classes("w-full items-center gap-2"):
@@ -164,6 +166,8 @@ class Dashboard:
                                        with_input=True, on_change=self.draw_charts)  # fmt: skip
             for select in (self.histogram_feature, self.scatter_x, self.scatter_y):
                 select.classes("min-w-[240px]").props("dense outlined")
+            if self.extend_controls is not None:
+                self.extend_controls()
         with ui.row().classes("w-full no-wrap max-lg:flex-wrap"):
             self.histogram = ui.echart(histogram_options(DEFAULT_HISTOGRAM, [])).classes("grow")
             self.histogram.style("height: 300px; min-width: 320px").props("data-testid=histogram")
@@ -264,10 +268,11 @@ class Dashboard:
         self.histogram.options.clear()
         self.histogram.options.update(histogram_options(self.histogram_feature.value, self.rows))
         self.histogram.update()
+        scatter = scatter_options(self.scatter_x.value, self.scatter_y.value, self.rows, self.thumbnail_url)
+        if self.recolour is not None:
+            self.recolour(scatter)
         self.scatter.options.clear()
-        self.scatter.options.update(
-            scatter_options(self.scatter_x.value, self.scatter_y.value, self.rows, self.thumbnail_url)
-        )
+        self.scatter.options.update(scatter)
         self.scatter.update()
 
     async def _point_clicked(self, event: EChartPointClickEventArguments) -> None:

@@ -33,6 +33,7 @@ class Detail:
         self.ordered_ids = ordered_ids
         self.record_of = record_of
         self.image_id: str | None = None
+        self.extend: Callable[[str], None] | None = None  # the annotation editor (ui.collab)
 
     def build(self) -> None:
         self.dialog = ui.dialog().props("maximized=false full-width").mark("detail")
@@ -108,6 +109,8 @@ class Detail:
                             ui.label(label).classes("text-grey-7 w-24")
                             ui.label(value)
                     flags = ui.row().classes("gap-1 q-mt-sm")
+                    if self.extend is not None:
+                        self.extend(image_id)
             body = ui.column().classes("w-full")
             with body, ui.row().classes("items-center gap-2"):
                 ui.spinner()

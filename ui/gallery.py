@@ -29,6 +29,7 @@ class Gallery:
         self.on_open = on_open
         self.cards: dict[str, ui.element] = {}
         self.records: dict[str, dict[str, Any]] = {}  # image id -> public record, in upload order
+        self.extend_card: Callable[[dict[str, Any]], None] | None = None  # the annotation strip (ui.collab)
 
     def build(self) -> None:
         self.empty = ui.column().classes("w-full items-center q-pa-xl text-grey-7")
@@ -58,6 +59,9 @@ class Gallery:
         with self.grid, ui.card().tight().classes("dr-card").props(f"data-image-id={image_id}") as card:
             self._card_body(image)
         self.cards[image_id] = card
+        if self.extend_card is not None:
+            with card:
+                self.extend_card(image)
         return True
 
     def _card_body(self, image: dict[str, Any]) -> None:

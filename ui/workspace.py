@@ -23,6 +23,7 @@ from core.archive import _OS_JUNK_NAMES as OS_JUNK_NAMES  # the page skips the s
 from core.errors import DarkroomError
 from core.events import IMAGE_ADDED, IMAGE_REMOVED, PROGRESS, SESSION_CLEARED, Event, bus
 from core.invites import invites
+from ui.collab import Collab
 from ui.dashboard import Dashboard
 from ui.detail import Detail
 from ui.dropzone import ACCEPT, DropZone
@@ -58,6 +59,11 @@ class Workspace:
         self.detail = Detail(client, self.preview_url, self.original_url, self.gallery.ids, self.gallery.records.get)
         self.dashboard = Dashboard(client, self.thumbnail_url, lambda: self.gallery.count, self.open_detail)
         self.sharing = Sharing(client, binding, base_url, self.settings)
+        self.collab = Collab(client, binding, lambda: self.gallery.cards)
+        self.gallery.extend_card = self.collab.extend_card
+        self.detail.extend = self.collab.extend_detail
+        self.dashboard.extend_controls = lambda: self.collab.build_colouring(self.dashboard.draw_charts)
+        self.dashboard.recolour = self.collab.recolour
 
     # -- URLs of this page's resources (a token, never the session id) --
     def thumbnail_url(self, image_id: str) -> str:
@@ -78,8 +84,9 @@ class Workspace:
         queue, self._unsubscribe = bus.subscribe_queue(self.binding.session_id)
         self._consumer = background_tasks.create(self._consume(queue), name="darkroom-workspace-events")
         upload_listeners[self.client.id] = self.show_upload_outcome
-        for record in run_in_session(self.client, data_service.list_images):
-            self.gallery.add(record.to_public())
+        self.collab.start()
+        for image in run_in_session(self.client, data_service.list_records_with_annotations):
+            self.gallery.add(image)
         run_in_session(self.client, data_service.touch_session)
         self._update_counts()
         keep_alive = max(0.2, min(60.0, self.settings.session_idle_seconds / 3))
@@ -88,6 +95,7 @@ class Workspace:
     def close(self) -> None:
         """The page is gone: stop following events and free its tokens. The session itself stays
         until it has been idle for the configured time (another tab or a script may use it)."""
+        self.collab.close()
         if self._unsubscribe:
             self._unsubscribe()
         if self._consumer:
@@ -111,6 +119,8 @@ class Workspace:
 
     def _apply(self, event: Event) -> bool:
         """Show one event; True when the workspace's content changed."""
+        if self.collab.apply(event):
+            return False
         if event.kind == IMAGE_ADDED:
             self.gallery.add(event.data["image"])
         elif event.kind == IMAGE_REMOVED:
@@ -138,6 +148,7 @@ class Workspace:
             ui.label("Darkroom").classes("text-xl font-bold")
             ui.label("private image workspace").classes("text-blue-grey-2 max-sm:hidden")
             ui.space()
+            self.collab.build_presence()
             self.usage = ui.label().classes("text-blue-grey-1 text-sm").props("data-testid=usage")
             archive = ARCHIVE_PATH.format(token=self.binding.token)
             with ui.element("a").props(f'href="{archive}" download data-testid=download-all'):
@@ -169,6 +180,7 @@ class Workspace:
             self.panels = ui.tab_panels(tabs, value="gallery", on_change=self._tab_changed).classes("w-full")
             with self.panels:
                 with ui.tab_panel("gallery").classes("q-pa-none"):
+                    self.collab.build_filters()
                     self.gallery.build()
                 with ui.tab_panel("dashboard").classes("q-pa-none"):
                     self.dashboard.build()
