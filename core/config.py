@@ -145,7 +145,8 @@ OPTIONS: list[tuple[str, str, str]] = [
     (
         "decode_seconds",
         "DARKROOM_DECODE_SECONDS",
-        "CPU/wall-time budget to decode one image (validate, thumbnail, preview, features); over it: 413.",
+        "CPU seconds to decode one image (validate, thumbnail, preview, features); over it: 413. A decode "
+        "also stops after 6x this in wall-clock time.",
     ),
     ("decode_workers", "DARKROOM_DECODE_WORKERS", "Decode worker processes; `0`: one per CPU core."),
     (

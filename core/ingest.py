@@ -310,7 +310,7 @@ def _thumbnail(image: Image.Image, fmt: str, orientation: int, size: int) -> tup
         raise
     except Exception as exc:  # noqa: BLE001
         raise CorruptImage(f"the {_label(fmt)} data is corrupt or truncated ({_reason(exc)})") from None
-    frame = _displayable(image)
+    frame = _displayable(image, size)
     frame.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
     if orientation in _ORIENTATION_TRANSPOSE:
         frame = frame.transpose(_ORIENTATION_TRANSPOSE[orientation])
@@ -322,10 +322,17 @@ def _thumbnail(image: Image.Image, fmt: str, orientation: int, size: int) -> tup
     return out.getvalue(), "image/jpeg"
 
 
-def _displayable(image: Image.Image) -> Image.Image:
-    """First frame as RGB, or RGBA when it has transparency."""
+def _displayable(image: Image.Image, size: int) -> Image.Image:
+    """First frame as RGB, or RGBA when it has transparency. Integer and float images are scaled
+    to their own range, after a box reduction to about twice ``size`` (so a 49-megapixel float
+    TIFF is normalised as 0.3 megapixels, not as 392 MB of float64)."""
     mode = image.mode
     if mode in ("I", "F") or mode.startswith("I;16"):
+        if mode.startswith("I;16"):
+            image = image.convert("I")
+        factor = max(1, max(image.size) // (2 * size))
+        if factor > 1:
+            image = image.reduce(factor)
         values = np.asarray(image, dtype=np.float64)
         low, high = float(values.min()), float(values.max())
         scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)

@@ -4,7 +4,10 @@ A decoder's cost is not bounded by the file's size (a 50-byte GIF can ask Pillow
 canvas), so validation, thumbnails, previews and feature decodes never run in the server process:
 
 * each worker has an address-space limit (``DARKROOM_DECODE_MEMORY_BYTES`` above what the worker
-  holds once its libraries are loaded) and each task a time budget (``DARKROOM_DECODE_SECONDS``);
+  holds once its libraries are loaded) and each task a CPU budget (``DARKROOM_DECODE_SECONDS``,
+  enforced by the kernel through ``RLIMIT_CPU``, so a busy machine does not turn slow decodes into
+  refusals), plus a wall-clock backstop of ``WALL_CLOCK_FACTOR`` times that for a decoder that
+  blocks without using CPU;
 * a worker that hits a limit or dies is replaced (``pebble.ProcessPool``), and only that file gets
   413 (memory, time) or 422 (the decoder crashed); every other upload carries on;
 * the pool has one worker per core by default and a bounded queue: when ``workers + queue`` tasks
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 import multiprocessing
 import os
 import resource
@@ -40,6 +44,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRY_AFTER_SECONDS = 2
+WALL_CLOCK_FACTOR = 6
 # A worker is replaced after this many tasks, so that a fragmented heap does not grow forever.
 TASKS_PER_WORKER = 200
 # Single-threaded maths in the workers: the pool already uses every core, and a thread pool per
@@ -63,6 +68,15 @@ def _refuse_file_writes(event: str, args: tuple[Any, ...]) -> None:
     path, mode, flags = (list(args) + [None, None, None])[:3]
     if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & _WRITE_FLAGS):
         raise PermissionError(f"decode workers do not write files ({path!r})")
+
+
+def _with_cpu_budget(seconds: float, function: Callable[..., T], *args: Any) -> T:
+    """Run one task with at most ``seconds`` more CPU time: past it the kernel ends the worker
+    (SIGXCPU), however long a decoder stays in C code."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = math.ceil(usage.ru_utime + usage.ru_stime + seconds)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, resource.getrlimit(resource.RLIMIT_CPU)[1]))
+    return function(*args)
 
 
 def _start_worker(memory_bytes: int) -> None:
@@ -106,12 +120,14 @@ class DecodePool:
 
     def _schedule(self, function: Callable[..., T], args: tuple[Any, ...]) -> concurrent.futures.Future[T]:
         pool = self._pool
+        task = (self.seconds, function, *args)
+        wall_clock = self.seconds * WALL_CLOCK_FACTOR
         try:
-            future = pool.schedule(function, args=args, timeout=self.seconds)
+            future = pool.schedule(_with_cpu_budget, args=task, timeout=wall_clock)
         except RuntimeError:
             self._replace(pool)
             pool = self._pool
-            future = pool.schedule(function, args=args, timeout=self.seconds)
+            future = pool.schedule(_with_cpu_budget, args=task, timeout=wall_clock)
         future.darkroom_task = (function, args, pool)  # type: ignore[attr-defined]  to retry on a broken pool
         return future
 
@@ -201,12 +217,14 @@ class DecodePool:
         if isinstance(exc, DarkroomError):
             return exc
         if isinstance(exc, TimeoutError | concurrent.futures.TimeoutError):
-            return TooLarge(f"decoding the image took longer than its {self.seconds:g} s budget")
+            return TooLarge(f"decoding the image took longer than {self.seconds * WALL_CLOCK_FACTOR:g} s")
         if isinstance(exc, MemoryError):
             return TooLarge(f"decoding the image needs more than its {format_bytes(self.memory_bytes)} memory budget")
         if isinstance(exc, ProcessExpired):
             if exc.exitcode in (-signal.SIGKILL, -signal.SIGSEGV, -signal.SIGBUS):
                 log.warning("a decode worker died (exit code %s); it was replaced", exc.exitcode)
+            if exc.exitcode == -signal.SIGXCPU:
+                return TooLarge(f"decoding the image needs more than its {self.seconds:g} s CPU budget")
             if exc.exitcode == -signal.SIGKILL:  # the kernel's OOM killer, or a hard limit
                 return TooLarge("decoding the image needed more memory than the server allows")
             return CorruptImage("the image could not be decoded: the decoder stopped on its data")

@@ -14,6 +14,14 @@ def sleep(seconds: float) -> float:
     return seconds
 
 
+def spin(seconds: float) -> int:
+    """Stand-in for a decoder that burns CPU for ``seconds`` of wall time."""
+    deadline, count = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        count += 1
+    return count
+
+
 def allocate(nbytes: int) -> int:
     """Stand-in for a decoder that asks for a canvas of ``nbytes``."""
     block = bytearray(nbytes)

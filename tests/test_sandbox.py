@@ -32,10 +32,17 @@ def make_pool():
         pool.close(grace_seconds=0)
 
 
-def test_a_task_over_its_time_budget_is_413_and_the_pool_carries_on(make_pool):
-    pool = make_pool(decode_workers=1, decode_seconds=0.5)
-    with pytest.raises(TooLarge, match="longer than its 0.5 s budget"):
-        pool.call(sandbox_tasks.sleep, 30)
+def test_a_task_over_its_cpu_budget_is_413_and_the_pool_carries_on(make_pool):
+    pool = make_pool(decode_workers=1, decode_seconds=1)
+    with pytest.raises(TooLarge, match="more than its 1 s CPU budget"):
+        pool.call(sandbox_tasks.spin, 60)
+    assert pool.call(sandbox_tasks.sleep, 0) == 0
+
+
+def test_a_task_blocked_without_using_cpu_stops_at_the_wall_clock_backstop(make_pool):
+    pool = make_pool(decode_workers=1, decode_seconds=0.2)
+    with pytest.raises(TooLarge, match="took longer than"):
+        pool.call(sandbox_tasks.sleep, 60)
     assert pool.call(sandbox_tasks.sleep, 0) == 0
 
 
