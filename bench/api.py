@@ -1,0 +1,407 @@
+"""API requests/s and p99 under load, as ratios to a bare FastAPI app measured in the same run.
+
+    python bench/api.py [--seconds 8] [--connections 50] [--threads 1] [--scale]
+
+Load comes from Debian's ``wrk`` (a Python client would measure itself). The server is the real
+``python -m ui.main`` (NiceGUI mounted, memory mode); the baseline is ``bench/_bare_api_server.py``,
+a bare FastAPI app seeded with the same records and thumbnail. Printed per measure: requests/s and
+p99 of both, and the ratio darkroom / bare:
+
+  * ``GET /api/images`` (13 records) / bare                            target >= 0.8x
+  * ``GET /api/images/{id}/thumbnail`` / bare                          target >= 0.8x
+  * small PNG upload / a bare app that decodes and thumbnails          target >= 0.8x
+  * p99 with 100 sessions uploading and listing (half each)            target < 250 ms
+  * ``--scale``: 2 processes + Redis / 1 process in memory mode, the same mix, aggregate
+    requests/s                                                         target >= 1.5x
+
+Uploads rotate 64 distinct small PNGs under a fresh name each time, so every upload is decoded,
+thumbnailed and stored as a record of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import free_port  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MiB = 2**20
+LISTED_IMAGES = 13
+UPLOAD_VARIANTS = 64
+MIX_SESSIONS = 100
+TARGET_RATIO = 0.8
+TARGET_MIX_P99_MS = 250.0
+TARGET_SCALE_RATIO = 1.5
+BOUNDARY = "darkroombench7d1f0c"
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+# -- servers --
+class Server:
+    """A server process on a free port, ready once ``/api/health`` answers."""
+
+    def __init__(self, args: list[str], port: int, env: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env or dict(os.environ))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"{args} did not start")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def darkroom(workdir: Path, extra_env: dict[str, str] | None = None) -> Server:
+    """``python -m ui.main``, as a user runs it, with room for a long upload run in one session."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "NICEGUI", "DARKROOM_"))}
+    env.update(
+        {
+            "DARKROOM_LEGACY_DIR": str(workdir / "legacy"),
+            "DARKROOM_SESSION_QUOTA_BYTES": str(1024 * MiB),
+            "DARKROOM_MEMORY_CAP_BYTES": str(4096 * MiB),
+            **(extra_env or {}),
+        }
+    )
+    port = free_port()
+    return Server(["-m", "ui.main", "--port", str(port)], port, env)
+
+
+def bare() -> Server:
+    port = free_port()
+    return Server(["-m", "bench._bare_api_server", str(port)], port)
+
+
+# -- data --
+def small_png(seed: int, width: int = 160, height: int = 120) -> bytes:
+    """A small photo-like PNG (smooth shapes plus grain; distinct per seed)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([127 + 100 * np.sin(x / (20 + 5 * c) + seed) * np.cos(y / (15 + 4 * c) - c) for c in range(3)], -1)
+    pixels = np.clip(base + rng.normal(0, 6, size=base.shape), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(out, "PNG")
+    return out.getvalue()
+
+
+def seed_session(client: httpx.Client, pngs: list[bytes], count: int) -> str:
+    session = client.post("/api/sessions").json()["session_id"]
+    for index in range(count):
+        files = [("files", (f"photo-{index:02d}.png", pngs[index % len(pngs)], "image/png"))]
+        response = client.post("/api/images", params={"session_id": session}, files=files)
+        assert response.status_code == 200, response.text
+    return session
+
+
+# -- wrk --
+@dataclass(frozen=True)
+class Load:
+    requests_per_second: float
+    p99_ms: float
+    failed: int  # non-2xx answers and socket errors
+    why: str = ""  # upload scripts: failures by status and the first answer's text
+
+    def __str__(self) -> str:
+        failed = f", {self.failed} failed{self.why}" if self.failed else ""
+        return f"{self.requests_per_second:8.0f} req/s  p99 {self.p99_ms:7.1f} ms{failed}"
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * _UNIT_MS[unit]
+
+
+def wrk(url: str, seconds: int, connections: int, threads: int, script: Path | None = None) -> Load:
+    """One wrk run; its requests/s, p99 latency and failures."""
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    failed = (int(non_2xx.group(1)) if non_2xx else 0) + (
+        sum(int(n) for n in socket_errors.groups()) if socket_errors else 0
+    )
+    statuses = re.findall(r"^failed-status (\d+) (\d+)$", output, re.MULTILINE)
+    by_status = ", ".join(f"{n}x {code}" for code, n in statuses)
+    first = re.search(r"^failed-first (.*)$", output, re.MULTILINE)
+    why = f" ({by_status}; first: {first.group(1)})" if by_status and first else ""
+    return Load(rps, p99, failed, why)
+
+
+def upload_script(folder: Path, png_paths: list[Path], sessions: list[str], list_every: int) -> Path:
+    """A wrk script posting multipart uploads of the PNGs (a fresh name each time) to a session
+    picked at random among ``sessions`` ("" means none); with ``list_every`` > 0 every n-th request
+    lists that session's images instead."""
+    lua_list = ", ".join(f'"{s}"' for s in sessions)
+    lua_paths = ", ".join(f'"{p}"' for p in png_paths)
+    script = folder / f"upload-{len(sessions)}-{list_every}.lua"
+    script.write_text(
+        f"""
+local sessions = {{{lua_list}}}
+local files = {{}}
+for i, path in ipairs({{{lua_paths}}}) do
+  local f = assert(io.open(path, "rb")); files[i] = f:read("*a"); f:close()
+end
+local headers = {{["Content-Type"] = "multipart/form-data; boundary={BOUNDARY}"}}
+local list_every = {list_every}
+local counter = 0
+local threads = {{}}
+failures = {{}}
+first_failure = ""
+
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("tid", #threads)
+end
+
+function response(status, headers, body)
+  if status >= 300 then
+    failures[status] = (failures[status] or 0) + 1
+    if first_failure == "" then first_failure = string.sub(body, 1, 160) end
+  end
+end
+
+function done(summary, latency, requests)
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("failures")) do
+      io.write(string.format("failed-status %d %d\\n", status, count))
+    end
+    local first = thread:get("first_failure")
+    if first ~= "" then io.write("failed-first " .. string.gsub(first, "\\n", " ") .. "\\n") end
+  end
+end
+
+function init(args)
+  math.randomseed(tid * 7919)
+end
+
+function request()
+  counter = counter + 1
+  local sid = sessions[math.random(#sessions)]
+  local query = sid ~= "" and ("?session_id=" .. sid) or ""
+  if list_every > 0 and counter % list_every == 0 then
+    return wrk.format("GET", "/api/images" .. query)
+  end
+  local name = "t" .. tid .. "-" .. counter .. ".png"
+  local body = "--{BOUNDARY}\\r\\nContent-Disposition: form-data; name=\\"files\\"; filename=\\"" .. name
+    .. "\\"\\r\\nContent-Type: image/png\\r\\n\\r\\n" .. files[counter % #files + 1] .. "\\r\\n--{BOUNDARY}--\\r\\n"
+  return wrk.format("POST", "/api/images" .. query, headers, body)
+end
+"""
+    )
+    return script
+
+
+def compare(label: str, ours: Load, baseline: Load) -> None:
+    ratio = ours.requests_per_second / baseline.requests_per_second
+    verdict = "ok" if ratio >= TARGET_RATIO else "BELOW TARGET"
+    print(
+        f"{label}\n  darkroom {ours}\n  bare     {baseline}\n  ratio {ratio:.2f}x (target >= {TARGET_RATIO}x) {verdict}"
+    )
+
+
+# -- 2 processes + Redis vs 1 process in memory mode (--scale) --
+class RedisServer:
+    """A throw-away, RAM-only redis-server on a free port."""
+
+    def __init__(self) -> None:
+        import redis
+
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def redis_mode_available(redis_url: str) -> bool:
+    """Whether DARKROOM_STORAGE=redis gives a Redis-backed store (not the memory default)."""
+    from core import data_service
+    from core.config import Settings
+    from core.storage.memory import MemoryStore
+
+    try:
+        store = data_service.session_store(Settings(storage="redis", redis_url=redis_url))
+    except Exception:  # noqa: BLE001  any failure means: not usable here
+        return False
+    return not isinstance(store, MemoryStore)
+
+
+def warm_up(server: Server, pngs: list[bytes]) -> None:
+    """One upload and one list in a session of its own: the decode workers (seconds to spawn on a
+    busy machine) are up before wrk measures."""
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        session = seed_session(client, pngs, 1)
+        client.get("/api/images", params={"session_id": session}).raise_for_status()
+
+
+def measure_scale(
+    args: argparse.Namespace, workdir: Path, script_for: dict[str, Callable[[list[str]], Path]], pngs: list[bytes]
+) -> None:
+    """The mix (100 sessions uploading and listing) at ``args.connections``: one process in memory
+    mode, then two processes sharing one Redis, each loaded with half the connections at once (the
+    sessions are made on the first and served by both). Prints the aggregate ratio."""
+    print(f"scale: 2 processes + Redis vs 1 process in memory mode, {MIX_SESSIONS} sessions uploading and listing")
+    if shutil.which("redis-server") is None:
+        print("  skipped: redis-server is not installed")
+        return
+    redis_server = RedisServer()
+    try:
+        if not redis_mode_available(redis_server.url):
+            print("  skipped: redis mode not available")
+            return
+        single = darkroom(workdir)
+        try:
+            with httpx.Client(base_url=single.url, timeout=60) as client:
+                sessions = [seed_session(client, pngs, 0) for _ in range(MIX_SESSIONS)]
+            warm_up(single, pngs)
+            one = wrk(single.url, args.seconds, args.connections, args.threads, script_for["mix"](sessions))
+        finally:
+            single.stop()
+        env = {"DARKROOM_STORAGE": "redis", "DARKROOM_REDIS_URL": redis_server.url}
+        pair = [darkroom(workdir, env), darkroom(workdir, env)]
+        try:
+            with httpx.Client(base_url=pair[0].url, timeout=60) as client:
+                sessions = [seed_session(client, pngs, 0) for _ in range(MIX_SESSIONS)]
+            script = script_for["mix"](sessions)
+            half = max(1, args.connections // 2)
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                list(pool.map(lambda server: warm_up(server, pngs), pair))
+                loads = list(pool.map(lambda s: wrk(s.url, args.seconds, half, args.threads, script), pair))
+        finally:
+            for server in pair:
+                server.stop()
+        total = sum(load.requests_per_second for load in loads)
+        ratio = total / one.requests_per_second
+        verdict = "ok" if ratio >= TARGET_SCALE_RATIO else "BELOW TARGET"
+        print(f"  1 process, memory  {one}")
+        for index, load in enumerate(loads):
+            print(f"  process {index + 1}, redis   {load}")
+        print(f"  aggregate {total:.0f} req/s: {ratio:.2f}x (target >= {TARGET_SCALE_RATIO}x) {verdict}")
+    finally:
+        redis_server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=8, help="length of each measure (default 8)")
+    parser.add_argument("--connections", type=int, default=50, help="open connections (default 50)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: leave a core to the server)")
+    parser.add_argument("--scale", action="store_true", help="also compare 2 processes + Redis with 1 in memory mode")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install wrk)")
+
+    workdir = Path(tempfile.mkdtemp(prefix="darkroom-bench-api-"))
+    pngs = [small_png(seed) for seed in range(UPLOAD_VARIANTS)]
+    png_paths = []
+    for index, data in enumerate(pngs):
+        png_paths.append(workdir / f"{index}.png")
+        png_paths[-1].write_bytes(data)
+    scripts = {
+        "upload": lambda sessions: upload_script(workdir, png_paths, sessions, list_every=0),
+        "mix": lambda sessions: upload_script(workdir, png_paths, sessions, list_every=2),
+    }
+    print(
+        f"wrk: {args.connections} connections, {args.threads} thread(s), {args.seconds:g} s per measure; "
+        f"uploads: {len(pngs[0]) / 1024:.0f} KiB PNGs ({UPLOAD_VARIANTS} variants)"
+    )
+    ours, baseline = darkroom(workdir), bare()
+    try:
+        with httpx.Client(base_url=ours.url, timeout=60) as client:
+            session = seed_session(client, pngs, LISTED_IMAGES)
+            records = client.get("/api/images", params={"session_id": session}).json()
+            thumbnail = client.get(f"/api/images/{records[0]['id']}/thumbnail", params={"session_id": session})
+        httpx.post(baseline.url + "/seed/records", json=records).raise_for_status()
+        httpx.post(
+            baseline.url + "/seed/thumbnail",
+            content=thumbnail.content,
+            headers={"Content-Type": thumbnail.headers["content-type"]},
+        ).raise_for_status()
+
+        def measure(path: str, script: Path | None = None, warm: bool = True) -> tuple[Load, Load]:
+            loads = []
+            for server in (ours, baseline):
+                if warm:
+                    wrk(server.url + path, 1, args.connections, args.threads, script)
+                loads.append(wrk(server.url + path, args.seconds, args.connections, args.threads, script))
+            return loads[0], loads[1]
+
+        query = f"?session_id={session}"
+        compare(f"GET /api/images ({len(records)} records)", *measure("/api/images" + query))
+        compare("GET /api/images/{id}/thumbnail", *measure(f"/api/images/{records[0]['id']}/thumbnail" + query))
+        with httpx.Client(base_url=ours.url, timeout=60) as client:
+            upload_session = seed_session(client, pngs, 0)
+        ours_upload = wrk(ours.url, args.seconds, args.connections, args.threads, scripts["upload"]([upload_session]))
+        bare_upload = wrk(baseline.url, args.seconds, args.connections, args.threads, scripts["upload"]([""]))
+        compare("small PNG upload (POST /api/images, one file)", ours_upload, bare_upload)
+
+        with httpx.Client(base_url=ours.url, timeout=60) as client:
+            sessions = [seed_session(client, pngs, 0) for _ in range(MIX_SESSIONS)]
+        mix = wrk(ours.url, args.seconds, args.connections, args.threads, scripts["mix"](sessions))
+        verdict = "ok" if mix.p99_ms < TARGET_MIX_P99_MS else "ABOVE TARGET"
+        print(f"{MIX_SESSIONS} sessions uploading and listing\n  darkroom {mix}")
+        print(f"  p99 {mix.p99_ms:.1f} ms (target < {TARGET_MIX_P99_MS:.0f} ms) {verdict}")
+    finally:
+        ours.stop()
+        baseline.stop()
+    if args.scale:
+        measure_scale(args, workdir, scripts, pngs)
+    else:
+        print("scale: not measured (pass --scale)")
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
