@@ -61,7 +61,7 @@ def open_workspace(driver, url: str) -> None:
 
 
 def filenames(driver) -> list[str]:
-    return sorted(e.text for e in driver.find_elements(By.CSS_SELECTOR, ".dr-card .dr-name"))
+    return sorted(e.text for e in driver.find_elements(By.CSS_SELECTOR, ".dr-card [data-testid=card-name]"))
 
 
 def choose_files(driver, *paths: Path) -> None:

@@ -104,7 +104,9 @@ def open_workspace(driver: Any, url: str) -> None:
 
 
 def filenames(driver: Any) -> list[str]:
-    return sorted(e.get_attribute("title") for e in driver.find_elements(By.CSS_SELECTOR, ".dr-card .dr-name"))
+    return sorted(
+        e.get_attribute("title") for e in driver.find_elements(By.CSS_SELECTOR, ".dr-card [data-testid=card-name]")
+    )
 
 
 def choose_files(driver: Any, *paths: Path) -> None:

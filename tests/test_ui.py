@@ -13,19 +13,22 @@ import io
 import json
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from nicegui import Client, app, ui
 from nicegui.testing import User
+from PIL import Image
 
 from core import data_service
 from core.config import Settings
 from core.invites import invites
 from core.sessions import CURRENT_SESSION_ID, current_session_id, new_session_id, session_scope
-from tests.conftest import big_jpeg, hostile, make_jpeg
+from tests.conftest import LiveServer, big_jpeg, hostile, make_jpeg
 from ui.dropzone import DropZone
+from ui.routes import WS_UPLOAD_PATH, install_routes
 from ui.session import OWNER_KEY, SESSION_KEY, bind, binding_of, choose_session, in_session, unbind
 
 
@@ -392,3 +395,115 @@ def test_the_handler_helper_uses_the_handlers_own_client_not_the_tasks_context()
     finally:
         unbind(a)
         unbind(b)
+
+
+def _socket_upload(url: str, files: list[tuple[str, bytes]]) -> list[dict]:
+    """What the drop zone does over the page's upload WebSocket: header, chunks, done."""
+    from websockets.sync.client import connect
+
+    messages = []
+    with connect(url, compression=None, max_size=None) as ws:
+        messages.append(json.loads(ws.recv(timeout=10)))
+        for name, data in files:
+            ws.send(json.dumps({"filename": name, "size": len(data)}))
+            for start in range(0, len(data), 1024 * 1024):
+                ws.send(data[start : start + 1024 * 1024])
+        ws.send(json.dumps({"type": "done"}))
+        while messages[-1]["type"] not in ("summary", "error"):
+            messages.append(json.loads(ws.recv(timeout=30)))
+    return messages
+
+
+@pytest.fixture
+def page_routes() -> Iterator[LiveServer]:
+    """The page's routes served by a real uvicorn (the ``user`` fixture's client speaks no WebSocket)."""
+    bare = FastAPI()
+    install_routes(bare)
+    server = LiveServer(bare)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_the_pages_upload_socket_stores_photos_and_archives_in_ram_only(
+    user: User, page_routes: LiveServer, watch_writes
+) -> None:
+    client, session_id = await open_page(user)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("inside/zip.jpg", make_jpeg(1400, 1000, seed=25, quality=100))
+    url = page_routes.ws_url + WS_UPLOAD_PATH.format(token=binding_of(client).token)
+    files = [("big.jpg", big_jpeg()), ("photos.zip", archive.getvalue()), ("bad.jpg", hostile("truncated.jpg"))]
+    messages = await asyncio.to_thread(_socket_upload, url, files)
+    assert messages[0]["type"] == "ready"
+    assert any(m["type"] == "progress" for m in messages)  # the acknowledgements the page waits for
+    results = {m["filename"]: m for m in messages if m["type"] == "result"}
+    assert results["big.jpg"]["status"] == 200 and results["inside/zip.jpg"]["status"] == 200
+    assert results["bad.jpg"]["status"] == 422 and "corrupt" in results["bad.jpg"]["detail"]
+    assert messages[-1] == {"type": "summary", "accepted": 2, "rejected": 1, "duplicates": 0}
+    await user.should_see("big.jpg")
+    await user.should_see("bad.jpg: ")  # the refusal, in the API's words, in the page's message list
+    assert sorted(stored(session_id)) == ["big.jpg", "inside/zip.jpg"]
+    assert files_created(watch_writes) == []
+
+
+async def test_the_upload_socket_of_a_closed_page_is_refused(user: User, page_routes: LiveServer) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    client, session_id = await open_page(user)
+    url = page_routes.ws_url + WS_UPLOAD_PATH.format(token=binding_of(client).token)
+    client.delete()
+    with pytest.raises(InvalidStatus):
+        await asyncio.to_thread(_socket_upload, url, [("late.jpg", make_jpeg(seed=26))])
+    assert stored(session_id) == []
+
+
+async def test_download_all_and_the_detail_download_serve_the_originals_by_page_token(user: User) -> None:
+    client, session_id = await open_page(user)
+    photos = {"a.jpg": make_jpeg(seed=27), "b.jpg": make_jpeg(seed=28)}
+    await drop(user, *photos.items())
+    token = binding_of(client).token
+    response = await user.http_client.get(f"/_darkroom/archive/{token}")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert {name: archive.read(name) for name in archive.namelist()} == photos
+    with session_scope(session_id):
+        image_id = data_service.list_images()[0].id
+    original = await user.http_client.get(f"/_darkroom/original/{token}/{image_id}")
+    assert original.status_code == 200 and original.content == photos["a.jpg"]
+    assert original.headers["content-disposition"].startswith("attachment;")
+    client.delete()
+    assert (await user.http_client.get(f"/_darkroom/archive/{token}")).status_code == 404
+    assert (await user.http_client.get(f"/_darkroom/original/{token}/{image_id}")).status_code == 404
+
+
+def _chart(user: User, testid: str) -> ui.echart:
+    return next(chart for chart in user.find(kind=ui.echart).elements if chart.props.get("data-testid") == testid)
+
+
+async def test_dashboard_charts_show_every_image_highlight_flags_and_follow_removals(user: User) -> None:
+    client, session_id = await open_page(user)
+    black = io.BytesIO()
+    Image.new("RGB", (80, 60), (2, 2, 2)).save(black, "JPEG")
+    await drop(user, ("one.jpg", make_jpeg(80, 60, seed=29)), ("two.jpg", make_jpeg(80, 60, seed=30)))
+    await drop(user, ("dark.jpg", black.getvalue()))
+    await user.should_see("3 images")
+    user.find("Dashboard").click()
+    await user.should_see("every feature computed", retries=100)
+    scatter, histogram = _chart(user, "scatter"), _chart(user, "histogram")
+    clean, flagged = scatter.options["series"]
+    assert len(clean["data"]) + len(flagged["data"]) == 3
+    assert "dark.jpg" in {point["name"] for point in flagged["data"]}
+    assert all(point["thumb"].startswith("/_darkroom/thumbnail/") for point in clean["data"] + flagged["data"])
+    assert sum(histogram.options["series"][0]["data"]) == 3
+
+    select = next(s for s in user.find(kind=ui.select).elements if s.props.get("label") == "Histogram of")
+    assert "entropy.shannon_entropy" in select.options
+    select.set_value("entropy.shannon_entropy")
+    assert histogram.options["title"]["text"] == "Distribution of entropy.shannon_entropy"
+
+    with session_scope(session_id):
+        data_service.delete_image(next(r.id for r in data_service.list_images() if r.filename == "dark.jpg"))
+    await user.should_see("2 images")
+    clean, flagged = _chart(user, "scatter").options["series"]
+    assert len(clean["data"]) + len(flagged["data"]) == 2  # at once, without recomputing

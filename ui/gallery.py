@@ -72,7 +72,7 @@ class Gallery:
         img.on("click", lambda: self.on_open(image_id))
         with ui.row().classes("w-full items-center no-wrap q-px-sm q-py-xs"):
             with ui.column().classes("gap-0 grow"):
-                name = ui.label(image["filename"]).classes("dr-name")
+                name = ui.label(image["filename"]).classes("dr-name").props("data-testid=card-name")
                 name.props["title"] = image["filename"]
                 ui.label(
                     f"{image['width']}×{image['height']} · {image['format']} · {human_bytes(image['size_bytes'])}"
