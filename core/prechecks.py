@@ -83,6 +83,7 @@ _JPEG_SOS, _JPEG_EOI, _JPEG_SOI = 0xDA, 0xD9, 0xD8
 
 # TIFF field types -> bytes per value (Pillow's table, classic TIFF).
 _TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8}
+_TIFF_INTEGER_FORMATS = {1: "B", 3: "H", 4: "I", 16: "Q"}
 _TIFF_WIDTH, _TIFF_LENGTH = 256, 257
 _TIFF_STRIP_OFFSETS, _TIFF_TILE_OFFSETS = 273, 324
 _TIFF_TILE_WIDTH, _TIFF_TILE_LENGTH = 322, 323
@@ -338,32 +339,41 @@ def _check_tiff(data: bytes, settings: Settings) -> None:
         offset = struct.unpack_from(order + "I", data, entries_end)[0] if entries_end + 4 <= end else 0
 
 
-def _read_tiff_ifd(data: bytes, order: str, pos: int, count: int) -> tuple[dict[int, int], int]:
-    """The page's size tags (first value, inline SHORT/LONG only) and its strip or tile count."""
-    values: dict[int, int] = {}
+def _read_tiff_ifd(data: bytes, order: str, pos: int, count: int) -> tuple[dict[int, int | None], int]:
+    """The page's size tags (first value; None when not an integer type) and its strip or tile count.
+
+    As in Pillow, the first entry of a tag wins and entries of unknown types or with values outside
+    the file are skipped."""
+    values: dict[int, int | None] = {}
     segments = 0
-    entry = struct.Struct(order + "HHI")
-    short, long_ = struct.Struct(order + "H"), struct.Struct(order + "I")
+    entry = struct.Struct(order + "HHII")
+    end = len(data)
     for index in range(count):
         at = pos + 12 * index
-        tag, kind, n = entry.unpack_from(data, at)
+        tag, kind, n, inline = entry.unpack_from(data, at)
+        unit = _TIFF_TYPE_SIZES.get(kind)
+        if unit is None:
+            continue
         if tag in _TIFF_SIZE_TAGS and n >= 1 and tag not in values:
-            if kind == 3:
-                values[tag] = short.unpack_from(data, at + 8)[0]
-            elif kind == 4:
-                values[tag] = long_.unpack_from(data, at + 8)[0]
-        elif tag in _TIFF_SEGMENT_TAGS and kind in _TIFF_TYPE_SIZES:
+            value_at = at + 8 if n * unit <= 4 else inline
+            if value_at + n * unit > end:
+                continue
+            integer = _TIFF_INTEGER_FORMATS.get(kind)
+            values[tag] = struct.unpack_from(order + integer, data, value_at)[0] if integer else None
+        elif tag in _TIFF_SEGMENT_TAGS:
             segments += n
     return values, segments
 
 
-def _check_tiff_page(what: str, values: dict[int, int], settings: Settings) -> None:
+def _check_tiff_page(what: str, values: dict[int, int | None], settings: Settings) -> None:
     if _TIFF_WIDTH not in values or _TIFF_LENGTH not in values:
         raise CorruptImage(f"{what} has no size (ImageWidth and ImageLength tags)")
-    width, height = values[_TIFF_WIDTH], values[_TIFF_LENGTH]
+    if None in values.values():
+        raise CorruptImage(f"{what} gives a size (image or tile) that is not an integer")
+    width, height = values[_TIFF_WIDTH] or 0, values[_TIFF_LENGTH] or 0
     _check_area(what, width, height, settings)
     if _TIFF_TILE_WIDTH in values or _TIFF_TILE_LENGTH in values:
-        tile_w, tile_h = values.get(_TIFF_TILE_WIDTH, 0), values.get(_TIFF_TILE_LENGTH, 0)
+        tile_w, tile_h = values.get(_TIFF_TILE_WIDTH) or 0, values.get(_TIFF_TILE_LENGTH) or 0
         tiles = f"each tile of {what}"
         _check_area(tiles, tile_w, tile_h, settings)
         if tile_w > width + TILE_SLACK or tile_h > height + TILE_SLACK:

@@ -252,9 +252,26 @@ def test_tiff_page_cut_inside_its_entries_is_corrupt():
 
 def test_tiff_declaring_millions_of_strips_is_refused():
     entries = [(256, 4, 1, 16), (257, 4, 1, 16), (273, 4, MAX_TIFF_SEGMENTS + 1, 8), (279, 4, 1, 1)]
-    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + b"\0\0\0\0"
-    error = refused(b"II*\x00" + struct.pack("<I", 8) + ifd)
+    error = refused(_one_page_tiff(entries))
     assert isinstance(error, TooLarge) and f"more than {MAX_TIFF_SEGMENTS} strips or tiles" in error.message
+
+
+def _one_page_tiff(entries: list[tuple[int, int, int, int]], tail: bytes = b"") -> bytes:
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + b"\0\0\0\0"
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + tail
+
+
+def test_tiff_size_stored_out_of_line_is_read_from_its_offset():
+    values_at = 8 + 2 + 12 * 3 + 4
+    data = _one_page_tiff([(256, 4, 2, values_at), (257, 4, 1, 10), (273, 4, 1, 8)], struct.pack("<II", 100_000_000, 1))
+    error = refused(data)
+    assert isinstance(error, TooLarge) and "page 1 of the TIFF has too many pixels: 100000000x10" in error.message
+
+
+def test_tiff_size_of_a_non_integer_type_is_corrupt():
+    data = _one_page_tiff([(256, 5, 1, 8), (257, 4, 1, 10), (273, 4, 1, 8)])
+    error = refused(data)
+    assert isinstance(error, CorruptImage) and "not an integer" in error.message
 
 
 def test_bmp_with_unknown_header_size_is_corrupt():
