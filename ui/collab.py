@@ -74,7 +74,8 @@ class CardStrip:
         self.rating.value = self.showing
         note = annotations["note"]
         self.note_mark.set_visibility(bool(note))
-        self.note_mark.props(f'title="{_attribute(note[:300])}"')
+        self.note_mark.props["title"] = note[:300]  # set, not parsed: any text is safe
+        self.note_mark.update()
         self.chips.clear()
         with self.chips:
             for tag in annotations["tags"]:
@@ -207,7 +208,8 @@ class Collab:
                 label = member["name"] + (" (you)" if you else "")
                 chip = ui.chip(label, icon="terminal" if member["kind"] == "script" else "person", color=None)
                 chip.style(f"background: {member['colour']}; color: white").props("dense")
-                chip.props(f'data-testid=presence-member data-member-name="{_attribute(member["name"])}"')
+                chip.props("data-testid=presence-member")
+                chip.props["data-member-name"] = member["name"]
                 if you:
                     chip.props('clickable title="Rename yourself"').on("click", self._ask_name)
                     chip.props("data-you=true")
@@ -307,7 +309,9 @@ class Collab:
 
     def chip(self, image_id: str, tag: str, dense: bool = False) -> ui.chip:
         chip = ui.chip(tag, removable=True, color=None).style(f"background: {tag_colour(tag)}; color: white")
-        chip.props(f'data-tag="{_attribute(tag)}"' + (" dense" if dense else ""))
+        chip.props["data-tag"] = tag
+        if dense:
+            chip.props("dense")
         chip.on("remove", lambda: self.remove_tag(image_id, tag))
         return chip
 
@@ -376,11 +380,14 @@ class Collab:
                 [], multiple=True, label="Tags", clearable=True, on_change=self._filters_changed
             )
             self.tag_filter.classes("min-w-[200px]").props("dense outlined use-chips data-testid=filter-tags")
+            self.tag_filter.mark("filter-tags")
             self.rating_filter = ui.select(RATING_FILTERS, value=ANY, label="Rating", on_change=self._filters_changed)
             self.rating_filter.classes("min-w-[160px]").props("dense outlined data-testid=filter-rating")
+            self.rating_filter.mark("filter-rating")
             flags = {ANY: "Any quality", NO_FLAGS: "No quality flags", **{label: label for _, label in QUALITY_FLAGS}}
             self.flag_filter = ui.select(flags, value=ANY, label="Quality", on_change=self._filters_changed)
             self.flag_filter.classes("min-w-[180px]").props("dense outlined data-testid=filter-quality")
+            self.flag_filter.mark("filter-quality")
             self.filter_note = ui.label().classes("text-grey-7 text-sm").props("data-testid=filter-note")
         self.build_tag_dialog()
 
@@ -455,6 +462,7 @@ class Collab:
             value=COLOUR_BY_FLAGS,
             on_change=redraw,
         ).props("dense outlined data-testid=colour-by")
+        self.colour_by.mark("colour-by")
 
     def recolour(self, options: dict[str, Any]) -> None:
         """Regroup the scatter's points into one series per tag when colouring by tag."""
@@ -480,11 +488,6 @@ class Collab:
         series.append({"name": "untagged", "type": "scatter", "data": untagged, "symbolSize": 8,
                        "itemStyle": {"color": UNTAGGED_COLOUR}})  # fmt: skip
         options["series"] = series
-
-
-def _attribute(text: str) -> str:
-    """Text safe inside a double-quoted prop (NiceGUI parses ``props`` strings)."""
-    return text.replace("\\", "\\\\").replace('"', "'")
 
 
 async def _patch_in_session(client: Client, image_id: str, patch: AnnotationPatch, author: str, member: str) -> Any:
