@@ -41,3 +41,18 @@ def write_file(path: str) -> None:
     """Stand-in for a decoder or plugin that spools to a temporary file."""
     with open(path, "wb") as out:
         out.write(b"pixels")
+
+
+def inspect_or_name_the_escape(data: bytes, settings: object) -> str:
+    """``inspect_image`` as the sandbox runs it, for the fuzzer: ``ok``, ``refused <status>``, or
+    ``escaped <type>: <message>`` when anything but a documented error came out."""
+    from core.errors import DarkroomError
+    from core.ingest import inspect_image
+
+    try:
+        inspect_image(data, settings)  # type: ignore[arg-type]
+    except DarkroomError as exc:
+        return f"refused {exc.status_code}"
+    except Exception as exc:  # noqa: BLE001  what the fuzzer looks for
+        return f"escaped {type(exc).__name__}: {exc}"
+    return "ok"
