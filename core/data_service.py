@@ -50,6 +50,7 @@ from core.ingest import (
     with_facts,
 )
 from core.invites import invites
+from core.presence import presence
 from core.sandbox import DecodePool, decode_pool
 from core.sessions import current_session_id
 from core.storage.base import ImageRecord, ImageStore, StoreTotals, image_not_found, is_image_id, utc_now_iso
@@ -140,10 +141,11 @@ class _Stores:
         self.settings = settings
         self.sessions = session_store(settings)
         self.legacy = FolderStore(settings.legacy_dir, settings.session_quota_bytes)
-        # Redis mode: events and invites go through the same Redis, so every process sees them.
+        # Redis mode: events, invites and presence go through the same Redis, so every process sees them.
         shared = getattr(self.sessions, "client", None) if settings.storage == "redis" else None
         bus.share_through(shared)
         invites.share_through(shared)
+        presence.share_through(shared)
 
 
 _stores: _Stores | None = None

@@ -3,17 +3,24 @@ the last minute. Each member gets a generated name and colour ("Blue Heron") and
 
 Presence is per session and only ever answered for the caller's own session: a member list, its
 changes (``PRESENCE_CHANGED`` events to that session's subscribers only) and nothing else. No count
-or name spans workspaces. It lives in the process's memory: it says who is connected to this
-process, which is where a tab's socket is (sticky routing).
+or name spans workspaces.
+
+Each process keeps the members connected to it (a tab's socket stays on one process: sticky
+routing). In redis mode (``share_through``) every process also mirrors its members into one Redis
+hash per session, each entry with a lease it renews every few seconds, and lists the union: a tab
+on process A sees a tab on process B, and the members of a process that died leave once their
+lease runs out.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,6 +33,11 @@ SCRIPT_SEEN_SECONDS = 60.0  # a script stays listed this long after its last Web
 MAX_MEMBERS = 100  # per workspace: tabs and scripts together
 MAX_NAME_CHARS = 40
 SWEEP_SECONDS = 1.0  # how often lingering scripts are checked while there are any
+LEASE_SECONDS = 30.0  # redis mode: a member its process stopped renewing (it died) goes after this
+RENEW_SECONDS = 10.0  # redis mode: how often a process renews its members' leases
+SHARED_KEY = "darkroom:presence:"  # + session id: a hash of member id -> JSON (redis mode)
+
+log = logging.getLogger(__name__)
 
 # Colour words with a colour that reads on white and on the dark header, and animals to pair them with.
 COLOURS: tuple[tuple[str, str], ...] = (
@@ -99,18 +111,32 @@ class Presence:
         clock: Callable[[], float] = time.monotonic,
         publish: Callable[[Event], None] | None = None,
         sweep: bool = True,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.clock = clock
+        self.wall = wall  # redis mode: leases are wall-clock times, comparable across processes
         self._publish = publish or bus.publish
         self._sessions: dict[str, dict[str, Member]] = {}
+        self._joined: dict[str, float] = {}  # member id -> wall time it came (the shared list's order)
         self._lock = threading.Lock()
         self._sweep = sweep
         self._sweeper: threading.Thread | None = None
+        self._shared: Any | None = None
+        self._published: dict[str, list[dict[str, Any]]] = {}  # redis mode: the last list sent per session
+        self._renewed = -RENEW_SECONDS
+
+    def share_through(self, client: Any | None) -> None:
+        """Mirror members into Redis through ``client`` (a ``redis.Redis``) and list every process's
+        members, or keep them in this process only (None)."""
+        with self._lock:
+            self._shared = client
+            if client is not None and self._sessions:
+                self._start_sweeper()
 
     # -- helpers (lock held) --
-    def _new_member(self, members: dict[str, Member], kind: MemberKind, name: str | None) -> Member:
-        taken = {m.name for m in members.values()}
-        used_colours = {m.colour for m in members.values()}
+    def _new_member(self, taken_members: list[dict[str, Any]], kind: MemberKind, name: str | None) -> Member:
+        taken = {m["name"] for m in taken_members}
+        used_colours = {m["colour"] for m in taken_members}
         candidates = [(c, hexa, a) for c, hexa in COLOURS for a in ANIMALS if f"{c} {a}" not in taken]
         fresh = [x for x in candidates if x[1] not in used_colours] or candidates
         colour_word, colour, animal = random.choice(fresh) if fresh else (*random.choice(COLOURS), "Guest")
@@ -122,8 +148,8 @@ class Presence:
             last_seen=self.clock(),
         )
 
-    def _live(self, session_id: str, now: float) -> tuple[list[Member], bool]:
-        """The session's members, dropping scripts gone for over a minute; and whether any went."""
+    def _live(self, session_id: str, now: float) -> tuple[list[Member], list[str]]:
+        """The session's local members, dropping scripts gone for over a minute; and the ids that went."""
         members = self._sessions.get(session_id, {})
         gone = [
             m.id
@@ -132,14 +158,94 @@ class Presence:
         ]
         for member_id in gone:
             del members[member_id]
+            self._joined.pop(member_id, None)
         if not members:
             self._sessions.pop(session_id, None)
-        return list(members.values()), bool(gone)
+        return list(members.values()), gone
+
+    # -- the shared mirror (redis mode; called without the lock: it does network I/O) --
+    def _entry(self, member: Member, now: float, wall: float) -> str:
+        if member.connections > 0:
+            until = wall + LEASE_SECONDS
+        else:  # a script whose socket closed: listed until a minute after it was last seen
+            until = wall + SCRIPT_SEEN_SECONDS - (now - member.last_seen)
+        return json.dumps({**member.to_public(), "joined": self._joined.get(member.id, wall), "until": until})
+
+    def _mirror(self, session_id: str, write: Sequence[Member] = (), remove: Sequence[str] = ()) -> None:
+        client = self._shared
+        if client is None or not (write or remove):
+            return
+        now, wall = self.clock(), self.wall()
+        key = SHARED_KEY + session_id
+        try:
+            pipe = client.pipeline()
+            if remove:
+                pipe.hdel(key, *remove)
+            if write:
+                pipe.hset(key, mapping={m.id: self._entry(m, now, wall) for m in write})
+                pipe.expire(key, int(LEASE_SECONDS + SCRIPT_SEEN_SECONDS))
+            pipe.execute()
+        except Exception as exc:  # noqa: BLE001  presence is best effort while Redis is away
+            log.warning("could not share presence through Redis (%s)", type(exc).__name__)
+
+    def _shared_members(self, session_id: str) -> list[dict[str, Any]] | None:
+        """Every process's members of the session (None when not shared or Redis is away)."""
+        client = self._shared
+        if client is None:
+            return None
+        try:
+            raw = client.hgetall(SHARED_KEY + session_id)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not read presence from Redis (%s)", type(exc).__name__)
+            return None
+        wall = self.wall()
+        entries = []
+        for value in raw.values():
+            try:
+                entry = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("until", 0) > wall:
+                entries.append(entry)
+        entries.sort(key=lambda e: (e.get("joined", 0), e.get("id", "")))
+        return [{k: e[k] for k in ("id", "name", "colour", "kind")} for e in entries]
+
+    def _prune_shared(self, session_id: str) -> bool:
+        """Remove entries whose lease ran out (their process died); True if this call removed any
+        (so one process, not every one, tells the workspace)."""
+        client = self._shared
+        if client is None:
+            return False
+        key = SHARED_KEY + session_id
+        try:
+            raw = client.hgetall(key)
+            wall = self.wall()
+            expired = []
+            for field, value in raw.items():
+                try:
+                    until = json.loads(value).get("until", 0)
+                except (ValueError, AttributeError):
+                    until = 0
+                if until <= wall:
+                    expired.append(field)
+            return bool(expired) and client.hdel(key, *expired) > 0
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not prune presence in Redis (%s)", type(exc).__name__)
+            return False
+
+    def _public(self, session_id: str) -> list[dict[str, Any]]:
+        shared = self._shared_members(session_id)
+        with self._lock:
+            local, _ = self._live(session_id, self.clock())
+            if shared is None:
+                return [m.to_public() for m in local]
+        known = {m["id"] for m in shared}  # a local member whose entry was lost still shows
+        return shared + [m.to_public() for m in local if m.id not in known]
 
     def _changed(self, session_id: str) -> None:
-        with self._lock:
-            members, _ = self._live(session_id, self.clock())
-            public = [m.to_public() for m in members]
+        public = self._public(session_id)
+        if self._shared is not None:
+            self._published[session_id] = public
         self._publish(Event(PRESENCE_CHANGED, session_id, {"members": public}))
 
     # -- the API --
@@ -148,18 +254,21 @@ class Presence:
         ``name``: a name it chose before (kept across a reload). Raises TooLarge when 100 are in."""
         clean = clean_name(name) if name is not None else None
         with self._lock:
-            members = self._sessions.setdefault(session_id, {})
-            member = members.get(member_id) if member_id else None
+            member = self._sessions.get(session_id, {}).get(member_id) if member_id else None
             if member is not None:
                 member.connections += 1
                 member.last_seen = self.clock()
                 return member
-            self._live(session_id, self.clock())
-            members = self._sessions.setdefault(session_id, {})
-            if len(members) >= MAX_MEMBERS:
-                raise TooLarge(f"this workspace already has {MAX_MEMBERS} tabs and scripts in it")
-            member = self._new_member(members, kind, clean)
-            members[member.id] = member
+        current = self._public(session_id)
+        if len(current) >= MAX_MEMBERS:
+            raise TooLarge(f"this workspace already has {MAX_MEMBERS} tabs and scripts in it")
+        with self._lock:
+            member = self._new_member(current, kind, clean)
+            self._sessions.setdefault(session_id, {})[member.id] = member
+            self._joined[member.id] = self.wall()
+            if self._shared is not None:
+                self._start_sweeper()
+        self._mirror(session_id, write=[member])
         self._changed(session_id)
         return member
 
@@ -175,10 +284,15 @@ class Presence:
                 return
             if member.kind == "tab":
                 del self._sessions[session_id][member_id]
+                self._joined.pop(member_id, None)
                 if not self._sessions[session_id]:
                     del self._sessions[session_id]
             else:
                 self._start_sweeper()
+        if member.kind == "tab":
+            self._mirror(session_id, remove=[member_id])
+        else:
+            self._mirror(session_id, write=[member])
         self._changed(session_id)
 
     def seen(self, session_id: str, member_id: str) -> None:
@@ -196,28 +310,43 @@ class Presence:
             if member is None:
                 raise BadRequest("you are not in this workspace any more; reconnect first")
             member.name = clean
+        self._mirror(session_id, write=[member])
         self._changed(session_id)
         return member
 
     def member(self, session_id: str, member_id: str | None) -> Member | None:
-        """The member with this id in this session (None for an unknown id or another session's)."""
+        """The member with this id in this session (None for an unknown id or another session's);
+        in redis mode also one connected to another process."""
         if not member_id:
             return None
         with self._lock:
-            return self._sessions.get(session_id, {}).get(member_id)
+            local = self._sessions.get(session_id, {}).get(member_id)
+        if local is not None or self._shared is None:
+            return local
+        found = next((m for m in self._shared_members(session_id) or [] if m["id"] == member_id), None)
+        if found is None:
+            return None
+        return Member(found["id"], found["name"], found["colour"], found["kind"], self.clock(), connections=0)
 
     def members(self, session_id: str) -> list[Member]:
         """Who is in the workspace now, in the order they came."""
         with self._lock:
-            members, went = self._live(session_id, self.clock())
+            _, went = self._live(session_id, self.clock())
         if went:
+            self._mirror(session_id, remove=went)
             self._changed(session_id)
-        return members
+        public = self._public(session_id)
+        with self._lock:
+            local = dict(self._sessions.get(session_id, {}))
+        return [local.get(m["id"]) or Member(m["id"], m["name"], m["colour"], m["kind"], self.clock()) for m in public]
 
     def forget_session(self, session_id: str) -> None:
         """The workspace was deleted: nobody is in it."""
         with self._lock:
-            self._sessions.pop(session_id, None)
+            gone = self._sessions.pop(session_id, {})
+            for member_id in gone:
+                self._joined.pop(member_id, None)
+        self._mirror(session_id, remove=list(gone))
 
     @contextmanager
     def attached(self, session_id: str, kind: MemberKind = "script", name: str | None = None) -> Iterator[Member]:
@@ -229,37 +358,50 @@ class Presence:
             self.leave(session_id, member.id)
 
     def sweep(self) -> None:
-        """Drop scripts gone for over a minute and tell their workspaces."""
+        """Drop scripts gone for over a minute and tell their workspaces; in redis mode also renew
+        this process's leases and tell of members other processes lost."""
         now = self.clock()
         with self._lock:
-            went = [key for key in list(self._sessions) if self._live(key, now)[1]]
-        for session_id in went:
+            went = {key: gone for key in list(self._sessions) if (gone := self._live(key, now)[1])}
+            renew = self._shared is not None and now - self._renewed >= RENEW_SECONDS
+            if renew:
+                self._renewed = now
+            local = {key: list(members.values()) for key, members in self._sessions.items()} if renew else {}
+        for session_id, gone in went.items():
+            self._mirror(session_id, remove=gone)
             self._changed(session_id)
+        for session_id, members in local.items():
+            self._mirror(session_id, write=members)
+            pruned = self._prune_shared(session_id)
+            if session_id not in went and (pruned or self._public(session_id) != self._published.get(session_id)):
+                self._changed(session_id)
+        for session_id in [k for k in self._published if k not in self._sessions]:
+            self._published.pop(session_id, None)
 
-    def _lingering(self) -> bool:
-        with self._lock:
-            return any(m.kind == "script" and m.connections <= 0 for ms in self._sessions.values() for m in ms.values())
+    def _needs_sweeping(self) -> bool:
+        # Called with the lock held.
+        if self._shared is not None and self._sessions:
+            return True
+        return any(m.kind == "script" and m.connections <= 0 for ms in self._sessions.values() for m in ms.values())
 
     def _start_sweeper(self) -> None:
-        # Called with the lock held: one daemon thread, alive while scripts linger.
+        # Called with the lock held: one daemon thread, alive while there is something to sweep.
         if not self._sweep or (self._sweeper is not None and self._sweeper.is_alive()):
             return
-        self._sweeper = threading.Thread(target=self._sweep_while_lingering, name="presence-sweeper", daemon=True)
+        self._sweeper = threading.Thread(target=self._sweep_while_needed, name="presence-sweeper", daemon=True)
         self._sweeper.start()
 
-    def _sweep_while_lingering(self) -> None:
+    def _sweep_while_needed(self) -> None:
         while True:
             time.sleep(SWEEP_SECONDS)
-            self.sweep()
-            if not self._lingering():
-                with self._lock:
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001  the sweeper must outlive one bad round
+                log.exception("presence sweep failed")
+            with self._lock:
+                if not self._needs_sweeping():
                     self._sweeper = None
-                    # A script may have started lingering between the check and here.
-                    if any(
-                        m.kind == "script" and m.connections <= 0 for ms in self._sessions.values() for m in ms.values()
-                    ):
-                        self._start_sweeper()
-                return
+                    return
 
 
 presence = Presence()

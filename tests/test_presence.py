@@ -137,3 +137,50 @@ def test_attached_member_leaves_when_the_block_ends(presence, clock):
         assert presence.members(A) == [member]
     clock.now += SCRIPT_SEEN_SECONDS + 1
     assert presence.members(A) == []
+
+
+# -- redis mode: two processes' presences share one Redis --
+@pytest.fixture
+def shared(redis_server, clock):
+    """Two Presence objects (two processes) on one real redis-server, with one wall clock."""
+    redis_server.flush(3)
+    wall = Clock()
+    wall.now = 2_000_000.0
+    published: list[Event] = []
+    pair = []
+    for _ in range(2):
+        process = Presence(clock=clock, publish=published.append, sweep=False, wall=wall)
+        process.share_through(redis_server.client(3))
+        pair.append(process)
+    yield pair[0], pair[1], wall, published
+    for process in pair:
+        process._shared.close()
+
+
+def test_tabs_on_two_processes_see_each_other(shared):
+    first, second, wall, published = shared
+    on_first = first.join(A, "tab")
+    wall.now += 1
+    on_second = second.join(A, "tab")
+    assert [m.id for m in first.members(A)] == [on_first.id, on_second.id]
+    assert [m.id for m in second.members(A)] == [on_first.id, on_second.id]
+    assert [m["id"] for m in published[-1].data["members"]] == [on_first.id, on_second.id]
+    assert first.member(A, on_second.id).name == on_second.name  # an edit through A is named for B's tab
+    assert first.members(B) == [] and second.member(B, on_first.id) is None
+    second.leave(A, on_second.id)
+    assert [m.id for m in first.members(A)] == [on_first.id]
+
+
+def test_members_of_a_process_that_died_leave_after_their_lease(shared):
+    from core.presence import LEASE_SECONDS
+
+    first, second, wall, published = shared
+    survivor = first.join(A, "tab")
+    second.join(A, "tab")  # then the second process dies: nobody renews its lease
+    wall.now += LEASE_SECONDS - 1
+    assert len(first.members(A)) == 2
+    wall.now += 2
+    published.clear()
+    first.sweep()  # renews its own lease and notices the list changed
+    assert [m.id for m in first.members(A)] == [survivor.id]
+    assert published and [m["id"] for m in published[-1].data["members"]] == [survivor.id]
