@@ -455,9 +455,10 @@ def _check_bmp(data: bytes, settings: Settings) -> None:
         width, height = struct.unpack_from("<HH", data, 18)
         compression = 0
     else:
-        width, height = struct.unpack_from("<Ii", data, 18)
+        width, height = struct.unpack_from("<II", data, 18)
+        if data[25] == 0xFF:  # a top-down bitmap's negative height, read as Pillow reads it
+            height = 2**32 - height
         compression = struct.unpack_from("<I", data, 30)[0] if header_size >= 20 else 0
-    height = abs(height)
     _check_area("the BMP", width, height, settings)
     if compression in _BMP_RLE:
         kind = _BMP_RLE[compression]

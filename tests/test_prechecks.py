@@ -281,6 +281,20 @@ def test_bmp_with_unknown_header_size_is_corrupt():
     assert isinstance(error, CorruptImage) and "unknown size of 77 bytes" in error.message
 
 
+@pytest.mark.parametrize(("raw_height", "read_as"), [(0xFFFFFFF0, 16), (0xFEFFFFFF, 0xFEFFFFFF)])
+def test_bmp_height_is_read_as_pillow_reads_it(raw_height, read_as, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # only Pillow's reading of the header is compared
+    data = bytearray(_pillow_image("BMP", (1, 16)))
+    struct.pack_into("<I", data, 22, raw_height)
+    if read_as <= SETTINGS.max_pixels:
+        check(bytes(data))
+    else:
+        error = refused(bytes(data))
+        assert isinstance(error, TooLarge) and f"1x{read_as}" in error.message
+    with Image.open(io.BytesIO(bytes(data))) as image:
+        assert image.size == (1, read_as)
+
+
 def test_small_rle_bmp_passes_and_decodes():
     data = hb.bmp_rle_eol(100, 100)
     check(data)
