@@ -154,3 +154,29 @@ async def test_rename_shows_in_every_tab(user: User) -> None:
     presence.rename(session_id, collab.member.id, "Ada")
     await settle()
     await user.should_see("Ada (you)")
+
+
+async def test_detail_editor_shows_and_sends_annotations(user: User) -> None:
+    _, session_id = await open_page(user)
+    ids = add_images(session_id, "a.jpg")
+    await user.should_see("a.jpg")
+    user.find(marker="thumbnail").click()
+    collab = collab_of(user)
+    for _ in range(100):
+        if collab.editor is not None:
+            break
+        await asyncio.sleep(0.02)
+    editor = collab.editor
+    assert editor is not None and editor.image_id == ids["a.jpg"]
+    annotate(session_id, ids["a.jpg"], {"tags_add": ["keep"], "note": "from the script"})
+    await settle()
+    assert [chip.props["data-tag"] for chip in editor.chips] == ["keep"]
+    assert editor.note.value == "from the script" and "Nightly job" in editor.by.text
+    # The tab's own edits go out under its presence name.
+    editor.note.value = "sharp enough"
+    await editor._save_note()
+    editor.rating.value = 3
+    await settle()
+    with session_scope(session_id):
+        stored = data_service.get_annotations(ids["a.jpg"])
+    assert stored.note == "sharp enough" and stored.rating == 3 and stored.updated_by == collab.member.name
