@@ -393,18 +393,24 @@ def _check_jpeg(data: bytes, settings: Settings) -> None:
     markers = 0
     scans = 0
     junk = 0
+    in_scan = False
     while pos < end:
-        if data[pos] != 0xFF:  # stray bytes before a marker: Pillow and libjpeg skip them one by one
-            found = data.find(b"\xff", pos)
-            if found < 0:
+        if in_scan:  # entropy-coded data (stuffed FF 00, restarts FF D0..D7) is skipped in C
+            found = _JPEG_NEXT_MARKER.search(data, pos)
+            if found is None:
                 return
-            junk += found - pos
-            pos = found
+            pos = found.start()
+        elif data[pos] != 0xFF:
+            found_ff = data.find(b"\xff", pos)
+            if found_ff < 0:
+                return
+            junk += found_ff - pos
+            pos = found_ff
         fill = _JPEG_FILL.match(data, pos)
         assert fill is not None  # data[pos] is 0xFF
         junk += fill.end() - pos - 1
         pos = fill.end()
-        if junk > MAX_JPEG_JUNK_BYTES:
+        if scans == 0 and junk > MAX_JPEG_JUNK_BYTES:  # before the first scan Pillow skips them one by one
             raise TooLarge(
                 f"the JPEG has more than {MAX_JPEG_JUNK_BYTES} stray bytes between its segments; "
                 f"the limit is {MAX_JPEG_JUNK_BYTES}"
@@ -419,7 +425,8 @@ def _check_jpeg(data: bytes, settings: Settings) -> None:
         if marker == _JPEG_EOI:
             return
         if marker == 0x00 or marker == _JPEG_SOI or marker in _JPEG_STANDALONE:
-            continue
+            continue  # no segment follows; inside a scan, the scan goes on
+        in_scan = False
         if pos + 2 > end:
             return
         (length,) = struct.unpack_from(">H", data, pos)
@@ -433,10 +440,7 @@ def _check_jpeg(data: bytes, settings: Settings) -> None:
             scans += 1
             if scans > MAX_JPEG_SCANS:
                 raise TooLarge(f"the JPEG has more than {MAX_JPEG_SCANS} scans; the limit is {MAX_JPEG_SCANS}")
-            found_marker = _JPEG_NEXT_MARKER.search(data, pos)
-            if found_marker is None:
-                return
-            pos = found_marker.start()
+            in_scan = True
 
 
 # --- BMP ----------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -202,6 +203,16 @@ def test_jpeg_scan_data_full_of_stuffed_and_restart_bytes_is_walked_as_data():
     scan_end = data.rindex(b"\xff\xd9")
     padded = data[:scan_end] + b"\xff\x00\xff\xd0" * 100_000 + data[scan_end:]
     check(padded)
+
+
+def test_jpeg_restart_markers_with_fill_bytes_inside_a_scan_are_not_stray_bytes():
+    noise = np.random.default_rng(0).integers(0, 256, size=(1000, 1400, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(noise, "RGB").save(out, "JPEG", quality=100, restart_marker_blocks=1)
+    data = out.getvalue()
+    filled = data.replace(b"\xff\xd0", b"\xff\xff\xd0", 500)
+    assert len(filled) - filled.index(b"\xff\xda") > MAX_JPEG_JUNK_BYTES
+    check(filled)
 
 
 def test_jpeg_segment_with_impossible_length_is_corrupt():
