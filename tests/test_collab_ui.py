@@ -180,3 +180,15 @@ async def test_detail_editor_shows_and_sends_annotations(user: User) -> None:
     with session_scope(session_id):
         stored = data_service.get_annotations(ids["a.jpg"])
     assert stored.note == "sharp enough" and stored.rating == 3 and stored.updated_by == collab.member.name
+
+
+async def test_a_page_opened_on_an_annotated_workspace_can_filter_at_once(user: User) -> None:
+    _, session_id = await open_page(user)
+    ids = add_images(session_id, "a.jpg", "b.jpg")
+    annotate(session_id, ids["a.jpg"], {"tags_add": ["keep"]})
+    await settle()
+    await user.open("/")  # a reload: the page lists the workspace with its annotations
+    await user.should_see("Script access")
+    collab = _collabs[-1]
+    assert collab.tag_filter.options == ["keep"]
+    assert collab.strips[ids["a.jpg"]].chips.default_slot.children[0].props["data-tag"] == "keep"

@@ -274,6 +274,8 @@ class Collab:
         value = known if known is not None else image.get("annotations") or empty_annotations()
         self.strips[image_id] = CardStrip(self, image_id)
         self.show(image_id, value, filter_now=False)
+        if any(tag not in self.tag_filter.options for tag in value["tags"]):
+            self.refresh_tag_options()  # a page that opens on an annotated workspace can filter at once
         self.apply_filters([image_id])
 
     def forget(self, image_id: str) -> None:
