@@ -13,6 +13,11 @@ and raises before any decoder runs:
   a frame outside its canvas, a GIF cut off inside a frame, a TIFF page without a size or lying
   outside the file, a zero-sized image.
 
+Frames are counted from the container (GIF image descriptors, APNG ``acTL`` and ``fcTL``, WebP
+``ANMF``, TIFF IFDs), so ingest never seeks to count them (seeking decodes). Every frame rectangle
+must lie inside its canvas (Pillow grows a GIF's canvas to fit a frame outside it): one whose far
+corner is past the pixel cap is TooLarge, any other outside the canvas is CorruptImage.
+
 Each message says exactly what was too large or wrong, e.g. "the GIF declares more than 1000
 frames; the limit is 1000". Damage that decoders report cleanly (a truncated PNG chunk, a JPEG without
 its end marker) is left to the decoder, so a file Pillow reads today is not refused for a harmless
