@@ -45,8 +45,9 @@ T = TypeVar("T")
 
 RETRY_AFTER_SECONDS = 2
 WALL_CLOCK_FACTOR = 6
-# A worker is replaced after this many tasks, so that a fragmented heap does not grow forever.
-TASKS_PER_WORKER = 200
+# A worker is replaced after this many tasks, so that a fragmented heap does not grow forever
+# (a new worker costs about a second of CPU, so not too often).
+TASKS_PER_WORKER = 1000
 # Single-threaded maths in the workers: the pool already uses every core, and a thread pool per
 # worker would make the address-space limit depend on the core count.
 _WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -64,6 +64,7 @@ async def sweep_idle_sessions_forever() -> None:
 
 # One sweeper per server loop (tests may run several servers in one process).
 _sweepers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+_warmups: dict[asyncio.AbstractEventLoop, asyncio.Task[int]] = {}
 
 
 async def start_background() -> None:
@@ -73,9 +74,14 @@ async def start_background() -> None:
     loop = asyncio.get_running_loop()
     if loop not in _sweepers or _sweepers[loop].done():
         _sweepers[loop] = asyncio.create_task(sweep_idle_sessions_forever())
+    # Start the decode workers now, not on the first upload (spawning them takes about a second).
+    _warmups[loop] = asyncio.create_task(asyncio.to_thread(data_service.sandbox().call, len, b""))
 
 
 async def stop_background() -> None:
+    warmup = _warmups.pop(asyncio.get_running_loop(), None)
+    if warmup is not None and not warmup.done():
+        warmup.cancel()
     await asyncio.to_thread(shutdown_decode_pool)  # running decodes get a short grace period
     task = _sweepers.pop(asyncio.get_running_loop(), None)
     if task is not None:
