@@ -1,12 +1,22 @@
-"""Time from files chosen on the page to every thumbnail visible, against the plain API.
+"""The page's upload path in real Chromium, against baselines measured in the same run.
 
-    python bench/ui.py [--runs 3] [--photos 20]
+    python bench/ui.py [--runs 3] [--photos 20] [--big 10]
 
-Needs Debian's chromium and chromium-driver and the test extra (selenium). Prints, for 20
-photo-like JPEGs of about 3 MP, measured in one run against one server process:
-  * API:  POST /api/images of all the files into a fresh session (the baseline)
-  * page: files chosen in the drop zone of a fresh tab -> every thumbnail fetched and decoded
-  * the ratio page / API (target <= 1.5)
+Needs Debian's chromium and chromium-driver and the test extra (selenium). One server process
+(``python -m ui.main``), a fresh browser (a fresh workspace) per measurement. Prints:
+
+1. ``--photos`` photo-like JPEGs of 2048x1536 (3.1 MP, about 1.5 MB each):
+   * API:  ``POST /api/images`` of all the files into a fresh session, from Python (the baseline)
+   * page: files chosen in the drop zone -> every server thumbnail fetched and decoded
+   * the ratio page / API (target <= 1.5x)
+2. ``--big`` photos of about 5 MiB (3000x2000):
+   * page: chosen in the drop zone -> every server thumbnail decoded, as above
+   * bare: the same files chosen in Chromium and sent with ``fetch(FormData)`` to an endpoint that
+     only reads ``request.body()`` (``bench/_upload_server.py``, its own process)
+   * the throughput ratio bare time / page time (target >= 0.75x)
+
+Times are taken in the page (``performance.now()``): from the file input's ``change`` event to the
+last thumbnail's ``load`` event, or to the ``fetch`` answer.
 """
 
 from __future__ import annotations
@@ -17,17 +27,52 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import ServerProcess as BareServer  # noqa: E402
 from bench.common import free_port, photo_like_jpeg  # noqa: E402
-from tests.browser import MISSING, ServerProcess, chromium, loaded_thumbnails, wait_for  # noqa: E402
+from tests.browser import MISSING, ServerProcess, chromium, wait_for  # noqa: E402
+
+TIMEOUT = 300  # seconds a single measurement may take
+
+# Page: from the file input's change to the N-th server thumbnail decoded (capture phase: first).
+PAGE_CLOCK = """
+window.__t0 = null; window.__t1 = null; window.__loaded = 0;
+const expected = arguments[0];
+document.addEventListener('change', (e) => {
+  if (e.target.matches && e.target.matches('input[type=file]')) window.__t0 = performance.now();
+}, true);
+document.addEventListener('load', (e) => {
+  if (e.target.matches && e.target.matches('img.dr-thumb') && e.target.naturalWidth > 0) {
+    window.__loaded += 1;
+    if (window.__loaded === expected) window.__t1 = performance.now();
+  }
+}, true);
+"""
+
+# Bare: a file input whose files are posted with fetch(FormData) as soon as they are chosen.
+BARE_CLOCK = """
+window.__t0 = null; window.__t1 = null;
+const input = document.createElement('input');
+input.type = 'file'; input.multiple = true; input.id = 'bare-files';
+document.body.appendChild(input);
+input.addEventListener('change', async () => {
+  window.__t0 = performance.now();
+  const form = new FormData();
+  for (const file of input.files) form.append('files', file, file.name);
+  const response = await fetch('/bare', { method: 'POST', body: form });
+  window.__bytes = (await response.json()).bytes;
+  window.__t1 = performance.now();
+});
+"""
 
 
 def api_upload(server: ServerProcess, paths: list[Path]) -> float:
-    with httpx.Client(base_url=server.url, timeout=120) as client:
+    with httpx.Client(base_url=server.url, timeout=TIMEOUT) as client:
         session_id = client.post("/api/sessions").json()["session_id"]
         files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]  # read before the clock
         started = time.perf_counter()
@@ -37,51 +82,80 @@ def api_upload(server: ServerProcess, paths: list[Path]) -> float:
     return elapsed
 
 
-def page_upload(server: ServerProcess, paths: list[Path]) -> float:
-    from selenium.webdriver.common.by import By
+def _clocked(driver: Any, selector: str, paths: list[Path]) -> float:
+    driver.find_element("css selector", selector).send_keys("\n".join(str(p) for p in paths))
+    wait_for(driver, lambda d: d.execute_script("return window.__t1 !== null"), TIMEOUT, "did not finish")
+    t0, t1 = driver.execute_script("return [window.__t0, window.__t1]")
+    return (t1 - t0) / 1000
 
+
+def page_upload(server: ServerProcess, paths: list[Path]) -> float:
     driver = chromium()
     try:
         driver.get(server.url)  # a fresh browser: a fresh workspace
-        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=file]"), 30)
-        file_input = driver.find_element(By.CSS_SELECTOR, "input[type=file]")
-        started = time.perf_counter()
-        file_input.send_keys("\n".join(str(p) for p in paths))
-        wait_for(driver, lambda d: loaded_thumbnails(d) == len(paths), 300, "thumbnails did not all appear")
-        return time.perf_counter() - started
+        wait_for(driver, lambda d: d.find_elements("css selector", "[data-testid=usage]"), 30)
+        driver.execute_script(PAGE_CLOCK, len(paths))
+        return _clocked(driver, "input[type=file]:not([webkitdirectory])", paths)
     finally:
         driver.quit()
+
+
+def bare_upload(bare: BareServer, paths: list[Path]) -> float:
+    driver = chromium()
+    try:
+        driver.get(bare.url + "/api/health")  # same origin as /bare: no CORS in the way
+        driver.execute_script(BARE_CLOCK)
+        elapsed = _clocked(driver, "#bare-files", paths)
+        assert driver.execute_script("return window.__bytes") >= sum(p.stat().st_size for p in paths)
+        return elapsed
+    finally:
+        driver.quit()
+
+
+def write_photos(folder: Path, count: int, width: int, height: int, target: int, prefix: str) -> list[Path]:
+    paths = []
+    for seed in range(count):
+        path = folder / f"{prefix}-{seed:02d}.jpg"
+        path.write_bytes(photo_like_jpeg(seed + (1000 if prefix == "big" else 0), width, height, target_bytes=target))
+        paths.append(path)
+    return paths
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--photos", type=int, default=20)
+    parser.add_argument("--big", type=int, default=10, help="5 MiB photos for the fetch(FormData) comparison")
     args = parser.parse_args()
     if MISSING:
         sys.exit(MISSING)
     with tempfile.TemporaryDirectory(prefix="darkroom-bench-ui-") as folder:
-        paths = []
-        for seed in range(args.photos):
-            path = Path(folder) / f"photo-{seed:02d}.jpg"
-            path.write_bytes(photo_like_jpeg(seed, 2048, 1536, target_bytes=1_500_000))
-            paths.append(path)
-        total = sum(p.stat().st_size for p in paths)
-        print(f"{len(paths)} photos of 2048x1536 (3.1 MP), {total / 2**20:.1f} MiB in all")
+        photos = write_photos(Path(folder), args.photos, 2048, 1536, 1_500_000, "photo")
+        big = write_photos(Path(folder), args.big, 3000, 2000, 5 * 2**20, "big")
+        print(f"{len(photos)} photos of 2048x1536 (3.1 MP), {sum(p.stat().st_size for p in photos) / 2**20:.1f} MiB")
+        print(f"{len(big)} photos of 3000x2000, {sum(p.stat().st_size for p in big) / 2**20:.1f} MiB")
         server = ServerProcess(free_port())
+        bare = BareServer("bench._upload_server")
         try:
-            api_upload(server, paths)  # warm-up: imports, thread pools
-            page_upload(server, paths[:2])
-            api, page = [], []
+            api_upload(server, photos)  # warm-up: imports, worker pools, the browser binary
+            page_upload(server, photos[:2])
+            bare_upload(bare, big[:1])
+            api, page, page_big, bare_big = [], [], [], []
             for _ in range(args.runs):
-                api.append(api_upload(server, paths))
-                page.append(page_upload(server, paths))
+                api.append(api_upload(server, photos))
+                page.append(page_upload(server, photos))
+                page_big.append(page_upload(server, big))
+                bare_big.append(bare_upload(bare, big))
         finally:
             server.stop()
-    api_time, page_time = statistics.median(api), statistics.median(page)
-    print(f"API  POST /api/images:                    {api_time:6.2f} s (median of {args.runs})")
-    print(f"page files chosen -> thumbnails visible:  {page_time:6.2f} s (median of {args.runs})")
-    print(f"ratio page / API: {page_time / api_time:.2f}x (target <= 1.5x)")
+            bare.stop()
+    median = statistics.median
+    print(f"API  POST /api/images:                     {median(api):6.2f} s (median of {args.runs})")
+    print(f"page files chosen -> thumbnails visible:   {median(page):6.2f} s")
+    print(f"ratio page / API: {median(page) / median(api):.2f}x (target <= 1.5x)")
+    print(f"page {len(big)} x 5 MiB -> thumbnails visible:  {median(page_big):6.2f} s")
+    print(f"bare fetch(FormData) -> request.body():     {median(bare_big):6.2f} s")
+    print(f"throughput page / bare: {median(bare_big) / median(page_big):.2f}x (target >= 0.75x)")
 
 
 if __name__ == "__main__":

@@ -284,7 +284,8 @@ def test_dashboard_scatter_has_a_point_per_image_and_a_click_opens_the_detail(se
         message="← did not move back",
     )
     ActionChains(driver).send_keys(Keys.ESCAPE).perform()
-    wait_for(driver, lambda d: not [e for e in d.find_elements(By.CSS_SELECTOR, detail) if e.is_displayed()])
+    shown = f"return [...document.querySelectorAll('{detail}')].some(e => e.offsetParent !== null)"
+    wait_for(driver, lambda d: not d.execute_script(shown), message="Esc did not close the detail")
 
 
 def test_with_websockets_blocked_the_page_falls_back_to_http(server, browser) -> None:
