@@ -21,6 +21,7 @@ from nicegui.events import EChartPointClickEventArguments
 from core.errors import DarkroomError
 from core.features import CATALOGUE_ORDER
 from core.features import service as features
+from core.tables import to_csv
 from ui.session import in_session
 from ui.widgets import KEY_COLUMNS, QUALITY_FLAGS
 
@@ -319,14 +320,8 @@ class Dashboard:
             await self.refresh()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         if fmt == "csv":
-            import csv
-            import io
-
-            text = io.StringIO()
-            writer = csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(self.rows)
-            ui.download.content(text.getvalue().encode(), f"darkroom-features-{stamp}.csv", "text/csv")
+            body = to_csv(self.columns, self.rows).encode()
+            ui.download.content(body, f"darkroom-features-{stamp}.csv", "text/csv")
         else:
             body = json.dumps({"columns": self.columns, "rows": self.rows}, indent=1).encode()
             ui.download.content(body, f"darkroom-features-{stamp}.json", "application/json")
