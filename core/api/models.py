@@ -15,7 +15,7 @@ class SessionCreated(BaseModel):
 class ImageRecordModel(BaseModel):
     id: str = Field(description="Image id (32 hex digits), unique within the workspace")
     filename: str = Field(description="The name it was uploaded with, cleaned of control characters")
-    format: str = Field(description="Format detected from the content: JPEG, PNG, GIF, WEBP, BMP or TIFF")
+    format: str = Field(description="Format detected from the content: JPEG, PNG, GIF, WEBP, BMP, TIFF, HEIF or AVIF")
     width: int = Field(description="Width in pixels, upright (EXIF orientation applied)")
     height: int = Field(description="Height in pixels, upright")
     size_bytes: int

@@ -26,7 +26,7 @@ _LEVELS = np.arange(256, dtype=np.float64)
         "mode": "str, Pillow mode",
         "channels": "int, number of bands",
         "aspect_ratio": "float, width / height",
-        "format": "str, detected format (JPEG, PNG, ...)",
+        "format": "str, detected format: JPEG, PNG, GIF, WEBP, BMP, TIFF, HEIF (HEIC photos) or AVIF",
         "byte_size": "int, file size in bytes",
         "has_alpha": "bool, an alpha band or a transparency key",
         "megapixels": "float, width * height / 1e6",
