@@ -252,3 +252,36 @@ def test_an_invite_made_in_one_process_opens_in_another(redis_url):
     made = here.create(A, ttl_seconds=60, now=1000.0)
     assert there.resolve(made.token, now=1059.0) == A and there.resolve(made.token, now=1060.0) is None
     assert there.revoke_all(A) == 1 and here.active(A, now=1000.0) == []
+
+
+def test_concurrent_tag_edits_through_two_processes_lose_nothing_and_are_counted(redis_url):
+    from core.annotations import AnnotationPatch, StaleVersion, apply_patch
+
+    stores = [RedisStore(redis_url, 10**9, 10**9), RedisStore(redis_url, 10**9, 10**9)]
+    item = image(1)
+    record = stores[0].add(A, item).record
+    edits = 12
+
+    def tag(n: int) -> None:
+        for k in range(edits):
+            patch = AnnotationPatch(tags_add=(f"t{n}-{k}",))
+            stores[n % 2].patch_annotations(A, record.id, lambda c, p=patch: apply_patch(c, p, "bench", "now"))
+
+    threads = [threading.Thread(target=tag, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stored = stores[1].get_annotations(A, record.id)
+    assert sorted(stored.tags) == sorted(f"t{n}-{k}" for n in range(2) for k in range(edits))
+    assert stored.version == 2 * edits
+    assert stores[0].list_annotations(A) == {record.id: stored}
+    assert stores[0].bytes_held(A) == cost(item) + stored.nbytes
+    with pytest.raises(StaleVersion):  # a stale rating is refused as a whole, nothing stored
+        stale = AnnotationPatch(rating=3, expected_version=1)
+        stores[0].patch_annotations(A, record.id, lambda c: apply_patch(c, stale, "bench", "now"))
+    assert stores[1].get_annotations(A, record.id) == stored
+    stores[1].delete(A, record.id)  # annotations go with the image, and so do their bytes
+    assert stores[0].bytes_held(A) == 0 and stores[0].totals().bytes_held == 0
+    with pytest.raises(NotFound):
+        stores[0].get_annotations(A, record.id)
