@@ -195,6 +195,13 @@ class Workspace:
                 f"you clear the workspace, or {minutes:g} minutes after the last tab of it closes. "
                 "Nothing is written to disk.",
             )
+        elif self.settings.storage == "redis":
+            icon, text = (
+                "memory",
+                "Images live only in the memory of this service's Redis, shared by its servers: they vanish when "
+                f"you clear the workspace or {minutes:g} minutes after the last tab of it closes. "
+                "Nothing is written to disk.",
+            )
         else:
             icon, text = (
                 "save",
