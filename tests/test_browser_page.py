@@ -171,6 +171,34 @@ def test_a_folder_with_a_nested_folder_keeps_relative_names_and_skips_os_junk(se
     assert "Thumbs.db" not in driver.page_source and "._hills.jpg" not in driver.page_source
 
 
+def drop_paths(driver: Any, *paths: Path) -> None:
+    """A real drag and drop of files or folders from the desktop onto the drop zone (through
+    ChromeDevTools: the page sees a DataTransfer whose folders it walks with webkitGetAsEntry)."""
+    zone = driver.find_element(By.CSS_SELECTOR, ".dr-dropzone")
+    x, y = driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]", zone
+    )
+    data = {"items": [], "files": [str(p) for p in paths], "dragOperationsMask": 1}
+    driver.execute_cdp_cmd("Input.setInterceptDrags", {"enabled": False})
+    for kind in ("dragEnter", "dragOver", "drop"):
+        driver.execute_cdp_cmd("Input.dispatchDragEvent", {"type": kind, "x": x, "y": y, "data": data})
+
+
+def test_a_dropped_folder_is_walked_with_its_nested_folders(server, browser, tmp_path) -> None:
+    root = tmp_path / "album"
+    write(root, "cover.jpg", make_jpeg(90, 60, seed=47))
+    write(root, "2025/summer/lake.jpg", make_jpeg(90, 60, seed=48))
+    write(root, "__MACOSX/._cover.jpg", b"resource fork")
+    write(root, "2025/desktop.ini", b"[.ShellClassInfo]")
+    loose = write(tmp_path, "loose.jpg", make_jpeg(90, 60, seed=49))
+    driver = browser()
+    open_workspace(driver, server.url)
+    drop_paths(driver, root, loose)
+    expected = ["album/2025/summer/lake.jpg", "album/cover.jpg", "loose.jpg"]
+    wait_for(driver, lambda d: filenames(d) == expected and loaded_thumbnails(d) == 3, message="drop not uploaded")
+    assert "desktop.ini" not in driver.page_source
+
+
 def test_pasting_an_image_adds_it_with_a_generated_name(server, browser) -> None:
     driver = browser()
     open_workspace(driver, server.url)
