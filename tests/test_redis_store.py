@@ -285,3 +285,16 @@ def test_concurrent_tag_edits_through_two_processes_lose_nothing_and_are_counted
     assert stores[0].bytes_held(A) == 0 and stores[0].totals().bytes_held == 0
     with pytest.raises(NotFound):
         stores[0].get_annotations(A, record.id)
+
+
+def test_where_config_is_not_allowed_the_store_starts_with_a_warning(caplog):
+    if MISSING:
+        skip_or_fail(MISSING)
+    managed = RedisServer(extra=("--rename-command", "CONFIG", ""))  # as managed Redis services do
+    try:
+        with caplog.at_level("WARNING", logger="core.storage.redis"):
+            store = RedisStore(managed.url(), 10**9, 10**9)
+        assert "CONFIG is not allowed" in caplog.text and "appendonly no" in caplog.text
+        assert store.add(A, image(1)).record.filename == "photo1.jpg"
+    finally:
+        managed.close()

@@ -262,6 +262,8 @@ def test_a_tab_behind_the_proxy_sees_live_what_a_script_pushed_through_the_other
     pinned = driver.get_cookie(STICKY_COOKIE)
     assert pinned is not None, "the proxy did not pin the browser to a process"
     mine, other = (pair[0], pair[1]) if pinned["value"] == "app1" else (pair[1], pair[0])
+    notice = driver.execute_script("return document.querySelector('[data-testid=storage-notice]').textContent")
+    assert "Redis" in notice and "Nothing is written to disk" in notice
 
     photo = tmp_path / "dropped.jpg"
     photo.write_bytes(make_jpeg(120, 90, seed=40))

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -142,6 +142,8 @@ def connect(url: str) -> redis.Redis:
 def describe(url: str) -> str:
     """``host:port/db`` of a Redis URL, without credentials (for messages and logs)."""
     parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
     return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}{parts.path or '/0'}"
 
 
@@ -481,7 +483,8 @@ class RedisStore(ImageStore):
     def _run(self, script: str, key: str, *args: object) -> Any:
         return self._scripts[script](keys=self._keys(key), args=[key, self.ttl_seconds, *args])
 
-    def _refusal(self, answer: list[Any]) -> None:
+    def _refusal(self, answer: list[Any]) -> NoReturn:
+        """Raise what a script's refusal means."""
         kind = _text(answer[0])
         if kind == "quota":
             raise workspace_full(int(answer[1]), self.quota_bytes, int(answer[2]))
@@ -489,6 +492,7 @@ class RedisStore(ImageStore):
             raise storage_full("memory")
         if kind == "nf":
             raise image_not_found()
+        raise RuntimeError(f"unexpected answer from a Redis script: {kind!r}")
 
     def _refresh(self, key: str) -> None:
         """Keep a session that is only read alive (its TTL and last use), at most once a second."""
