@@ -282,6 +282,14 @@ def test_dashboard_scatter_has_a_point_per_image_and_a_click_opens_the_detail(se
     wait_for(driver, lambda d: "every feature computed" in d.page_source, timeout=90)
     points = wait_for(driver, lambda d: (p := scatter_points(d)) and len(p) == 4 and p, timeout=20)
     assert sorted(p["id"] for p in points) == sorted(order)
+    tooltip = driver.execute_script(
+        """
+        const chart = getElement(document.querySelector('[data-testid=scatter]')).chart;
+        const series = chart.getOption().series.find(s => s.data.length);
+        return chart.getOption().tooltip[0].formatter({ data: series.data[0], value: series.data[0].value });
+        """
+    )
+    assert '<img src="/_darkroom/thumbnail/' in tooltip  # the thumbnail in the tooltip
     chart = driver.find_element(By.CSS_SELECTOR, "[data-testid=scatter]")
     size = chart.size
     target = points[0]
