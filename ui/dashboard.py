@@ -104,10 +104,10 @@ def scatter_options(x: str, y: str, rows: list[dict[str, Any]], thumbnail_url: C
     return {
         "title": {"text": f"{y} against {x}", "textStyle": {"fontSize": 13}},
         "tooltip": {"trigger": "item", ":formatter": tooltip},
-        "legend": {"right": 0, "top": 0},
-        "grid": {"left": 56, "right": 16, "top": 40, "bottom": 40},
-        "xAxis": {"type": "value", "name": x, "nameLocation": "middle", "nameGap": 24, "scale": True},
-        "yAxis": {"type": "value", "name": y, "scale": True},
+        "legend": {"right": 0, "top": 22},
+        "grid": {"left": 64, "right": 16, "top": 56, "bottom": 44},
+        "xAxis": {"type": "value", "name": x, "nameLocation": "middle", "nameGap": 26, "scale": True},
+        "yAxis": {"type": "value", "name": y, "nameLocation": "middle", "nameGap": 50, "scale": True},
         "animation": False,
         "series": [
             {"name": "no quality flags", "type": "scatter", "data": clean, "symbolSize": 9,

@@ -152,12 +152,16 @@ class Workspace:
             self.usage = ui.label().classes("text-blue-grey-1 text-sm").props("data-testid=usage")
             archive = ARCHIVE_PATH.format(token=self.binding.token)
             with ui.element("a").props(f'href="{archive}" download data-testid=download-all'):
-                ui.button("Download all", icon="archive").props("flat color=white")
+                ui.button("Download all", icon="archive").props("flat dense no-caps color=white")
             ui.button("Script access", icon="terminal", on_click=self.sharing.show_script_access).props(
-                "flat color=white"
+                "flat dense no-caps color=white"
             )
-            ui.button("Invite", icon="group_add", on_click=self.sharing.show_invites).props("flat color=white")
-            ui.button("Clear workspace", icon="delete_sweep", on_click=self.confirm_clear).props("flat color=white")
+            ui.button("Invite", icon="group_add", on_click=self.sharing.show_invites).props(
+                "flat dense no-caps color=white"
+            )
+            ui.button("Clear workspace", icon="delete_sweep", on_click=self.confirm_clear).props(
+                "flat dense no-caps color=white"
+            )
         with ui.column().classes("w-full max-w-screen-xl mx-auto q-pa-md gap-3"):
             self._storage_notice()
             self.uploader = DropZone(
