@@ -244,7 +244,9 @@ def driver() -> Iterator:
 
 def card_names(driver) -> list[str]:
     return sorted(
-        driver.execute_script("return [...document.querySelectorAll('.dr-card .dr-name')].map(e => e.textContent)")
+        driver.execute_script(
+            "return [...document.querySelectorAll('.dr-card [data-testid=card-name]')].map(e => e.textContent)"
+        )
     )
 
 
