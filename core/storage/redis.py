@@ -575,19 +575,20 @@ class RedisStore(ImageStore):
     def touch(self, key: str) -> None:
         self._run("touch", key)
 
-    @_guarded
     def expire_idle(self, idle_seconds: float, now: float | None = None) -> list[str]:
-        """``now``: seconds on Redis's clock (``TIME``), which every process shares; default: now."""
-        if now is None:
-            seconds, micros = self.client.time()
-            now = seconds + micros / 1_000_000
-        cutoff = now - idle_seconds
-        idle = self.client.zrangebyscore(KEY_PREFIX + "seen", "-inf", cutoff, start=0, num=EXPIRE_BATCH)
-        expired = []
-        for raw in idle:
-            session = _text(raw)
-            if self._run("expire", session, cutoff):  # another process may have used or swept it meanwhile
-                expired.append(session)
+        """``now``: seconds on Redis's clock (``TIME``), which every process shares; default: now.
+        Best effort: if Redis goes away, what was removed so far is returned (its TTLs still run)."""
+        expired: list[str] = []
+        with contextlib.suppress(StoreUnavailable), redis_errors():
+            if now is None:
+                seconds, micros = self.client.time()
+                now = seconds + micros / 1_000_000
+            cutoff = now - idle_seconds
+            idle = self.client.zrangebyscore(KEY_PREFIX + "seen", "-inf", cutoff, start=0, num=EXPIRE_BATCH)
+            for raw in idle:
+                session = _text(raw)
+                if self._run("expire", session, cutoff):  # another process may have used or swept it meanwhile
+                    expired.append(session)
         return expired
 
     @_guarded
