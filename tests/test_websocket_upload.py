@@ -134,3 +134,12 @@ def test_server_does_not_negotiate_compression(api, live_server):
         extensions=[ClientPerMessageDeflateFactory()],
     ) as ws:
         assert "permessage-deflate" not in (ws.response.headers.get("Sec-WebSocket-Extensions") or "")
+
+
+def test_a_script_uploading_over_the_websocket_is_listed_in_presence(api, live_server):
+    session = new_session(api)
+    with ws_connect(live_server, session) as ws:
+        ws.recv(timeout=5)
+        members = api.get("/api/presence", params={"session_id": session}).json()["members"]
+        assert [member["kind"] for member in members] == ["script"]
+        assert api.get("/api/presence", params={"session_id": new_session(api)}).json() == {"members": []}

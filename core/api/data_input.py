@@ -30,6 +30,7 @@ from core.api.origin import refuse_cross_site
 from core.api.ws_upload import serve_upload_socket
 from core.errors import BadRequest, DarkroomError, TooLarge
 from core.ingest import ALLOWED_FORMATS, is_zip
+from core.presence import presence
 from core.sessions import new_session_id, session_scope
 from core.storage.base import ImageRecord
 
@@ -269,5 +270,10 @@ async def websocket_upload(websocket: WebSocket, session: Session) -> None:
     """Streaming upload for scripts (see the README): per file a JSON header
     ``{"filename": ..., "size": ...}`` then binary chunks; the server answers ``progress`` per chunk
     and one ``result`` per file, and ``summary`` after ``{"type": "done"}``. Limits are enforced
-    mid-stream: a breach is answered with an ``error`` message and the socket is closed (1009)."""
-    await serve_upload_socket(websocket)
+    mid-stream: a breach is answered with an ``error`` message and the socket is closed (1009).
+    While it is open, the script is listed in the workspace's presence."""
+    if session is None:
+        await serve_upload_socket(websocket)
+        return
+    with presence.attached(session, "script"):
+        await serve_upload_socket(websocket)
