@@ -69,6 +69,7 @@ CONNECT_TIMEOUT_SECONDS = 2.0
 HEALTH_CHECK_SECONDS = 10
 REFRESH_EVERY_SECONDS = 1.0  # reads refresh a session's TTL at most this often per process
 MAX_REFRESH_MEMO = 10_000
+MIN_REDIS_MAJOR = 7
 EXPIRE_BATCH = 1000  # most sessions one sweep removes (the next sweep takes the rest)
 LIST_CHUNK = 500  # ids per HMGET inside the list script (Lua's stack is bounded)
 _SHA_CHARS = 64
@@ -145,6 +146,17 @@ def describe(url: str) -> str:
     if parts.scheme == "unix":
         return parts.path
     return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}{parts.path or '/0'}"
+
+
+def check_version(client: redis.Redis, where: str) -> None:
+    """Refuse a Redis older than 7 (the scripts declare their flags, which Redis 7 introduced)."""
+    try:
+        version = str(client.info("server").get("redis_version", ""))
+    except redis.exceptions.ResponseError:  # INFO not allowed: the first script will tell
+        return
+    major = version.split(".", 1)[0]
+    if major.isdigit() and int(major) < MIN_REDIS_MAJOR:
+        raise ConfigError(f"Redis at {where} runs version {version}; Darkroom needs Redis {MIN_REDIS_MAJOR} or later")
 
 
 def _config_value(client: redis.Redis, name: str) -> str:
@@ -466,6 +478,7 @@ class RedisStore(ImageStore):
         self.capacity_bytes = capacity_bytes
         self.ttl_seconds = math.ceil(idle_seconds) + TTL_GRACE_SECONDS
         with redis_errors():
+            check_version(self.client, self.where)
             check_privacy(self.client, allow_persistence, self.where)
         self._scripts = {name: self.client.register_script(source) for name, source in _SCRIPTS.items()}
         self._global_keys = [KEY_PREFIX + part for part in GLOBAL_PARTS]
