@@ -59,8 +59,10 @@ def test_upload_many_files_lists_records_with_all_fields(api):
     assert [r["filename"] for r in body["accepted"]] == ["a.jpg", "b.jpg"]
     assert body["rejected"] == [] and body["duplicates"] == []
     records = listed(api, session)
-    assert records == body["accepted"]
-    assert set(records[0]) == {"id", "filename", "format", "width", "height", "size_bytes", "sha256", "uploaded_at"}
+    fields = {"id", "filename", "format", "width", "height", "size_bytes", "sha256", "uploaded_at"}
+    assert [{k: r[k] for k in fields} for r in records] == body["accepted"]
+    assert set(records[0]) == fields | {"annotations"}  # the listing carries each image's annotations
+    assert records[0]["annotations"]["tags"] == [] and records[0]["annotations"]["version"] == 0
     assert (records[0]["width"], records[0]["height"], records[0]["format"]) == (64, 48, "JPEG")
 
 
