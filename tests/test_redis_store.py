@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -150,13 +151,16 @@ def test_a_session_key_is_refreshed_on_use_and_carries_a_ttl(redis_url, redis_se
     assert all(0 < ttl <= 30 + 60 for ttl in ttls)
 
 
-def test_keys_gone_with_their_ttl_are_settled_on_next_use(redis_url, redis_server):
-    store = RedisStore(redis_url, 10**9, 10**9)
+def test_a_session_nobody_uses_is_dropped_by_redis_itself_and_settled_on_next_use(redis_url, redis_server):
+    store = RedisStore(redis_url, 10**9, 10**9, idle_seconds=1, ttl_grace_seconds=0)
     store.add(A, image(1))
-    with redis_server.client() as client:  # what Redis does when the TTL runs out
-        client.delete(*[f"darkroom:s:{A}:{part}" for part in ("meta", "order", "rec", "names", "shas", "blobs")])
+    with redis_server.client() as client:
+        deadline = time.monotonic() + 30
+        while client.exists(f"darkroom:s:{A}:meta"):  # Redis expires the keys by their TTL
+            assert time.monotonic() < deadline, "the session's keys did not expire"
+            time.sleep(0.1)
     assert store.list(A) == [] and store.bytes_held(A) == 0
-    store.add(A, image(2))
+    store.add(A, image(2))  # the stale accounting was settled, not added to
     assert store.totals().bytes_held == cost(image(2)) and store.totals().images == 1
 
 

@@ -70,6 +70,7 @@ HEALTH_CHECK_SECONDS = 10
 REFRESH_EVERY_SECONDS = 1.0  # reads refresh a session's TTL at most this often per process
 MAX_REFRESH_MEMO = 10_000
 MIN_REDIS_MAJOR = 7
+MAX_ANNOTATE_ATTEMPTS = 50  # concurrent patches of one image retry; this many collisions in a row is a bug
 EXPIRE_BATCH = 1000  # most sessions one sweep removes (the next sweep takes the rest)
 LIST_CHUNK = 500  # ids per HMGET inside the list script (Lua's stack is bounded)
 _SHA_CHARS = 64
@@ -453,7 +454,6 @@ _SCRIPTS = {
     "cache_put": _GROWS + _PRELUDE + _CACHE_PUT,
     "annotate": _GROWS + _PRELUDE + _ANNOTATE,
 }
-MAX_ANNOTATE_ATTEMPTS = 50  # concurrent patches of one image retry; this many collisions in a row is a bug
 
 
 def _text(raw: object) -> str:
@@ -471,12 +471,13 @@ class RedisStore(ImageStore):
         idle_seconds: float = 3600.0,
         allow_persistence: bool = False,
         client: redis.Redis | None = None,
+        ttl_grace_seconds: int = TTL_GRACE_SECONDS,
     ) -> None:
         self.client = client or connect(url)
         self.where = describe(url)
         self.quota_bytes = quota_bytes
         self.capacity_bytes = capacity_bytes
-        self.ttl_seconds = math.ceil(idle_seconds) + TTL_GRACE_SECONDS
+        self.ttl_seconds = math.ceil(idle_seconds) + ttl_grace_seconds
         with redis_errors():
             check_version(self.client, self.where)
             check_privacy(self.client, allow_persistence, self.where)
