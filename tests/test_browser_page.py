@@ -272,6 +272,15 @@ def scatter_points(driver: Any) -> list[dict[str, Any]]:
     )
 
 
+def detail_shows(driver: Any) -> str | None:
+    """The image id the detail dialog shows, or None when it is closed (read in one step: the
+    dialog is re-rendered while moving between images)."""
+    return driver.execute_script(
+        "const e = [...document.querySelectorAll('[data-testid=detail]')].find(e => e.offsetParent !== null);"
+        "return e ? e.getAttribute('data-image-id') : null;"
+    )
+
+
 def test_dashboard_scatter_has_a_point_per_image_and_a_click_opens_the_detail(server, browser) -> None:
     driver = browser()
     open_workspace(driver, server.url)
@@ -296,32 +305,17 @@ def test_dashboard_scatter_has_a_point_per_image_and_a_click_opens_the_detail(se
     ActionChains(driver).move_to_element_with_offset(
         chart, round(target["x"] - size["width"] / 2), round(target["y"] - size["height"] / 2)
     ).click().perform()
-    detail = "[data-testid=detail]"
-    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, detail), message="the point did not open the detail")
-    assert driver.find_element(By.CSS_SELECTOR, detail).get_attribute("data-image-id") == target["id"]
+    wait_for(driver, lambda d: detail_shows(d) == target["id"], message="the point did not open its image")
 
     # ←/→ move through the images (in gallery order), Esc closes
     start = order.index(target["id"])
     ActionChains(driver).send_keys(Keys.ARROW_RIGHT).perform()
     following = order[(start + 1) % len(order)]
-    wait_for(
-        driver,
-        lambda d: [
-            e for e in d.find_elements(By.CSS_SELECTOR, detail) if e.get_attribute("data-image-id") == following
-        ],
-        message="→ did not move to the next image",
-    )
+    wait_for(driver, lambda d: detail_shows(d) == following, message="→ did not move to the next image")
     ActionChains(driver).send_keys(Keys.ARROW_LEFT).perform()
-    wait_for(
-        driver,
-        lambda d: [
-            e for e in d.find_elements(By.CSS_SELECTOR, detail) if e.get_attribute("data-image-id") == target["id"]
-        ],
-        message="← did not move back",
-    )
+    wait_for(driver, lambda d: detail_shows(d) == target["id"], message="← did not move back")
     ActionChains(driver).send_keys(Keys.ESCAPE).perform()
-    shown = f"return [...document.querySelectorAll('{detail}')].some(e => e.offsetParent !== null)"
-    wait_for(driver, lambda d: not d.execute_script(shown), message="Esc did not close the detail")
+    wait_for(driver, lambda d: detail_shows(d) is None, message="Esc did not close the detail")
 
 
 def test_with_websockets_blocked_the_page_falls_back_to_http(server, browser) -> None:
