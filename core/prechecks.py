@@ -46,7 +46,8 @@ Bounds that are not settings (module constants):
   its RLE data at most what the worst honest encoding needs: ``RLE_BYTES_PER_PIXEL`` = 2 bytes per
   pixel (runs of one), 4 per row (end of line) and ``RLE_SLACK_BYTES`` = 1024.
 * ``MAX_BMFF_BOXES`` = 10,000 ISO-BMFF boxes walked in an AVIF/HEIF file (top level and inside
-  ``meta``/``iprp``/``ipco``); every ``ispe`` (image spatial extents) property must be within the cap.
+  ``meta``/``iprp``/``ipco``); every ``ispe`` (image spatial extents) property and every ``clap``
+  (clean aperture, which libheif reports as the image's size) must be within the cap.
 
 Nothing here imports more than the standard library and ``core``: it runs before Pillow touches the
 bytes, inside the decode worker.
@@ -175,7 +176,7 @@ def _check_gif(data: bytes, settings: Settings) -> None:
         if introducer == 0x3B:  # trailer
             return
         if introducer == 0x21:  # extension: label, then sub-blocks
-            pos, blocks = _skip_gif_sub_blocks(data, pos + 2, blocks, "an extension block")
+            pos, blocks = _skip_gif_extension(data, pos + 1, frames == 0, blocks)
         elif introducer == 0x2C:  # image descriptor
             frames += 1
             _check_frame_count(frames, f"the GIF declares more than {settings.max_frames} frames", settings)
@@ -190,6 +191,34 @@ def _check_gif(data: bytes, settings: Settings) -> None:
             pos, blocks = _skip_gif_sub_blocks(data, pos + 1, blocks, f"its frame {frames}")
         else:  # Pillow skips stray bytes between blocks one at a time; so do we, counting them
             pos += 1
+
+
+def _skip_gif_extension(data: bytes, pos: int, first_frame: bool, blocks: int) -> tuple[int, int]:
+    """Position after the extension whose label is at ``pos``, read exactly as Pillow reads it: a comment
+    is one sub-block chain; any other extension is its first sub-block (two for the first frame's
+    NETSCAPE2.0 block), then a chain, so an extension that starts with an empty sub-block swallows
+    the chain after it. Reading it any other way would let frames hide from the count."""
+    what = "an extension block"
+    if pos >= len(data):
+        raise CorruptImage(f"the GIF is cut off inside {what}")
+    label = data[pos]
+    if label == 0xFE:
+        return _skip_gif_sub_blocks(data, pos + 1, blocks, what)
+    first_at = pos + 1
+    pos, blocks = _skip_gif_sub_block(data, first_at, blocks, what)
+    if label == 0xFF and first_frame and data[first_at] and data[first_at + 1 : first_at + 12] == b"NETSCAPE2.0":
+        pos, blocks = _skip_gif_sub_block(data, pos, blocks, what)
+    return _skip_gif_sub_blocks(data, pos, blocks, what)
+
+
+def _skip_gif_sub_block(data: bytes, pos: int, blocks: int, what: str) -> tuple[int, int]:
+    """Position after the one sub-block (or terminator) at ``pos``."""
+    if pos >= len(data):
+        raise CorruptImage(f"the GIF is cut off inside {what}")
+    blocks += 1
+    if blocks > MAX_GIF_BLOCKS:
+        raise TooLarge(f"the GIF has more than {MAX_GIF_BLOCKS} blocks; the limit is {MAX_GIF_BLOCKS}")
+    return pos + 1 + data[pos], blocks
 
 
 def _skip_gif_sub_blocks(data: bytes, pos: int, blocks: int, what: str) -> tuple[int, int]:
@@ -277,11 +306,30 @@ def _check_webp(data: bytes, settings: Settings) -> None:
             if canvas is None:
                 raise CorruptImage(f"{what} comes before the WebP's canvas (VP8X) header")
             _check_rectangle(what, left, top, width, height, canvas, settings)
+            pos = _webp_frame_end(data, body + 16, end)
+            continue
         elif kind in (b"VP8 ", b"VP8L") and canvas is None:
             size_wh = _vp8_size(data, body, size) if kind == b"VP8 " else _vp8l_size(data, body, size)
             if size_wh is not None:
                 _check_area("the WebP", size_wh[0], size_wh[1], settings)
         pos = body + size + (size & 1)
+
+
+def _webp_frame_end(data: bytes, pos: int, end: int) -> int:
+    """Where libwebp's demuxer goes on after an ANMF frame header at ``pos - 16``: past at most one ALPH
+    and one VP8/VP8L chunk, wherever the ANMF's declared size ends (skipping to that end instead would
+    let frames hidden inside a too-long ANMF escape the count)."""
+    alpha = image = False
+    while pos + 8 <= end:
+        kind, size = struct.unpack_from("<4sI", data, pos)
+        if kind == b"ALPH" and not alpha:
+            alpha = True
+        elif kind in (b"VP8 ", b"VP8L") and not image:
+            image = True
+        else:
+            break
+        pos += 8 + size + (size & 1)
+    return pos
 
 
 def _u24(data: bytes, pos: int) -> int:
@@ -500,18 +548,23 @@ def _check_bmff(data: bytes, settings: Settings, fmt: str) -> None:
             header = 8
             if size == 1:
                 if pos + 16 > end:
-                    return
+                    break
                 (size,) = struct.unpack_from(">Q", data, pos + 8)
                 header = 16
             elif size == 0:
                 size = end - pos
             if size < header or pos + size > end:
-                return  # damaged or truncated: the decoder reports it
+                break  # damaged or truncated: the decoder reports it; walk the containers found so far
             if kind in _BMFF_CONTAINERS:
                 stack.append((pos + header + (4 if kind == b"meta" else 0), pos + size))
             elif kind == b"ispe" and size >= header + 12:
                 width, height = struct.unpack_from(">II", data, pos + header + 4)
                 _check_area(f"an image in the {label}", width, height, settings)
+            elif kind == b"clap" and size >= header + 16:  # libheif reports the clean aperture's size
+                width_n, width_d, height_n, height_d = struct.unpack_from(">IIII", data, pos + header)
+                width, height = -(-width_n // max(width_d, 1)), -(-height_n // max(height_d, 1))
+                if width * height > settings.max_pixels:
+                    _check_area(f"the clean aperture of an image in the {label}", width, height, settings)
             pos += size
 
 

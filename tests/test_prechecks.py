@@ -325,6 +325,42 @@ def test_bmff_image_size_is_read_from_ispe(fmt):
         check_structure(bytes(huge), fmt, SETTINGS)
 
 
+def test_bmff_clean_aperture_is_checked_as_libheif_reports_it():
+    data = bytearray(_bmff_image("HEIF"))
+    clap = data.index(b"clap")
+    struct.pack_into(">II", data, clap + 12, 100_000, 1)  # clean aperture height 100000
+    with pytest.raises(TooLarge, match="the clean aperture of an image in the HEIF has too many pixels"):
+        check_structure(bytes(data), "HEIF", dataclasses.replace(SETTINGS, max_pixels=10_000))
+
+
+def test_bmff_boxes_before_a_truncated_box_are_still_checked():
+    data = bytearray(_bmff_image("HEIF"))
+    ispe = data.index(b"ispe")
+    struct.pack_into(">II", data, ispe + 8, 100_000, 100_000)
+    with pytest.raises(TooLarge, match="100000x100000"):
+        check_structure(bytes(data[:-10]), "HEIF", SETTINGS)  # the trailing mdat box is cut off
+
+
+def test_webp_frames_inside_an_overlong_anmf_are_counted_as_libwebp_counts_them():
+    data = bytearray(hb.webp_many_frames(4))
+    first_anmf = data.index(b"ANMF")
+    struct.pack_into("<I", data, first_anmf + 4, len(data) - first_anmf - 8)  # swallows the other three
+    settings = dataclasses.replace(SETTINGS, max_frames=3)
+    error = refused(bytes(data), settings)
+    assert isinstance(error, TooLarge) and "more than 3 frames" in error.message
+
+
+def test_gif_extension_starting_with_an_empty_sub_block_is_read_as_pillow_reads_it():
+    """Pillow reads one more sub-block chain after such an extension; frames must not hide behind it."""
+    frame = hb._GIF_GCE + hb._gif_frame(0, 0, 1, 1)
+    data = hb._gif_header(2, 2) + frame + b"\x21\x01\x00" + b"\x03\x21\xfe\x05\x00" + frame * 3 + b";"
+    with Image.open(io.BytesIO(data)) as image:
+        frames = image.n_frames
+    check(data, dataclasses.replace(SETTINGS, max_frames=frames))
+    error = refused(data, dataclasses.replace(SETTINGS, max_frames=frames - 1))
+    assert isinstance(error, TooLarge) and "frames" in error.message
+
+
 def test_bmff_box_walk_is_bounded():
     free_boxes = struct.pack(">I4s", 8, b"free") * (MAX_BMFF_BOXES + 1)
     with pytest.raises(TooLarge, match=f"more than {MAX_BMFF_BOXES} boxes"):
