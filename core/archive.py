@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from core.config import Settings
 from core.errors import CorruptImage, TooLarge, UnsafeArchive
+from core.units import format_bytes
 
 _EOCD = struct.Struct("<4sHHHHIIH")
 _EOCD64_LOCATOR = struct.Struct("<4sIQI")
@@ -116,7 +117,7 @@ def read_central_directory(data: bytes, settings: Settings) -> list[ZipEntry]:
     """All members, after every whole-archive check. Raises UnsafeArchive (422) or TooLarge (413)."""
     if len(data) > settings.zip_max_archive_bytes:
         raise TooLarge(
-            f"the archive is {len(data) / 2**20:.1f} MiB; the limit is {settings.zip_max_archive_bytes / 2**20:.0f} MiB"
+            f"the archive is {format_bytes(len(data))}; the limit is {format_bytes(settings.zip_max_archive_bytes)}"
         )
     eocd_pos = data.rfind(b"PK\x05\x06", max(0, len(data) - 65557))
     if eocd_pos < 0 or len(data) - eocd_pos < _EOCD.size:
@@ -241,8 +242,8 @@ def _check_declared_sizes(entries: list[ZipEntry], settings: Settings) -> None:
     total = sum(e.size for e in entries)
     if total > settings.zip_max_total_bytes:
         raise TooLarge(
-            f"the archive would unpack to {total / 2**20:.0f} MiB; the limit is "
-            f"{settings.zip_max_total_bytes / 2**20:.0f} MiB"
+            f"the archive would unpack to {format_bytes(total)}; the limit is "
+            f"{format_bytes(settings.zip_max_total_bytes)}"
         )
     for e in entries:
         if e.size > _ratio_cap(e, settings):
@@ -317,7 +318,7 @@ def iter_members(data: bytes, settings: Settings) -> Iterator[ZipMember | ZipPro
         if entry.size > per_file:
             produced_total += entry.size
             _check_total(produced_total, settings)
-            yield ZipProblem(entry.name, f"the file is over the {per_file / 2**20:.0f} MiB limit", 413)
+            yield ZipProblem(entry.name, f"the file is over the {format_bytes(per_file)} limit", 413)
             continue
         budget = settings.zip_max_total_bytes - produced_total
         limit = min(entry.size, budget, _ratio_cap(entry, settings))
@@ -348,7 +349,7 @@ def iter_members(data: bytes, settings: Settings) -> Iterator[ZipMember | ZipPro
 
 def _check_total(produced_total: int, settings: Settings) -> None:
     if produced_total > settings.zip_max_total_bytes:
-        raise TooLarge(f"the archive unpacks to more than {settings.zip_max_total_bytes / 2**20:.0f} MiB")
+        raise TooLarge(f"the archive unpacks to more than {format_bytes(settings.zip_max_total_bytes)}")
 
 
 def _ratio_error(entry: ZipEntry, settings: Settings) -> TooLarge:

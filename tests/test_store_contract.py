@@ -235,3 +235,24 @@ def test_totals_add_up_the_sessions_through_adds_deletes_and_clears(make_session
     assert store.totals().bytes_held == store.bytes_held(A) + store.bytes_held(B)
     store.clear(A)
     assert store.totals().bytes_held == store.bytes_held(B) > 0
+
+
+@pytest.mark.parametrize("fmt", ["AVIF", "HEIF", "WEBP", "TIFF", "BMP", "GIF", "PNG"])
+def test_every_allowed_format_round_trips(make_store, fmt):
+    import io
+
+    import pillow_heif
+    from PIL import Image
+
+    picture = Image.new("RGB", (40, 30), (200, 80, 20))
+    out = io.BytesIO()
+    if fmt == "HEIF":
+        pillow_heif.from_pillow(picture).save(out, quality=60)
+    else:
+        picture.save(out, fmt)
+    stored = ingest_image(out.getvalue(), f"picture.{fmt.lower()}", Settings())
+    assert stored.format == fmt
+    store = make_store()
+    record = store.add(A, stored).record
+    assert store.read(A, record.id) == out.getvalue()
+    assert store.get(A, record.id).format == fmt

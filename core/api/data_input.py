@@ -33,6 +33,7 @@ from core.ingest import ALLOWED_FORMATS, is_zip
 from core.presence import presence
 from core.sessions import new_session_id, session_scope
 from core.storage.base import ImageRecord
+from core.units import format_bytes
 
 router = APIRouter(prefix="/api", dependencies=[Depends(refuse_cross_site)])
 Session = Annotated[str | None, Depends(session_dependency)]
@@ -156,7 +157,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         received += len(chunk)
         if received > limit:
-            raise TooLarge(f"the archive is over the {limit / 2**20:.0f} MiB limit; nothing was stored")
+            raise TooLarge(f"the archive is over the {format_bytes(limit)} limit; nothing was stored")
         chunks.append(chunk)
     return b"".join(chunks)
 

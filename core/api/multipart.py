@@ -26,6 +26,7 @@ from starlette.requests import Request
 
 from core.errors import BadRequest, DarkroomError, TooLarge
 from core.ingest import is_zip
+from core.units import format_bytes
 
 MAX_FIELD_BYTES = 64 * 1024  # non-file fields are small by nature
 MAX_PART_HEADER_BYTES = 16 * 1024  # a Content-Disposition and a Content-Type need a few hundred bytes
@@ -74,12 +75,8 @@ def boundary_of(request: Request) -> bytes:
     return params[b"boundary"]
 
 
-def _size(n: int) -> str:
-    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
-
-
 def _too_large(limit: int) -> TooLarge:
-    return TooLarge(f"a file is over the {_size(limit)} limit per file")
+    return TooLarge(f"a file is over the {format_bytes(limit)} limit per file")
 
 
 async def iter_file_parts(
@@ -97,8 +94,7 @@ async def iter_file_parts(
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_body_bytes:
         raise TooLarge(
-            f"the upload is {int(declared) / 2**20:.1f} MiB; at most "
-            f"{max_body_bytes / 2**20:.0f} MiB can be sent at once"
+            f"the upload is {format_bytes(int(declared))}; at most {format_bytes(max_body_bytes)} can be sent at once"
         )
     state = _PartState()
     done: list[FilePart] = []
@@ -112,7 +108,7 @@ async def iter_file_parts(
     def count_header_bytes(amount: int) -> None:
         state.header_bytes += amount
         if state.header_bytes > MAX_PART_HEADER_BYTES:
-            raise TooLarge(f"a part's headers are over {_size(MAX_PART_HEADER_BYTES)}")
+            raise TooLarge(f"a part's headers are over {format_bytes(MAX_PART_HEADER_BYTES)}")
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
         count_header_bytes(end - start)
@@ -182,7 +178,7 @@ async def iter_file_parts(
     async for chunk in request.stream():
         received += len(chunk)
         if received > max_body_bytes:
-            raise TooLarge(f"at most {max_body_bytes / 2**20:.0f} MiB can be sent at once")
+            raise TooLarge(f"at most {format_bytes(max_body_bytes)} can be sent at once")
         failure: DarkroomError | None = None
         try:
             parser.write(chunk)

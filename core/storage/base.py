@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from core.annotations import Annotations
 from core.errors import CapacityExceeded, NotFound, QuotaExceeded
 from core.ingest import IngestedImage
+from core.units import format_bytes
 
 __all__ = [
     "RECORD_OVERHEAD_BYTES",
@@ -50,15 +51,11 @@ def image_not_found() -> NotFound:
     return NotFound("no such image in this workspace")
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MiB"
-
-
 def workspace_full(held: int, quota: int, needed: int) -> QuotaExceeded:
     """The one message every session store gives when a workspace's quota would be passed."""
     return QuotaExceeded(
-        f"the workspace is full: it holds {_mib(held)} of {_mib(quota)} and this needs {_mib(needed)} more; "
-        "delete images or clear it"
+        f"the workspace is full: it holds {format_bytes(held)} of {format_bytes(quota)} and this needs "
+        f"{format_bytes(needed)} more; delete images or clear it"
     )
 
 

@@ -37,8 +37,18 @@ from core.storage.base import (
     storage_full,
     workspace_full,
 )
+from core.units import format_bytes
 
-EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+EXTENSIONS = {
+    "JPEG": ".jpg",
+    "PNG": ".png",
+    "GIF": ".gif",
+    "WEBP": ".webp",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+    "HEIF": ".heic",
+    "AVIF": ".avif",
+}
 _TEMP_PREFIX = ".tmp-"
 _ANNOTATIONS_SUFFIX = ".annotations"  # <id>.annotations: the image's tags, rating and note (JSON)
 
@@ -86,9 +96,7 @@ class _Index:
 
 
 def _legacy_full(held: int, quota: int, needed: int) -> QuotaExceeded:
-    return QuotaExceeded(
-        f"the shared folder is full ({quota / 2**20:.0f} MiB); use a session id for a private workspace"
-    )
+    return QuotaExceeded(f"the shared folder is full ({format_bytes(quota)}); use a session id for a private workspace")
 
 
 class FolderStore(ImageStore):
