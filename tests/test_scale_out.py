@@ -2,7 +2,8 @@
 ``docs/deploy/`` runs them: sessions, quotas, events and invites are shared; a killed process
 loses nothing; a Redis that writes to disk is refused; a Redis that goes away gives 503 and the
 calls recover by themselves. Then real Chromium through a real HAProxy (``docs/deploy/haproxy.cfg``
-on free ports) in front of two processes.
+on free ports) in front of two processes: live pushes across processes, reloads, a tab landing on the
+other process, and an invite made on one process joining a browser on the other.
 
 Locally these tests skip when redis-server, HAProxy or Chromium is missing; in CI they fail.
 """
@@ -293,3 +294,44 @@ def test_a_tab_behind_the_proxy_sees_live_what_a_script_pushed_through_the_other
         driver, lambda d: loaded_thumbnails(d) == 2, message="the tab did not find its workspace on the other process"
     )
     assert card_names(driver) == ["dropped.jpg", "pushed.jpg"]
+
+
+def click_button(driver, label: str) -> None:
+    xpath = f"//button[not(@disabled)][.//span[normalize-space()='{label}']]"
+    button = wait_for(driver, lambda d: [b for b in d.find_elements("xpath", xpath) if b.is_displayed()])[-1]
+    driver.execute_script("arguments[0].click()", button)
+
+
+def pin(driver, proxy: HAProxy, server: str) -> None:
+    """Route this browser to ``server`` ("app1" or "app2") through the proxy's sticky cookie."""
+    driver.get(f"{proxy.url}/api/health")
+    driver.delete_cookie(STICKY_COOKIE)
+    driver.add_cookie({"name": STICKY_COOKIE, "value": server, "path": "/"})
+
+
+def test_an_invite_made_on_one_process_joins_a_browser_on_the_other_live(pair, proxy, tmp_path):
+    owner, guest = chromium(), chromium()
+    try:
+        pin(owner, proxy, "app1")
+        pin(guest, proxy, "app2")
+        open_page(owner, proxy.url)
+        photo = tmp_path / "shared.jpg"
+        photo.write_bytes(make_jpeg(100, 80, seed=50))
+        owner.find_element("css selector", "input[type=file]").send_keys(str(photo))
+        wait_for(owner, lambda d: card_names(d) == ["shared.jpg"])
+        click_button(owner, "Invite")
+        click_button(owner, "Create invite link")
+        selector = "[data-testid=invite-link] input, input[data-testid=invite-link]"
+        link = wait_for(owner, lambda d: d.find_elements("css selector", selector))[0].get_attribute("value")
+        assert link.startswith(proxy.url) and "?join=" in link
+
+        open_page(guest, link)
+        wait_for(guest, lambda d: card_names(d) == ["shared.jpg"], message="the invite did not join on app2")
+        assert guest.get_cookie(STICKY_COOKIE)["value"] == "app2" and owner.get_cookie(STICKY_COOKIE)["value"] == "app1"
+        later = tmp_path / "added-later.jpg"
+        later.write_bytes(make_jpeg(100, 80, seed=51))
+        owner.find_element("css selector", "input[type=file]").send_keys(str(later))
+        wait_for(guest, lambda d: card_names(d) == ["added-later.jpg", "shared.jpg"], message="not live on app2")
+    finally:
+        owner.quit()
+        guest.quit()
