@@ -84,7 +84,9 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 _JPEG_FILL = re.compile(rb"\xff+")
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
-_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+# Pillow reads a frame size from each of these (DHP included); it reads no length after JPG/JPGn markers.
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xDE})
+_JPEG_NO_LENGTH = frozenset({0xC8, *range(0xF0, 0xFE)})
 _JPEG_SOS, _JPEG_EOI, _JPEG_SOI = 0xDA, 0xD9, 0xD8
 
 # TIFF field types -> bytes per value (Pillow's table, classic TIFF).
@@ -250,6 +252,7 @@ def _check_png(data: bytes, settings: Settings) -> None:
     end = len(data)
     chunks = 0
     frame_controls = 0
+    declared: int | None = None
     while pos + 12 <= end:
         length, kind = struct.unpack_from(">I4s", data, pos)
         chunks += 1
@@ -259,8 +262,15 @@ def _check_png(data: bytes, settings: Settings) -> None:
         if body + length > end:
             return  # truncated: the decoder reports it
         if kind == b"acTL" and length >= 8:
-            (declared,) = struct.unpack_from(">I", data, body)
-            _check_frame_count(declared, f"the PNG (APNG) declares {declared} frames", settings)
+            (count,) = struct.unpack_from(">I", data, body)
+            _check_frame_count(count, f"the PNG (APNG) declares {count} frames", settings)
+            declared = max(declared or 0, count)
+        elif kind == b"IDAT" and declared is not None and frame_controls == 0:
+            # A default image without its own fcTL is one frame more for Pillow.
+            _check_frame_count(
+                declared + 1, f"the PNG (APNG) declares {declared} frames and a separate default image", settings
+            )
+            declared = None
         elif kind == b"fcTL" and length >= 20:
             frame_controls += 1
             _check_frame_count(frame_controls, f"the PNG (APNG) has more than {settings.max_frames} frames", settings)
@@ -479,6 +489,10 @@ def _check_jpeg(data: bytes, settings: Settings) -> None:
             return
         if marker == 0x00 or marker == _JPEG_SOI or marker in _JPEG_STANDALONE:
             continue  # no segment follows; inside a scan, the scan goes on
+        if marker in _JPEG_NO_LENGTH and scans == 0:
+            continue  # as Pillow reads the header (libjpeg refuses these markers)
+        if marker < 0xC0 or marker in _JPEG_NO_LENGTH:
+            return  # Pillow (before the first scan) or libjpeg (after it) refuses the file here
         in_scan = False
         if pos + 2 > end:
             return

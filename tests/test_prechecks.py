@@ -235,6 +235,24 @@ def test_apng_frame_outside_its_canvas_is_corrupt():
     assert isinstance(error, CorruptImage) and "frame 2 of the PNG (APNG) lies at 12,0" in error.message
 
 
+def test_apng_default_image_outside_the_animation_counts_as_a_frame_as_in_pillow():
+    data = _pillow_image("PNG", (16, 16), frames=3, default_image=True)
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.n_frames == 3  # acTL says 2: the default image is one more
+    check(data, dataclasses.replace(SETTINGS, max_frames=3))
+    error = refused(data, dataclasses.replace(SETTINGS, max_frames=2))
+    assert isinstance(error, TooLarge) and "declares 2 frames and a separate default image" in error.message
+
+
+def test_jpeg_extension_markers_carry_no_length_as_pillow_reads_them():
+    data = bytearray(make_jpeg(64, 48))
+    sof = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, 10_000, 10_000)
+    hidden = bytes(data[:sof]) + b"\xff\xc8" + bytes(data[sof:])  # a length here would skip the SOF
+    error = refused(hidden)
+    assert isinstance(error, TooLarge) and "10000x10000" in error.message
+
+
 def test_tiff_page_chain_that_loops_ends_at_the_loop_as_in_pillow():
     data = bytearray(_tiff_pages(2))
     (first,) = struct.unpack_from("<I", data, 4)
