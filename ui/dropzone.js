@@ -55,6 +55,7 @@ export default {
   props: {
     url: String,
     wsUrl: String,
+    thumbnailUrl: String,
     label: String,
     accept: String,
     maxImageBytes: Number,
@@ -407,6 +408,7 @@ export default {
       if (status === 200 || status === 201) {
         item.state = "done";
         if (image) item.stored++;
+        if (image && !item.archive) this.showVerified(item, image.id);
         item.detail = !image && duplicateOf ? `already in the workspace as ${duplicateOf.filename}` : "";
         this.giveWay(item, image ? image.id : null);
       } else if (status === 415 && item.fromFolder) {
@@ -418,6 +420,17 @@ export default {
         item.detail = detail || "refused";
         this.later(item, KEEP_FAILED);
       }
+    },
+    showVerified(item, imageId) {
+      // The server's thumbnail replaces the local preview on the tile as soon as it is loaded; the
+      // gallery card's copy then comes from the browser's cache.
+      const verified = new Image();
+      verified.onload = () => {
+        if (!this.items.includes(item)) return;
+        this.revokePreview(item);
+        item.preview = verified.src;
+      };
+      verified.src = `${window.path_prefix || ""}${this.thumbnailUrl}${imageId}`;
     },
     giveWay(item, imageId) {
       // The local preview stays until the gallery shows the server's verified thumbnail.
