@@ -19,8 +19,23 @@ class SocketUnavailable extends Error {}
 
 const pad = (n) => String(n).padStart(2, "0");
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-// The server folds white space in names (core.ingest.clean_filename): results are matched the same way.
-const fold = (name) => name.replace(/[\t\n\r]/g, " ").split(/\s+/).filter(Boolean).join(" ");
+// The name the server reports for a file (core.ingest.clean_filename): control and format
+// characters dropped, white space folded, cut to 200 characters keeping the extension.
+const MAX_NAME = 200;
+const fold = (raw) => {
+  const kept = [...raw]
+    .map((ch) => (/[\t\n\r]/.test(ch) ? " " : ch))
+    .filter((ch) => !/[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}]/u.test(ch) || ch === " ");
+  const text = kept.join("").split(/\s+/).filter(Boolean).join(" ");
+  const chars = [...text];
+  if (chars.length <= MAX_NAME) return text || "image";
+  const dot = text.lastIndexOf(".");
+  const ext = dot >= 0 ? [...text.slice(dot + 1)] : [];
+  if (dot >= 0 && ext.length > 0 && ext.length <= 10) {
+    return [...text.slice(0, dot)].slice(0, MAX_NAME - ext.length - 2).join("") + "…." + ext.join("");
+  }
+  return chars.slice(0, MAX_NAME - 1).join("") + "…";
+};
 
 export default {
   template: `
@@ -290,7 +305,8 @@ export default {
           const item =
             pending.find((i) => !i.archive && fold(i.name) === name) ||
             pending.find((i) => i.archive && fold(i.name) === name) ||
-            pending.find((i) => i.archive && i.state === "checking"); // a member of an archive
+            pending.find((i) => i.archive && i.state === "checking") || // a member of an archive
+            pending.find((i) => i.state === "checking"); // a name the server wrote differently
           if (!item) return;
           if (item.archive && fold(item.name) !== name) {
             if (message.status === 200 && message.image) item.stored++;
