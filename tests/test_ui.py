@@ -507,3 +507,11 @@ async def test_dashboard_charts_show_every_image_highlight_flags_and_follow_remo
     await user.should_see("2 images")
     clean, flagged = _chart(user, "scatter").options["series"]
     assert len(clean["data"]) + len(flagged["data"]) == 2  # at once, without recomputing
+
+    await drop(user, ("three.jpg", make_jpeg(80, 60, seed=31)))  # while the dashboard is open
+    for _ in range(100):
+        clean, flagged = _chart(user, "scatter").options["series"]
+        if len(clean["data"]) + len(flagged["data"]) == 3:
+            break
+        await asyncio.sleep(0.1)
+    assert "three.jpg" in {point["name"] for point in clean["data"] + flagged["data"]}
