@@ -11,6 +11,7 @@ const OPEN_TIMEOUT = 5000; // ms to wait for the server's "ready" before falling
 const WALK_LIMIT = 5000; // files and folders visited in one folder drop or pick
 const DEPTH_LIMIT = 32; // nested folders followed
 const MAX_PREVIEWS = 60; // local previews decoded at a time (more files show an icon)
+const MAX_TILES = 120; // files shown at a time while uploading (the rest are counted)
 const KEEP_FAILED = 10000; // ms a refusal stays on its tile (the page's message list keeps it too)
 const KEEP_DONE = 3000; // ms at most a stored file waits for its gallery card
 const PREVIEWABLE = /^image\/(jpeg|png|gif|webp|avif|bmp|x-ms-bmp|svg\+xml)$/;
@@ -54,7 +55,7 @@ export default {
       </div>
       <div class="dr-dropzone-hint">Ctrl+V / ⌘V pastes images from the clipboard</div>
       <div v-if="items.length" class="dr-grid dr-pending" @click.stop>
-        <div v-for="item in items" :key="item.key" class="dr-pending-tile" :class="'dr-' + item.state"
+        <div v-for="item in items.slice(0, maxTiles)" :key="item.key" class="dr-pending-tile" :class="'dr-' + item.state"
              :data-state="item.state" :data-name="item.name">
           <img v-if="item.preview" :src="item.preview" class="dr-local-preview" :alt="item.name"
                decoding="async" @error="revokePreview(item)" />
@@ -65,6 +66,7 @@ export default {
             <q-icon :name="icons[item.state]" size="xs" /> {{ item.name }} · {{ caption(item) }}
           </div>
         </div>
+        <div v-if="items.length > maxTiles" class="dr-pending-more">and {{ items.length - maxTiles }} more files</div>
       </div>
     </div>`,
   props: {
@@ -82,6 +84,7 @@ export default {
     return {
       dragging: false,
       items: [],
+      maxTiles: MAX_TILES,
       icons: { queued: "schedule", uploading: "upload", checking: "hourglass_top", done: "check_circle",
                skipped: "block", failed: "error" },
     };
