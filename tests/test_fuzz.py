@@ -46,7 +46,7 @@ from tests.conftest import DATA, HOSTILE
 
 FUZZ_DIR = DATA / "fuzz"
 BUDGET_SECONDS = float(os.environ.get("FUZZ_SECONDS", "6"))
-MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1000"))
+MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3000"))
 MAX_MUTATED_BYTES = 64 * 1024
 
 DEFAULT = Settings()
