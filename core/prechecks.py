@@ -469,10 +469,10 @@ def _check_jpeg(data: bytes, settings: Settings) -> None:
                 return
             junk += found_ff - pos
             pos = found_ff
-        fill = _JPEG_FILL.match(data, pos)
-        assert fill is not None  # data[pos] is 0xFF
-        junk += fill.end() - pos - 1
-        pos = fill.end()
+        fill = _JPEG_FILL.match(data, pos)  # data[pos] is 0xFF: fill bytes may repeat it
+        fill_end = fill.end() if fill else pos + 1
+        junk += fill_end - pos - 1
+        pos = fill_end
         if scans == 0 and junk > MAX_JPEG_JUNK_BYTES:  # before the first scan Pillow skips them one by one
             raise TooLarge(
                 f"the JPEG has more than {MAX_JPEG_JUNK_BYTES} stray bytes between its segments; "

@@ -5,27 +5,28 @@ stable: the hostile HTTP suite (``tests/test_hostile_*``), ``bench/hostile.py`` 
 ``tests/test_prechecks.py`` import them.
 
 =============================  ===============================================================  ========
-builder                        what it attacks                                                  expected
+builder                        what it attacks                                                  pre-check
 =============================  ===============================================================  ========
 gif_canvas_grow                2nd frame at 19999,19999 of a 10x10 GIF: Pillow grows the canvas  413
 gif_many_frames                10,000 frames of 4000x4000: counting frames by seeking decodes    413
 gif_truncated_after_descriptor file ends right after a frame descriptor (IndexError in Pillow)   422
 apng_many_frames               acTL declares 1001 frames of 7071x7071                           413
 png_many_chunks                2 million empty private chunks, each read by Python               413
-png_blank                      blank 7071x7071 RGB PNG (194 KB): within the cap, costly features 200
+png_blank                      blank 7071x7071 RGB PNG (146 KB): within the cap, costly features passes
 jpeg_many_scans                progressive JPEG with 2000 scans (each a pass over the image)    413
 jpeg_many_app_segments         6 million empty APP0 segments (24 MB) before the image           413
 tiff_overlapping_ifds          100 IFDs of 65535 entries sharing the same bytes                  413
 tiff_ifd_without_size          1000 pages, then an IFD without ImageWidth/ImageLength            413/422
 tiff_huge_tiles                151-byte TIFF declaring 46336x46336 tiles                        413
-tiff_float                     32-bit float TIFF 7000x7000: within the cap, +1 GiB to decode     200
+tiff_float                     32-bit float TIFF 7000x7000: within the cap, +1 GiB to decode     passes
 bmp_rle_eol                    5 KB RLE8 BMP of 50000x1000: every end-of-line pads in Python     413
 webp_many_frames               animated WebP with 1001 ANMF frames                              413
 webp_frame_outside_canvas      ANMF frame placed outside the VP8X canvas                        413/422
 =============================  ===============================================================  ========
 
-(ZIP builders live with the archive tests.) ``png_blank`` and ``tiff_float`` pass the structural
-pre-checks on purpose: they are bounded by the decode sandbox and the feature pixel cap instead.
+The last column is what ``core.prechecks.check_structure`` answers at the default limits (413
+TooLarge, 422 CorruptImage). ``png_blank`` and ``tiff_float`` pass it on purpose: they are bounded by
+the decode sandbox and the feature pixel cap instead. (ZIP builders live with the archive tests.)
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def png_many_chunks(n: int = 2_000_000) -> bytes:
 
 
 def png_blank(size: int = 7071) -> bytes:
-    """A blank RGB PNG of size x size (194 KB at 7071): under the pixel cap, +3.7 GiB for features once."""
+    """A blank RGB PNG of size x size (146 KB at 7071): under the pixel cap, +3.7 GiB for features once."""
     idat = _png_chunk(b"IDAT", _blank_zlib(3 * size, size))
     return _PNG_SIGNATURE + _ihdr(size, size, 8, 2) + idat + _png_chunk(b"IEND")
 
