@@ -33,8 +33,8 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 PHOTOS = sorted((DATA / "features" / "images").iterdir())
 
-# Records, in the page, every WebSocket opened after it loads, when the first local preview showed
-# and when the first server thumbnail finished loading (performance.now(), same clock).
+# Records, from the moment the page starts, every WebSocket it opens, when the first local preview
+# showed and when the first server thumbnail finished loading (performance.now(), same clock).
 INSTRUMENT = """
 window.__sockets = [];
 const Original = window.WebSocket;
@@ -43,11 +43,13 @@ window.WebSocket = class extends Original {
 };
 window.__firstPreview = null;
 window.__firstThumbnail = null;
-new MutationObserver(() => {
-  if (window.__firstPreview === null && document.querySelector('img.dr-local-preview')) {
-    window.__firstPreview = performance.now();
-  }
-}).observe(document.body, { childList: true, subtree: true });
+document.addEventListener('DOMContentLoaded', () => {
+  new MutationObserver(() => {
+    if (window.__firstPreview === null && document.querySelector('img.dr-local-preview')) {
+      window.__firstPreview = performance.now();
+    }
+  }).observe(document.body, { childList: true, subtree: true });
+});
 document.addEventListener('load', (event) => {
   if (window.__firstThumbnail === null && event.target.matches && event.target.matches('img.dr-thumb')) {
     window.__firstThumbnail = performance.now();
@@ -55,19 +57,22 @@ document.addEventListener('load', (event) => {
 }, true);
 """
 
-# A network without WebSockets (a proxy that drops the upgrade): every new socket fails to open.
-BLOCK_WEBSOCKETS = """
-window.WebSocket = class {
-  constructor(url) {
-    this.url = url; this.readyState = 0; this.bufferedAmount = 0;
+# A network that drops the upgrade of the page's upload socket (a proxy or firewall without
+# WebSockets there): every such socket fails to open. The page's own NiceGUI socket is left alone.
+BLOCK_UPLOAD_SOCKETS = """
+const Real = window.WebSocket;
+window.WebSocket = class extends Real {
+  constructor(url, protocols) {
+    if (!String(url).includes('/_darkroom/ws/')) { super(url, protocols); return; }
+    const blocked = { url: String(url), readyState: 0, bufferedAmount: 0, send() { throw new Error('not open'); },
+                      close() {} };
     setTimeout(() => {
-      this.readyState = 3;
-      if (this.onerror) this.onerror(new Event('error'));
-      if (this.onclose) this.onclose({ code: 1006, reason: '' });
+      blocked.readyState = 3;
+      if (blocked.onerror) blocked.onerror(new Event('error'));
+      if (blocked.onclose) blocked.onclose({ code: 1006, reason: '' });
     }, 20);
+    return blocked;
   }
-  send() { throw new DOMException('not open', 'InvalidStateError'); }
-  close() {}
 };
 """
 
@@ -98,7 +103,10 @@ def browser(tmp_path: Path) -> Iterator[Callable[..., Any]]:
         driver.quit()
 
 
-def open_workspace(driver: Any, url: str) -> None:
+def open_workspace(driver: Any, url: str, before_load: str | None = None) -> None:
+    """Open the page; ``before_load`` runs in it before any of its own scripts."""
+    if before_load:
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": before_load})
     driver.get(url)
     wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=usage]"), message="page did not load")
 
@@ -130,8 +138,7 @@ def write(folder: Path, name: str, data: bytes) -> Path:
 
 def test_chosen_files_travel_over_the_websocket_and_show_a_local_preview_first(server, browser) -> None:
     driver = browser()
-    open_workspace(driver, server.url)
-    driver.execute_script(INSTRUMENT)
+    open_workspace(driver, server.url, before_load=INSTRUMENT)
     choose_files(driver, *PHOTOS)
     wait_for(driver, lambda d: loaded_thumbnails(d) == len(PHOTOS), message="thumbnails did not appear")
     assert filenames(driver) == sorted(p.name for p in PHOTOS)
@@ -320,8 +327,7 @@ def test_dashboard_scatter_has_a_point_per_image_and_a_click_opens_the_detail(se
 
 def test_with_websockets_blocked_the_page_falls_back_to_http(server, browser) -> None:
     driver = browser()
-    open_workspace(driver, server.url)
-    driver.execute_script(BLOCK_WEBSOCKETS)
+    open_workspace(driver, server.url, before_load=BLOCK_UPLOAD_SOCKETS)
     choose_files(driver, *PHOTOS[:3])
     wait_for(driver, lambda d: loaded_thumbnails(d) == 3, message="the HTTP fallback did not upload")
     assert filenames(driver) == sorted(p.name for p in PHOTOS[:3])

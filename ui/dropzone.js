@@ -94,11 +94,16 @@ export default {
     this.busy = false;
     this.socketBroken = false;
     this.previews = 0;
+    this.spare = null;
     this.onPaste = (event) => this.paste(event);
     document.addEventListener("paste", this.onPaste);
+    this.prepareSocket();
   },
   beforeUnmount() {
     document.removeEventListener("paste", this.onPaste);
+    const spare = this.spare;
+    this.spare = null;
+    if (spare) spare.then((ws) => ws.close(), () => {});
     for (const item of this.items) this.revoke(item);
   },
   methods: {
@@ -243,7 +248,8 @@ export default {
       const scheme = location.protocol === "https:" ? "wss:" : "ws:";
       return `${scheme}//${location.host}${window.path_prefix || ""}${this.wsUrl}`;
     },
-    overSocket(batch) {
+    connect() {
+      // A socket of the page's upload route, resolved once the server has said "ready".
       return new Promise((resolve, reject) => {
         let ws;
         try {
@@ -253,7 +259,68 @@ export default {
           return;
         }
         ws.binaryType = "arraybuffer";
-        let ready = false;
+        const timer = setTimeout(() => {
+          ws.onmessage = ws.onclose = null;
+          ws.close();
+          reject(new SocketUnavailable("no answer"));
+        }, OPEN_TIMEOUT);
+        ws.onmessage = (event) => {
+          let message = {};
+          try {
+            message = JSON.parse(event.data);
+          } catch (error) {
+            return;
+          }
+          if (message.type !== "ready") return;
+          clearTimeout(timer);
+          ws.onmessage = ws.onclose = null;
+          resolve(ws);
+        };
+        ws.onclose = () => {
+          clearTimeout(timer);
+          reject(new SocketUnavailable("closed before ready"));
+        };
+      });
+    },
+    prepareSocket() {
+      // The next drop's socket is opened ahead: its handshake is paid before files are chosen.
+      if (this.socketBroken || this.spare || !this.wsUrl) return;
+      const spare = this.connect();
+      this.spare = spare;
+      spare.then(
+        (ws) => {
+          ws.onclose = () => {
+            if (this.spare === spare) this.spare = null; // closed while idle (a restart, a proxy)
+          };
+        },
+        () => {
+          if (this.spare === spare) this.spare = null;
+        },
+      );
+    },
+    async takeSocket() {
+      const spare = this.spare;
+      this.spare = null;
+      if (spare) {
+        try {
+          const ws = await spare;
+          if (ws.readyState === WebSocket.OPEN) return ws;
+        } catch (error) {
+          // the spare failed: one fresh attempt decides
+        }
+      }
+      return this.connect();
+    },
+    async overSocket(batch) {
+      const ws = await this.takeSocket(); // SocketUnavailable: the caller falls back to HTTP
+      try {
+        await this.stream(ws, batch);
+      } finally {
+        this.prepareSocket();
+      }
+    },
+    stream(ws, batch) {
+      return new Promise((resolve) => {
         let closed = false;
         let finished = false;
         let stopDetail = "";
@@ -263,13 +330,6 @@ export default {
           wakers = [];
           waiting.forEach((resolveWaiter) => resolveWaiter());
         };
-        const timer = setTimeout(() => {
-          if (!ready) {
-            closed = true;
-            ws.close();
-            reject(new SocketUnavailable("no answer"));
-          }
-        }, OPEN_TIMEOUT);
         const inFlight = () => batch.reduce((sum, item) => sum + (item.state === "uploading" ? item.sent - item.acked : 0), 0);
         const receiving = () => batch.find((item) => item.state === "uploading" && item.acked < item.size);
         const awaiting = () => batch.filter((item) => item.state === "uploading" || item.state === "checking");
@@ -326,14 +386,7 @@ export default {
           } catch (error) {
             return;
           }
-          if (message.type === "ready") {
-            ready = true;
-            clearTimeout(timer);
-            send().catch((error) => {
-              stopDetail = String(error);
-              ws.close();
-            });
-          } else if (message.type === "progress") {
+          if (message.type === "progress") {
             const item = receiving();
             if (item) {
               item.acked = Math.min(item.size, message.received);
@@ -352,12 +405,7 @@ export default {
         };
         ws.onclose = () => {
           closed = true;
-          clearTimeout(timer);
           wake();
-          if (!ready) {
-            reject(new SocketUnavailable("closed before ready"));
-            return;
-          }
           if (!finished) {
             const detail = stopDetail || "the connection to the server was lost";
             for (const item of batch) {
@@ -367,6 +415,10 @@ export default {
           }
           resolve();
         };
+        send().catch((error) => {
+          stopDetail = String(error);
+          ws.close();
+        });
       });
     },
     overHttp(batch) {
