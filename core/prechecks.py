@@ -486,7 +486,9 @@ def _check_jpeg(data: bytes, settings: Settings) -> None:
         if markers > MAX_JPEG_MARKERS:
             raise TooLarge(f"the JPEG has more than {MAX_JPEG_MARKERS} markers; the limit is {MAX_JPEG_MARKERS}")
         if marker == _JPEG_EOI:
-            return
+            if scans:
+                return
+            continue  # before any scan Pillow reads on past an end marker, looking for the frame
         if marker == 0x00 or marker == _JPEG_SOI or marker in _JPEG_STANDALONE:
             continue  # no segment follows; inside a scan, the scan goes on
         if marker in _JPEG_NO_LENGTH and scans == 0:

@@ -253,6 +253,14 @@ def test_jpeg_extension_markers_carry_no_length_as_pillow_reads_them():
     assert isinstance(error, TooLarge) and "10000x10000" in error.message
 
 
+def test_jpeg_end_marker_before_the_first_scan_does_not_end_the_walk_as_in_pillow():
+    data = bytearray(make_jpeg(64, 48))
+    sof = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, 10_000, 10_000)
+    error = refused(b"\xff\xd8\xff\xd9" + bytes(data[2:]))
+    assert isinstance(error, TooLarge) and "10000x10000" in error.message
+
+
 def test_tiff_page_chain_that_loops_ends_at_the_loop_as_in_pillow():
     data = bytearray(_tiff_pages(2))
     (first,) = struct.unpack_from("<I", data, 4)
