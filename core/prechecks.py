@@ -18,6 +18,11 @@ Frames are counted from the container (GIF image descriptors, APNG ``acTL`` and 
 must lie inside its canvas (Pillow grows a GIF's canvas to fit a frame outside it): one whose far
 corner is past the pixel cap is TooLarge, any other outside the canvas is CorruptImage.
 
+Each walker reads the container exactly as its decoder does (Pillow's GIF, PNG, JPEG and TIFF
+readers, libwebp's demuxer, libheif), quirks included: a walker that resynchronised differently
+could miss a frame or a size the decoder then finds. ``tests/test_fuzz.py`` checks this: whatever
+passes here, Pillow opens at no more pixels and frames than the limits.
+
 Each message says exactly what was too large or wrong, e.g. "the GIF declares more than 1000
 frames; the limit is 1000". Damage that decoders report cleanly (a truncated PNG chunk, a JPEG without
 its end marker) is left to the decoder, so a file Pillow reads today is not refused for a harmless
