@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import logging
 import threading
 from collections import deque
@@ -496,6 +497,32 @@ def list_annotations() -> dict[str, Annotations]:
     """The current session's annotated images and their annotations, by image id."""
     store, key, _ = _namespace()
     return store.list_annotations(key)
+
+
+# Each listed record encoded once: (image id, annotations version) -> its JSON. Ids are random and
+# never reused, so an entry is never stale; the bound keeps it small (cleared when full).
+_LISTING_CACHE_ENTRIES = 50_000
+_encoded_records: dict[tuple[str, int], bytes] = {}
+
+
+def listing_json() -> bytes:
+    """``list_records_with_annotations`` as the API's JSON body, each record encoded only once
+    (and again after its annotations change)."""
+    store, key, _ = _namespace()
+    records = store.list(key)
+    annotated = store.list_annotations(key) if records else {}
+    parts = []
+    for record in records:
+        notes = annotated.get(record.id, EMPTY_ANNOTATIONS)
+        encoded = _encoded_records.get((record.id, notes.version))
+        if encoded is None:
+            listed = {**record.to_public(), "annotations": notes.to_public()}
+            encoded = json.dumps(listed, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+            if len(_encoded_records) >= _LISTING_CACHE_ENTRIES:
+                _encoded_records.clear()
+            _encoded_records[(record.id, notes.version)] = encoded
+        parts.append(encoded)
+    return b"[" + b",".join(parts) + b"]"
 
 
 def list_records_with_annotations() -> list[dict[str, object]]:

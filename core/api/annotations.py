@@ -17,7 +17,7 @@ import contextlib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket, WebSocketDisconnect, status
+from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect, status
 from fastapi.responses import JSONResponse
 
 from core import data_service
@@ -29,15 +29,13 @@ from core.annotations import (
     parse_patch,
     tag_counts,
 )
-from core.api.deps import session_dependency
+from core.api.deps import Session
 from core.api.models import ERRORS
-from core.api.origin import refuse_cross_site
 from core.errors import BadRequest, DarkroomError, TooLarge
 from core.events import Event, bus
 from core.presence import Member, presence
 
-router = APIRouter(prefix="/api", tags=["collaboration"], dependencies=[Depends(refuse_cross_site)])
-Session = Annotated[str | None, Depends(session_dependency)]
+router = APIRouter(prefix="/api", tags=["collaboration"])
 
 SCRIPT_AUTHOR = "a script"  # updated_by for an HTTP edit that names no member of the workspace
 MAX_WS_MESSAGE_BYTES = MAX_PATCH_BODY_BYTES + 1024  # one annotate message with its envelope

@@ -2,21 +2,20 @@
 
 Routes stay thin: they read bytes and call ``core.data_service``. Decoding (validation, thumbnails)
 runs in the decode sandbox's worker processes; storage I/O in worker threads, where
-``asyncio.to_thread`` copies the context, so the session set by ``session_dependency`` is what the
+``asyncio.to_thread`` copies the context, so the session set by ``SessionScope`` is what the
 service sees there too.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request, Response, WebSocket
+from fastapi import APIRouter, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 
 from core import data_service
-from core.api.deps import session_dependency
+from core.api.deps import Session
 from core.api.models import (
     ERRORS,
     Health,
@@ -26,7 +25,6 @@ from core.api.models import (
     ZipUploadResult,
 )
 from core.api.multipart import boundary_of, iter_file_parts
-from core.api.origin import refuse_cross_site
 from core.api.ws_upload import serve_upload_socket
 from core.errors import BadRequest, DarkroomError, TooLarge
 from core.ingest import ALLOWED_FORMATS, is_zip
@@ -35,8 +33,7 @@ from core.sessions import new_session_id, session_scope
 from core.storage.base import ImageRecord
 from core.units import format_bytes
 
-router = APIRouter(prefix="/api", dependencies=[Depends(refuse_cross_site)])
-Session = Annotated[str | None, Depends(session_dependency)]
+router = APIRouter(prefix="/api")
 
 _MULTIPART_SLACK = 1024 * 1024  # part headers and boundaries around the file bytes
 _ZIP_TYPES = {"application/zip", "application/x-zip-compressed", "application/octet-stream"}
@@ -74,7 +71,7 @@ async def create_session() -> SessionCreated:
     responses={k: v for k, v in ERRORS.items() if k != 404},
     tags=["images"],
 )
-async def upload_images(request: Request, session: Session) -> JSONResponse:
+async def upload_images(request: Request) -> JSONResponse:
     """Upload images as multipart/form-data, one or more parts named ``files``.
 
     Each file is checked on its own: the answer lists what was accepted, rejected (with the
@@ -168,7 +165,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     responses={k: v for k, v in ERRORS.items() if k != 404},
     tags=["images"],
 )
-async def upload_zip(request: Request, session: Session) -> JSONResponse:
+async def upload_zip(request: Request) -> JSONResponse:
     """Upload a ZIP archive: a multipart part named ``file``, or the raw archive as an
     ``application/zip`` body. Unsafe archives are refused whole (422); each image inside is
     checked like a single upload; members that are not images are listed in ``skipped``."""
@@ -199,10 +196,10 @@ async def upload_zip(request: Request, session: Session) -> JSONResponse:
 
 
 @router.get("/images", response_model=list[ListedImageModel], responses={400: ERRORS[400]}, tags=["images"])
-async def list_images(session: Session) -> Response:
+async def list_images() -> Response:
     """The workspace's images, in upload order, each with its shared ``annotations``."""
-    # Serialised once, straight from the records; the decorator's response_model documents the shape.
-    return JSONResponse(await data_service.run_read(data_service.list_records_with_annotations))
+    # Each record is serialised once; the decorator's response_model documents the shape.
+    return Response(await data_service.run_read(data_service.listing_json), media_type="application/json")
 
 
 @router.get(
@@ -215,7 +212,7 @@ async def list_images(session: Session) -> Response:
     },
     tags=["images"],
 )
-async def get_image(image_id: str, session: Session) -> Response:
+async def get_image(image_id: str) -> Response:
     """The original file, byte for byte, with its real Content-Type."""
     record, body = await data_service.run_read(data_service.load_image, image_id)
     return _image_response(body, _mime(record), record.filename)
@@ -231,21 +228,21 @@ async def get_image(image_id: str, session: Session) -> Response:
     },
     tags=["images"],
 )
-async def get_thumbnail(image_id: str, session: Session) -> Response:
+async def get_thumbnail(image_id: str) -> Response:
     """The preview made at upload (longest side 256 px by default), upright."""
     record, body = await data_service.run_read(data_service.load_thumbnail, image_id)
     return _image_response(body, record.thumbnail_mime)
 
 
 @router.delete("/images/{image_id}", status_code=204, responses={400: ERRORS[400], 404: ERRORS[404]}, tags=["images"])
-async def delete_image(image_id: str, session: Session) -> Response:
+async def delete_image(image_id: str) -> Response:
     """Delete one image and everything computed from it."""
     await asyncio.to_thread(data_service.delete_image, image_id)
     return Response(status_code=204)
 
 
 @router.delete("/session", status_code=204, responses={400: ERRORS[400]}, tags=["sessions"])
-async def clear_session(session: Session) -> Response:
+async def clear_session() -> Response:
     """Delete everything in the workspace (a session id is required)."""
     await asyncio.to_thread(data_service.clear_session)
     return Response(status_code=204)

@@ -19,7 +19,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from core import data_service
-from core.api.data_input import Session, content_disposition
+from core.api.data_input import content_disposition
 from core.api.models import ERRORS
 from core.errors import NotFound
 from core.sessions import current_session_id, session_scope
@@ -134,7 +134,7 @@ async def archive_response() -> StreamingResponse:
     },
     tags=["images"],
 )
-async def download_archive(session: Session) -> StreamingResponse:
+async def download_archive() -> StreamingResponse:
     """Every original of the workspace as one ZIP, streamed: members byte-identical to the
     uploads, stored uncompressed, named as uploaded (made unique: ``a.jpg``, ``a (2).jpg``).
     An empty workspace gives an empty archive. Without a session id: the legacy shared folder's

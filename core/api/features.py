@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from core.api.deps import session_dependency
 from core.api.models import ERRORS, ImageRecordModel
-from core.api.origin import refuse_cross_site
 from core.features import REGISTRY
 from core.features import service as features
 from core.tables import to_csv
 
-router = APIRouter(prefix="/api", tags=["features"], dependencies=[Depends(refuse_cross_site)])
-Session = Annotated[str | None, Depends(session_dependency)]
+router = APIRouter(prefix="/api", tags=["features"])
 Groups = Annotated[
     str | None,
     Query(description="Comma-separated group names (see /api/features/catalog); all when omitted.", max_length=500),
@@ -64,7 +61,6 @@ async def catalog() -> Catalog:
 )
 async def image_features(
     image_id: str,
-    session: Session,
     groups: Groups = None,
     include_vectors: Annotated[bool, Query(description="Include the 8,100-value HOG vector")] = False,
 ) -> dict[str, Any]:
@@ -75,7 +71,6 @@ async def image_features(
 
 @router.get("/features", response_model=FeatureTable, responses={200: {"content": {"text/csv": {}}}, 400: ERRORS[400]})
 async def feature_table(
-    session: Session,
     groups: Groups = None,
     format: Annotated[Literal["json", "csv"], Query(description="json (default) or csv")] = "json",
 ) -> Response | FeatureTable:
@@ -93,7 +88,6 @@ async def feature_table(
 
 @router.get("/features/duplicates", response_model=Duplicates, responses={400: ERRORS[400]})
 async def duplicates(
-    session: Session,
     threshold: Annotated[int | None, Query(ge=0, le=64, description="Most differing pHash bits")] = None,
 ) -> Duplicates:
     """Exact duplicates (same pixels) and near-duplicate groups (perceptual hash)."""

@@ -74,12 +74,20 @@ def is_cross_site(connection: HTTPConnection) -> bool:
     return fetch_site == "same-site"  # another origin of the same site, with no Origin to compare
 
 
-async def refuse_cross_site(connection: HTTPConnection) -> None:
-    """FastAPI dependency: refuse a state-changing request from another site with 403 (WebSocket:
-    close 1008). GET and HEAD pass unchecked; requests with neither header (scripts) pass."""
-    if connection.scope["type"] == "websocket":
-        if is_cross_site(connection):
-            raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason=_MESSAGE[:120])
-        return
-    if connection.scope.get("method", "GET").upper() in STATE_CHANGING_METHODS and is_cross_site(connection):
+def check_same_site(connection: HTTPConnection) -> None:
+    """Raise CrossSiteRequest (403) for a state-changing request or WebSocket handshake from another
+    site. GET and HEAD pass unchecked; requests with neither header (scripts) pass."""
+    scope = connection.scope
+    writes = scope["type"] == "websocket" or scope.get("method", "GET") in STATE_CHANGING_METHODS
+    if writes and is_cross_site(connection):
         raise CrossSiteRequest(_MESSAGE)
+
+
+async def refuse_cross_site(connection: HTTPConnection) -> None:
+    """``check_same_site`` as a FastAPI dependency (the page's own routes; WebSocket: close 1008)."""
+    try:
+        check_same_site(connection)
+    except CrossSiteRequest as exc:
+        if connection.scope["type"] == "websocket":
+            raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason=exc.message[:120]) from None
+        raise
