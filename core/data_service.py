@@ -375,14 +375,14 @@ def reads_block(sessions_only: bool = False) -> bool:
     return stores.legacy.blocking_io
 
 
-async def run_read(read: Callable[..., T], *args: object, sessions_only: bool = False) -> T:
-    """Run a quick store call of this module (``list_images``, ``load_thumbnail``, ``totals``, ...)
-    from the event loop: inline when the store does no I/O (memory mode holds a lock for
-    microseconds, far less than a thread hop), else in a worker thread, so disk, SQL or network
+async def run_store(call: Callable[..., T], *args: object, sessions_only: bool = False) -> T:
+    """Run a quick store call of this module (``list_images``, ``load_thumbnail``, ``commit``,
+    ``totals``, ...) from the event loop: inline when the store does no I/O (memory mode holds a lock
+    for microseconds, far less than a thread hop), else in a worker thread, so disk, SQL or network
     waits never stall the loop. ``asyncio.to_thread`` copies the context: the session is the same."""
     if reads_block(sessions_only):
-        return await asyncio.to_thread(read, *args)
-    return read(*args)
+        return await asyncio.to_thread(call, *args)
+    return call(*args)
 
 
 def _checked_id(image_id: str) -> str:

@@ -494,9 +494,9 @@ class Collab:
 
 async def _patch_in_session(client: Client, image_id: str, patch: AnnotationPatch, author: str, member: str) -> Any:
     """Apply an edit in the client's session: inline in memory mode, else in a worker thread
-    (``run_read`` decides). Runs in its own task, so the session does not leak into another's."""
+    (``run_store`` decides). Runs in its own task, so the session does not leak into another's."""
     with session_scope(binding_of(client).session_id):
-        return await data_service.run_read(data_service.patch_annotations, image_id, patch, author, member)
+        return await data_service.run_store(data_service.patch_annotations, image_id, patch, author, member)
 
 
 async def _flag_rows(client: Client) -> list[dict[str, Any]]:

@@ -74,7 +74,7 @@ def install_routes(app: FastAPI) -> None:
                 raise
         if listener:
             listener(report, None)
-        return JSONResponse(UploadResult.of(report).model_dump(), status_code=report.status_code)
+        return JSONResponse(UploadResult.body(report), status_code=report.status_code)
 
     @app.get(THUMBNAIL_PATH, include_in_schema=False)
     async def thumbnail(token: str, image_id: str) -> Response:
@@ -103,7 +103,7 @@ def install_routes(app: FastAPI) -> None:
     async def original(token: str, image_id: str) -> Response:
         """The detail's download button: the original bytes, as uploaded."""
         with session_scope(_session(token)):
-            record, body = await data_service.run_read(data_service.load_image, image_id)
+            record, body = await data_service.run_store(data_service.load_image, image_id)
         headers = {
             "X-Content-Type-Options": "nosniff",
             "Cache-Control": "private, no-store",

@@ -99,7 +99,7 @@ def _editor(session: str | None, client_id: str | None, request: Request) -> tup
 async def get_annotations(image_id: str, session: Session) -> JSONResponse:
     """The image's shared tags, rating (0-5 or null) and note, with the version to send back as
     ``expected_version`` and who changed them last."""
-    annotations: Annotations = await data_service.run_read(data_service.get_annotations, image_id)
+    annotations: Annotations = await data_service.run_store(data_service.get_annotations, image_id)
     return _no_cache(annotations.to_public())
 
 
@@ -129,7 +129,7 @@ async def patch_annotations(
     patch = parse_patch(await _json_body(request))
     author, client = _editor(session, x_darkroom_client, request)
     try:
-        result = await data_service.run_read(data_service.patch_annotations, image_id, patch, author, client)
+        result = await data_service.run_store(data_service.patch_annotations, image_id, patch, author, client)
     except StaleVersion as exc:
         return _stale(exc)
     except RateLimited as exc:
@@ -141,7 +141,7 @@ async def patch_annotations(
 async def list_annotations(session: Session) -> JSONResponse:
     """Every annotated image of the workspace (``images``: id -> annotations) and its tags, most used
     first (``tags``: ``[{"tag", "count"}]``)."""
-    found = await data_service.run_read(data_service.list_annotations)
+    found = await data_service.run_store(data_service.list_annotations)
     return _no_cache(
         {
             "images": {image_id: value.to_public() for image_id, value in found.items()},
@@ -211,7 +211,7 @@ class _EventsSocket:
             raise BadRequest("'annotate' needs 'image_id' and 'patch'")
         try:
             patch = parse_patch(message.get("patch"))
-            result = await data_service.run_read(
+            result = await data_service.run_store(
                 data_service.patch_annotations, image_id, patch, self.member.name, self.member.id
             )
         except StaleVersion as exc:

@@ -61,7 +61,7 @@ async def create_session() -> SessionCreated:
     """A new private workspace. Keep the id secret: whoever has it sees the workspace."""
     session_id = new_session_id()
     with session_scope(session_id):
-        await data_service.run_read(data_service.touch_session, sessions_only=True)
+        await data_service.run_store(data_service.touch_session, sessions_only=True)
     return SessionCreated(session_id=session_id)
 
 
@@ -79,7 +79,7 @@ async def upload_images(request: Request) -> JSONResponse:
     the status of the first rejection. A file over the size limit stops the upload at once (413)
     and nothing of it is stored."""
     report = await receive_files(request)
-    return JSONResponse(UploadResult.of(report).model_dump(), status_code=report.status_code)
+    return JSONResponse(UploadResult.body(report), status_code=report.status_code)
 
 
 async def receive_files(
@@ -104,7 +104,7 @@ async def receive_files(
             items, skipped = await pending[committed]
             committed += 1
             report.skipped.extend(skipped)
-            await asyncio.to_thread(data_service.commit, items, report)
+            await data_service.run_store(data_service.commit, items, report)
 
     try:
         async for part in iter_file_parts(
@@ -192,14 +192,14 @@ async def upload_zip(request: Request) -> JSONResponse:
     else:
         raise BadRequest("send the archive as multipart/form-data (part 'file') or as an application/zip body")
     report = await asyncio.to_thread(data_service.save_and_extract_zip, archive)
-    return JSONResponse(ZipUploadResult.of(report).model_dump(), status_code=report.status_code)
+    return JSONResponse(ZipUploadResult.body(report), status_code=report.status_code)
 
 
 @router.get("/images", response_model=list[ListedImageModel], responses={400: ERRORS[400]}, tags=["images"])
 async def list_images() -> Response:
     """The workspace's images, in upload order, each with its shared ``annotations``."""
     # Each record is serialised once; the decorator's response_model documents the shape.
-    return Response(await data_service.run_read(data_service.listing_json), media_type="application/json")
+    return Response(await data_service.run_store(data_service.listing_json), media_type="application/json")
 
 
 @router.get(
@@ -214,7 +214,7 @@ async def list_images() -> Response:
 )
 async def get_image(image_id: str) -> Response:
     """The original file, byte for byte, with its real Content-Type."""
-    record, body = await data_service.run_read(data_service.load_image, image_id)
+    record, body = await data_service.run_store(data_service.load_image, image_id)
     return _image_response(body, _mime(record), record.filename)
 
 
@@ -230,7 +230,7 @@ async def get_image(image_id: str) -> Response:
 )
 async def get_thumbnail(image_id: str) -> Response:
     """The preview made at upload (longest side 256 px by default), upright."""
-    record, body = await data_service.run_read(data_service.load_thumbnail, image_id)
+    record, body = await data_service.run_store(data_service.load_thumbnail, image_id)
     return _image_response(body, record.thumbnail_mime)
 
 
@@ -251,7 +251,7 @@ async def clear_session() -> Response:
 @router.get("/health", response_model=Health, tags=["service"])
 async def health() -> Health:
     """Service status and totals (never ids)."""
-    totals = await data_service.run_read(data_service.totals, sessions_only=True)
+    totals = await data_service.run_store(data_service.totals, sessions_only=True)
     settings = data_service.settings()
     return Health(
         storage=settings.storage,

@@ -84,14 +84,14 @@ async def iter_archive(session_id: str | None, records: list[ImageRecord]) -> As
     deleted meanwhile is left out."""
     sink = _Sink()
     with session_scope(session_id):
-        annotated = await data_service.run_read(data_service.list_annotations)
+        annotated = await data_service.run_store(data_service.list_annotations)
     taken: set[str] = {ANNOTATIONS_MEMBER} if annotated else set()  # an image never takes its name
     notes: list[dict[str, object]] = []
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[arg-type]
         for record in records:
             with session_scope(session_id):
                 try:
-                    _, body = await data_service.run_read(data_service.load_image, record.id)
+                    _, body = await data_service.run_store(data_service.load_image, record.id)
                 except NotFound:
                     continue
             info = zipfile.ZipInfo(member_name(record.filename, taken), date_time=_date_time(record.uploaded_at))
@@ -116,7 +116,7 @@ def archive_filename() -> str:
 async def archive_response() -> StreamingResponse:
     """The current session's archive as a download (the legacy shared folder without a session)."""
     session_id = current_session_id()
-    records = await data_service.run_read(data_service.list_images)
+    records = await data_service.run_store(data_service.list_images)
     headers = {
         "Content-Disposition": content_disposition(archive_filename(), "attachment"),
         "Cache-Control": "private, no-store",

@@ -62,9 +62,15 @@ class UploadResult(BaseModel):
     duplicates: list[DuplicateModel] = []
     detail: str | None = Field(None, description="Set when nothing was accepted: why")
 
-    @classmethod
-    def of(cls, report: UploadReport) -> UploadResult:
-        return cls(**_report_fields(report))
+    @staticmethod
+    def body(report: UploadReport) -> dict[str, object]:
+        """The JSON body, built straight from the report (no model instances per record)."""
+        return {
+            "accepted": [record.to_public() for record in report.accepted],
+            "rejected": [{"filename": r.filename, "status": r.status, "detail": r.detail} for r in report.rejected],
+            "duplicates": [{"filename": d.filename, "existing": d.existing.to_public()} for d in report.duplicates],
+            "detail": report.detail,
+        }
 
 
 class ZipUploadResult(UploadResult):
@@ -72,23 +78,10 @@ class ZipUploadResult(UploadResult):
         [], description="Members not taken (not images, nested archives); OS junk is left out silently"
     )
 
-    @classmethod
-    def of(cls, report: UploadReport) -> ZipUploadResult:
-        return cls(
-            **_report_fields(report),
-            skipped=[SkippedModel(filename=s.filename, reason=s.reason) for s in report.skipped],
-        )
-
-
-def _report_fields(report: UploadReport) -> dict[str, object]:
-    return {
-        "accepted": [ImageRecordModel.of(r) for r in report.accepted],
-        "rejected": [RejectionModel(filename=r.filename, status=r.status, detail=r.detail) for r in report.rejected],
-        "duplicates": [
-            DuplicateModel(filename=d.filename, existing=ImageRecordModel.of(d.existing)) for d in report.duplicates
-        ],
-        "detail": report.detail,
-    }
+    @staticmethod
+    def body(report: UploadReport) -> dict[str, object]:
+        skipped = [{"filename": s.filename, "reason": s.reason} for s in report.skipped]
+        return {**UploadResult.body(report), "skipped": skipped}
 
 
 class Health(BaseModel):

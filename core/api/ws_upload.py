@@ -155,7 +155,9 @@ class WebSocketUpload:
                 prepared, skipped = await asyncio.to_thread(data_service.prepare_file, data, filename)
             else:
                 prepared, skipped = [await data_service.prepare_image_async(data, filename)], []
-            report = await asyncio.to_thread(data_service.commit, prepared, data_service.UploadReport(skipped=skipped))
+            report = await data_service.run_store(
+                data_service.commit, prepared, data_service.UploadReport(skipped=skipped)
+            )
         finally:
             self.queued_bytes -= len(data)
         if self.on_report is not None:

@@ -232,7 +232,7 @@ async def feature_table(groups: str | list[str] | None = None) -> tuple[list[str
         for row, (score, odd) in zip(rows, flags, strict=True):
             row["cleanvision.odd_size_score"] = score
             row["cleanvision.is_odd_size"] = odd
-    _add_annotations(rows, await data_service.run_read(data_service.list_annotations))
+    _add_annotations(rows, await data_service.run_store(data_service.list_annotations))
     columns: list[str] = []
     seen: set[str] = set()
     for row in rows:
