@@ -64,3 +64,22 @@ class ServerProcess:
             self.process.kill()
         self.log.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live (not zombie) descendant of process ``pid``, read from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found

@@ -11,31 +11,12 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import free_port, make_jpeg
-from tests.server_process import ServerProcess
-
-
-def children_of(pid: int) -> set[int]:
-    """Every live descendant of ``pid`` (read from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue
-            if fields[0] != "Z":
-                parents[int(entry.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
+from tests.server_process import ServerProcess, descendants
 
 
 def decode_workers(pid: int) -> set[int]:
     """The server's decode workers (not multiprocessing's resource tracker)."""
-    return {child for child in children_of(pid) if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()}
+    return {child for child in descendants(pid) if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()}
 
 
 def alive(pid: int) -> bool:
@@ -71,7 +52,7 @@ def test_sigterm_stops_the_server_and_every_worker():
     server = ServerProcess(free_port(), {"DARKROOM_DECODE_WORKERS": "2"})
     try:
         assert upload_photo(server, new_session(server), 1).status_code == 200
-        workers = children_of(server.process.pid)
+        workers = descendants(server.process.pid)
         assert len(workers) >= 2, server.output()
         server.process.send_signal(signal.SIGTERM)
         server.process.wait(timeout=30)
