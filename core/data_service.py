@@ -224,6 +224,17 @@ def prepare_image(data: bytes, filename: str | None) -> Prepared:
         return _rejection(filename, exc)
 
 
+async def prepare_archive_async(data: bytes, filename: str | None) -> tuple[list[Prepared], list[Skipped]]:
+    """``prepare_file`` of an archive for the event loop: cancelling stops its inflating and
+    decoding, member by member (the thread running it is told to stop)."""
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(prepare_file, data, filename, stop)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+
+
 async def prepare_image_async(data: bytes, filename: str | None) -> Prepared:
     """``prepare_image`` for the event loop: awaits the sandbox; cancelling stops the decode."""
     try:
@@ -233,7 +244,7 @@ async def prepare_image_async(data: bytes, filename: str | None) -> Prepared:
         return _rejection(filename, exc)
 
 
-def _prepare_many(files: Iterable[tuple[str | None, bytes]]) -> Iterable[Prepared]:
+def _prepare_many(files: Iterable[tuple[str | None, bytes]], stop: threading.Event | None = None) -> Iterable[Prepared]:
     """Prepare files in order, keeping every worker busy but never more than one task each in
     flight for this caller (a 1000-member archive does not take the whole queue)."""
     pool = sandbox()
@@ -250,6 +261,8 @@ def _prepare_many(files: Iterable[tuple[str | None, bytes]]) -> Iterable[Prepare
 
     try:
         for name, data in files:
+            if stop is not None and stop.is_set():
+                return  # the client left: nothing more is decoded (the window is cancelled below)
             try:
                 check_bytes(data, settings())
                 work: concurrent.futures.Future[ImageFacts] | Exception = pool.submit(inspect_image, data, settings())
@@ -263,7 +276,7 @@ def _prepare_many(files: Iterable[tuple[str | None, bytes]]) -> Iterable[Prepare
     finally:
         for _, _, work in window:  # the caller stopped early: free the workers
             if isinstance(work, concurrent.futures.Future):
-                work.cancel()
+                pool.cancel(work)
 
 
 def _admit_session(store: ImageStore, key: str) -> None:
@@ -307,13 +320,17 @@ def save_uploaded_images(files: Iterable[tuple[str | None, bytes]]) -> UploadRep
     return commit(list(_prepare_many(files)))
 
 
-def prepare_zip(data: bytes) -> tuple[list[Prepared], list[Skipped]]:
+def prepare_zip(data: bytes, stop: threading.Event | None = None) -> tuple[list[Prepared], list[Skipped]]:
     """Read an archive with every guard and prepare its images (no session involved).
-    Whole-archive problems raise (UnsafeArchive 422, TooLarge 413) before anything is kept."""
+    Whole-archive problems raise (UnsafeArchive 422, TooLarge 413) before anything is kept.
+    Once ``stop`` is set (the client left), nothing more is inflated or decoded and nothing is
+    returned."""
     members: list[ZipMember] = []
     order: list[ZipMember | Rejection] = []
     skipped: list[Skipped] = []
     for item in iter_members(data, settings()):
+        if stop is not None and stop.is_set():
+            return [], []
         name = clean_filename(item.name)
         if isinstance(item, ZipMember):
             members.append(item)
@@ -322,13 +339,15 @@ def prepare_zip(data: bytes) -> tuple[list[Prepared], list[Skipped]]:
             skipped.append(Skipped(name, item.reason))
         else:
             order.append(Rejection(name, item.status, item.reason))
-    results = iter(_prepare_many((m.name, m.data) for m in members))
+    results = iter(_prepare_many(((m.name, m.data) for m in members), stop))
     prepared: list[Prepared] = []
     for entry in order:
         if isinstance(entry, Rejection):
             prepared.append(entry)
             continue
-        result = next(results)
+        result = next(results, None)
+        if result is None:  # stopped
+            return [], []
         if isinstance(result, Rejection) and result.status == UnsupportedImage.status_code:
             skipped.append(Skipped(result.filename, result.detail))
         else:
@@ -351,13 +370,18 @@ def save_and_extract_zip(data: bytes) -> UploadReport:
     return commit(prepared, UploadReport(skipped=skipped))
 
 
-def prepare_file(data: bytes, filename: str | None) -> tuple[list[Prepared], list[Skipped]]:
+def prepare_file(
+    data: bytes, filename: str | None, stop: threading.Event | None = None
+) -> tuple[list[Prepared], list[Skipped]]:
     """One dropped file, image or ZIP archive (told apart by content), prepared for ``commit``.
-    A refused archive becomes one rejection under the archive's name; nothing of it is kept."""
+    A refused archive becomes one rejection under the archive's name; nothing of it is kept.
+    Blocks (call it from a worker thread); ``stop`` ends an archive's work early."""
     if not is_zip(data):
         return [prepare_image(data, filename)], []
     try:
-        prepared, skipped = prepare_zip(data)
+        prepared, skipped = prepare_zip(data, stop)
+        if stop is not None and stop.is_set():
+            return [], []
         if not prepared:
             raise _no_images_in_archive(skipped)
     except DarkroomError as exc:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import math
 import multiprocessing
@@ -77,8 +78,12 @@ def _with_cpu_budget(seconds: float, function: Callable[..., T], *args: Any) -> 
     (SIGXCPU), however long a decoder stays in C code."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     soft = math.ceil(usage.ru_utime + usage.ru_stime + seconds)
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, resource.getrlimit(resource.RLIMIT_CPU)[1]))
-    return function(*args)
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    try:
+        return function(*args)
+    finally:  # an idle worker must not reach the limit while it sends the result or waits
+        resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
 
 
 def _start_worker(memory_bytes: int) -> None:
@@ -103,6 +108,7 @@ class _Task:
         self.inner: concurrent.futures.Future[Any] | None = None
         self.pool: ProcessPool | None = None
         self.retried = False
+        self.cancel_requested = False
         self.future.darkroom_task = self  # type: ignore[attr-defined]  found again by DecodePool.cancel
 
 
@@ -117,6 +123,7 @@ class DecodePool:
         self.limits = _limits(settings)
         self._running = 0
         self._waiting: deque[_Task] = deque()
+        self._live: set[_Task] = set()  # submitted and not yet answered
         self._lock = threading.Lock()
         for name, value in _WORKER_ENVIRONMENT.items():
             os.environ.setdefault(name, value)  # inherited by the spawned workers
@@ -146,6 +153,8 @@ class DecodePool:
             inner = pool.schedule(_with_cpu_budget, args=arguments, timeout=wall_clock)
         task.inner, task.pool = inner, pool
         inner.add_done_callback(lambda done: self._finished(task, done))
+        if task.cancel_requested:  # cancelled while it was being handed over
+            inner.cancel()
 
     def _replace(self, broken: ProcessPool) -> None:
         """pebble gives up on a pool whose idle worker was killed (it may have held the shared
@@ -158,6 +167,8 @@ class DecodePool:
             self._pool = self._new_pool()
         log.warning("the decode pool broke (a worker was killed while idle); it was replaced")
         broken.stop()
+        # join() is what ends its workers; not here, where pebble's own loop thread may be running
+        threading.Thread(target=broken.join, name="darkroom-pool-reaper", daemon=True).start()
 
     # -- admission and dispatch --
     def in_flight(self) -> int:
@@ -179,8 +190,14 @@ class DecodePool:
                     f"the server is busy decoding {in_flight} images; try again in a moment", RETRY_AFTER_SECONDS
                 )
             self._waiting.append(task)
+            self._live.add(task)
+        task.future.add_done_callback(lambda _: self._forget(task))
         self._dispatch()
         return task.future
+
+    def _forget(self, task: _Task) -> None:
+        with self._lock:
+            self._live.discard(task)
 
     def _dispatch(self) -> None:
         """Give waiting tasks to free workers."""
@@ -207,7 +224,7 @@ class DecodePool:
                 task.future.set_exception(concurrent.futures.CancelledError())
                 return
             error = inner.exception()
-            if isinstance(error, concurrent.futures.BrokenExecutor) and not task.retried:
+            if isinstance(error, concurrent.futures.BrokenExecutor) and not task.retried and not task.cancel_requested:
                 # the pool broke under an innocent task (another worker was killed): run it again
                 task.retried = True
                 self._replace(task.pool)
@@ -230,7 +247,10 @@ class DecodePool:
         if future.cancel():
             return
         task: _Task | None = getattr(future, "darkroom_task", None)
-        if task is not None and task.inner is not None:
+        if task is None:
+            return
+        task.cancel_requested = True
+        if task.inner is not None:
             task.inner.cancel()  # pebble stops the worker running it and starts a fresh one
 
     # -- results --
@@ -282,12 +302,21 @@ class DecodePool:
         """Stop taking work, give running tasks ``grace_seconds``, then stop every worker."""
         with self._lock:
             self._closed = True
+            waiting, self._waiting = list(self._waiting), deque()
+        for task in waiting:
+            task.future.cancel()
         self._pool.close()
         try:
             self._pool.join(timeout=grace_seconds)
         except TimeoutError:
             self._pool.stop()
             self._pool.join(timeout=grace_seconds)
+        with self._lock:
+            unanswered = [task for task in self._live if not task.future.done()]
+        stopped = ServiceBusy("the server is shutting down; try again in a moment", RETRY_AFTER_SECONDS)
+        for task in unanswered:  # pebble drops the futures of the tasks it stopped: answer them here
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                task.future.set_exception(stopped)
 
     def worker_pids(self) -> list[int]:
         """The live workers' process ids (for tests and benchmarks)."""

@@ -166,3 +166,32 @@ def test_page_upload_socket_refuses_another_site(page_server):
     with pytest.raises(InvalidStatus) as refused, connect(f"{page_server.ws_url}/_darkroom/ws/upload/x", origin=EVIL):
         pass
     assert refused.value.response.status_code == 403
+
+
+def test_a_malformed_origin_is_refused_not_a_server_error(live_server):
+    response = httpx.post(f"{live_server.url}/api/sessions", headers={"Origin": "http://["})
+    assert response.status_code == 403
+
+
+def test_the_session_and_the_check_apply_under_a_root_path():
+    import asyncio
+
+    from core.api.deps import SessionScope
+    from core.sessions import current_session_id
+
+    seen: list[object] = []
+
+    async def app(scope, receive, send):
+        seen.append(current_session_id())
+
+    session = "11111111-1111-4111-8111-111111111111"
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/darkroom/api/images",
+        "root_path": "/darkroom",
+        "query_string": f"session_id={session}".encode(),
+        "headers": [(b"host", b"example.org")],
+    }
+    asyncio.run(SessionScope(app)(scope, None, None))
+    assert seen == [session]

@@ -182,3 +182,19 @@ def test_sessions_past_the_cap_get_503_with_retry_after_and_existing_ones_carry_
     assert upload(api, stranger, ("x.jpg", make_jpeg(seed=7))).status_code == 503
     assert upload(api, sessions[0], ("y.jpg", make_jpeg(seed=8))).status_code == 200
     assert api.get("/api/health").status_code == 200
+
+
+def test_an_archive_whose_client_left_is_neither_inflated_nor_decoded(configure):
+    from core import data_service
+
+    configure()
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for index in range(6):
+            bundle.writestr(f"p{index}.jpg", make_jpeg(seed=index))
+    stop = threading.Event()
+    stop.set()
+    assert data_service.prepare_file(archive.getvalue(), "a.zip", stop) == ([], [])
+    assert data_service.sandbox().in_flight() == 0
+    prepared, _ = data_service.prepare_file(archive.getvalue(), "a.zip", threading.Event())
+    assert len(prepared) == 6

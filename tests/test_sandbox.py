@@ -131,3 +131,13 @@ def _alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_closing_answers_every_running_and_waiting_task(make_pool):
+    pool = make_pool(decode_workers=1, decode_seconds=60)
+    running = pool.submit(sandbox_tasks.sleep, 60)
+    waiting = pool.submit(sandbox_tasks.sleep, 60)
+    pool.close(grace_seconds=0.2)
+    for future in (running, waiting):
+        with pytest.raises(Exception):  # noqa: B017  ServiceBusy or cancelled: answered, never left hanging
+            future.result(timeout=10)

@@ -144,7 +144,7 @@ async def _prepare_part(
     data: bytes, filename: str | None, archives: bool
 ) -> tuple[list[data_service.Prepared], list[data_service.Skipped]]:
     if archives and is_zip(data):
-        return await asyncio.to_thread(data_service.prepare_file, data, filename)
+        return await data_service.prepare_archive_async(data, filename)
     return [await data_service.prepare_image_async(data, filename)], []
 
 

@@ -51,7 +51,10 @@ def is_same_origin(origin: str, host: str | None) -> bool:
     is not compared (a proxy may end TLS); ``null`` and anything malformed never match."""
     if not host:
         return False
-    parts = urlsplit(origin.strip())
+    try:
+        parts = urlsplit(origin.strip())
+    except ValueError:  # "http://[": malformed, so never this site
+        return False
     if parts.scheme not in ("http", "https") or parts.path or parts.query or parts.fragment:
         return False
     from_origin = _host_and_port(parts.netloc, parts.scheme)

@@ -152,7 +152,7 @@ class WebSocketUpload:
     async def _store(self, filename: str | None, data: bytes) -> None:
         try:
             if self.archives and is_zip(data):
-                prepared, skipped = await asyncio.to_thread(data_service.prepare_file, data, filename)
+                prepared, skipped = await data_service.prepare_archive_async(data, filename)
             else:
                 prepared, skipped = [await data_service.prepare_image_async(data, filename)], []
             report = await data_service.run_store(
