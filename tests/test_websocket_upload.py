@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -143,3 +144,29 @@ def test_a_script_uploading_over_the_websocket_is_listed_in_presence(api, live_s
         members = api.get("/api/presence", params={"session_id": session}).json()["members"]
         assert [member["kind"] for member in members] == ["script"]
         assert api.get("/api/presence", params={"session_id": new_session(api)}).json() == {"members": []}
+
+
+def test_a_sessions_sockets_together_stay_inside_its_quota_and_give_back_what_they_held(api, live_server, configure):
+    from core.api.ws_upload import in_flight
+
+    configure(session_quota_bytes=8 * 1024 * 1024)
+    session = new_session(api)
+    first, second = ws_connect(live_server, session), ws_connect(live_server, session)
+    try:
+        first.recv(timeout=5)
+        second.recv(timeout=5)
+        first.send(json.dumps({"filename": "a.jpg", "size": 6 * 1024 * 1024}))
+        first.send(b"x" * 1024)  # and then stalls
+        second.send(json.dumps({"filename": "b.jpg", "size": 6 * 1024 * 1024}))
+        refused = json.loads(second.recv(timeout=5))
+        while refused["type"] == "progress":
+            refused = json.loads(second.recv(timeout=5))
+        assert refused["type"] == "result" and refused["status"] == 413 and "do not send it" in refused["detail"]
+    finally:
+        first.close()
+        second.close()
+    for _ in range(100):
+        if in_flight.total == 0:
+            break
+        time.sleep(0.05)
+    assert in_flight.total == 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -24,8 +25,9 @@ from fastapi import WebSocket, WebSocketDisconnect
 from starlette import status
 
 from core import data_service
-from core.errors import BadRequest, DarkroomError, TooLarge
+from core.errors import BadRequest, DarkroomError, ServiceBusy, TooLarge
 from core.ingest import is_zip
+from core.sessions import current_session_id
 from core.storage.base import ImageRecord, workspace_full
 from core.units import format_bytes
 
@@ -35,6 +37,45 @@ MAX_HEADER_CHARS = 4096
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
 
 ReportListener = Callable[[data_service.UploadReport], None]
+
+
+class InFlight:
+    """Bytes announced by upload sockets and not yet stored, per session and in all: a session's
+    sockets together stay inside its quota, and all sockets together inside the memory cap (the
+    bytes are in RAM whatever the storage mode), however many sockets a client opens."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_session: dict[str, int] = {}
+        self.total = 0
+
+    def reserve(self, key: str, size: int, session_room: int, server_room: int) -> str | None:
+        """Reserve ``size`` bytes for ``key``; None when done, else what is full."""
+        with self._lock:
+            if self._by_session.get(key, 0) + size > session_room:
+                return "session"
+            if self.total + size > server_room:
+                return "server"
+            self._by_session[key] = self._by_session.get(key, 0) + size
+            self.total += size
+            return None
+
+    def held(self, key: str) -> int:
+        with self._lock:
+            return self._by_session.get(key, 0)
+
+    def release(self, key: str, size: int) -> None:
+        with self._lock:
+            left = self._by_session.get(key, 0) - size
+            if left > 0:
+                self._by_session[key] = left
+            else:
+                self._by_session.pop(key, None)
+            self.total -= size
+
+
+in_flight = InFlight()
+LEGACY_KEY = "legacy"
 
 
 class ProtocolError(BadRequest):
@@ -65,6 +106,8 @@ class WebSocketUpload:
         self.send_lock = asyncio.Lock()
         self.pending: set[asyncio.Task[None]] = set()
         self.queued_bytes = 0
+        self.key = current_session_id() or LEGACY_KEY
+        self.reserved = 0  # bytes of this socket in ``in_flight``, released as files are stored
         self.counts = {"accepted": 0, "rejected": 0, "duplicates": 0}
         self.filename: str | None = None
         self.size = 0
@@ -104,11 +147,19 @@ class WebSocketUpload:
             detail = f"the file is over the {format_bytes(self.largest)} limit per file; do not send it"
             await self._refuse_before_bytes(filename, TooLarge.status_code, detail, size)
             return
-        held = data_service.session_bytes_held() + self.queued_bytes
-        if held + size > self.settings.session_quota_bytes:
-            refusal = workspace_full(held, self.settings.session_quota_bytes, size)
+        stored = await data_service.run_store(data_service.session_bytes_held)
+        quota = self.settings.session_quota_bytes
+        full = in_flight.reserve(self.key, size, quota - stored, self.settings.memory_cap_bytes)
+        if full == "session":
+            held = stored + in_flight.held(self.key)
+            refusal = workspace_full(held, quota, size)
             await self._refuse_before_bytes(filename, refusal.status_code, f"{refusal.message}; do not send it", size)
             return
+        if full == "server":
+            busy = "the server is receiving too many uploads right now; send it again in a moment"
+            await self._refuse_before_bytes(filename, ServiceBusy.status_code, busy, size)
+            return
+        self.reserved += size
         await self._wait_for_room(size)
         self.filename, self.size, self.chunks, self.received = filename, size, [], 0
         self.queued_bytes += size
@@ -160,6 +211,8 @@ class WebSocketUpload:
             )
         finally:
             self.queued_bytes -= len(data)
+            self.reserved -= len(data)
+            in_flight.release(self.key, len(data))
         if self.on_report is not None:
             self.on_report(report)
         for record in report.accepted:
@@ -206,6 +259,21 @@ class WebSocketUpload:
         for task in self.pending:
             task.cancel()
 
+    def abandon_partial(self) -> None:
+        """The file whose bytes were still arriving will not be stored: its reservation goes."""
+        if self.filename is not None:
+            in_flight.release(self.key, self.size)
+            self.reserved -= self.size
+            self.filename, self.chunks = None, []
+
+    async def release(self) -> None:
+        """Stop pending work and give back every byte this socket reserved and did not store."""
+        self.cancel_pending()
+        await asyncio.gather(*self.pending, return_exceptions=True)  # their ``finally`` releases theirs
+        if self.reserved:
+            in_flight.release(self.key, self.reserved)
+            self.reserved = 0
+
 
 def _parse_header(text: str) -> dict[str, Any]:
     if len(text) > MAX_HEADER_CHARS:
@@ -231,6 +299,13 @@ async def serve_upload_socket(
     await websocket.accept()
     upload = WebSocketUpload(websocket, archives, on_report)
     try:
+        await _serve(websocket, upload)
+    finally:
+        await upload.release()
+
+
+async def _serve(websocket: WebSocket, upload: WebSocketUpload) -> None:
+    try:
         try:
             await upload.serve()
         except _Done:
@@ -252,3 +327,5 @@ async def serve_upload_socket(
     except BaseException:
         upload.cancel_pending()
         raise
+    finally:
+        upload.abandon_partial()
