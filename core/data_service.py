@@ -280,9 +280,10 @@ def _prepare_many(files: Iterable[tuple[str | None, bytes]], stop: threading.Eve
 
 
 def _admit_session(store: ImageStore, key: str) -> None:
-    """Refuse to start one more session past ``DARKROOM_MAX_SESSIONS`` (existing ones carry on)."""
+    """Refuse to start one more session past ``DARKROOM_MAX_SESSIONS`` (existing ones carry on); at
+    the cap, a session made and never used gives way first."""
     limit = settings().max_sessions
-    if not store.has_session(key) and store.session_count() >= limit:
+    if not store.has_session(key) and store.session_count() >= limit and not store.evict_empty_session():
         raise ServiceBusy(
             f"the server holds its maximum of {limit} workspaces; try again later",
             SESSION_CAP_RETRY_SECONDS,
@@ -469,6 +470,7 @@ def cache_put(image_id: str, name: str, value: object, nbytes: int) -> None:
 def delete_image(image_id: str) -> None:
     store, key, session_id = _namespace()
     store.delete(key, _checked_id(image_id))
+    _forget_encoded([image_id])
     _publish(IMAGE_REMOVED, session_id, image_id=image_id)
 
 
@@ -477,7 +479,9 @@ def clear_session() -> int:
     session_id = current_session_id()
     if session_id is None:
         raise BadRequest("a session id is required to clear a workspace")
-    count = _current().sessions.clear(session_id)
+    store = _current().sessions
+    _forget_encoded(record.id for record in store.list(session_id))
+    count = store.clear(session_id)
     _publish(SESSION_CLEARED, session_id, reason="cleared")
     return count
 
@@ -523,10 +527,10 @@ def list_annotations() -> dict[str, Annotations]:
     return store.list_annotations(key)
 
 
-# Each listed record encoded once: (image id, annotations version) -> its JSON. Ids are random and
-# never reused, so an entry is never stale; the bound keeps it small (cleared when full).
+# Each listed record encoded once: image id -> (annotations version, its JSON). Ids are random and
+# never reused; an entry goes with its image (delete, clear) and the bound keeps the rest small.
 _LISTING_CACHE_ENTRIES = 50_000
-_encoded_records: dict[tuple[str, int], bytes] = {}
+_encoded_records: dict[str, tuple[int, bytes]] = {}
 
 
 def listing_json() -> bytes:
@@ -538,15 +542,20 @@ def listing_json() -> bytes:
     parts = []
     for record in records:
         notes = annotated.get(record.id, EMPTY_ANNOTATIONS)
-        encoded = _encoded_records.get((record.id, notes.version))
-        if encoded is None:
+        cached = _encoded_records.get(record.id)
+        if cached is None or cached[0] != notes.version:
             listed = {**record.to_public(), "annotations": notes.to_public()}
             encoded = json.dumps(listed, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
             if len(_encoded_records) >= _LISTING_CACHE_ENTRIES:
                 _encoded_records.clear()
-            _encoded_records[(record.id, notes.version)] = encoded
-        parts.append(encoded)
+            cached = _encoded_records[record.id] = (notes.version, encoded)
+        parts.append(cached[1])
     return b"[" + b",".join(parts) + b"]"
+
+
+def _forget_encoded(image_ids: Iterable[str]) -> None:
+    for image_id in image_ids:
+        _encoded_records.pop(image_id, None)
 
 
 def list_records_with_annotations() -> list[dict[str, object]]:

@@ -175,6 +175,8 @@ def test_a_file_over_the_remaining_quota_is_refused_before_its_bytes(api, live_s
 def test_sessions_past_the_cap_get_503_with_retry_after_and_existing_ones_carry_on(api, configure):
     configure(max_sessions=3)
     sessions = [new_session(api) for _ in range(3)]
+    for index, session in enumerate(sessions):
+        assert upload(api, session, (f"{index}.jpg", make_jpeg(seed=index))).status_code == 200
     refused = api.post("/api/sessions")
     assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
     assert "maximum of 3 workspaces" in refused.json()["detail"]
@@ -182,6 +184,16 @@ def test_sessions_past_the_cap_get_503_with_retry_after_and_existing_ones_carry_
     assert upload(api, stranger, ("x.jpg", make_jpeg(seed=7))).status_code == 503
     assert upload(api, sessions[0], ("y.jpg", make_jpeg(seed=8))).status_code == 200
     assert api.get("/api/health").status_code == 200
+
+
+def test_sessions_made_and_never_used_give_way_at_the_cap(api, configure):
+    configure(max_sessions=3)
+    used = new_session(api)
+    assert upload(api, used, ("kept.jpg", make_jpeg(seed=9))).status_code == 200
+    for _ in range(10):  # a flood of empty sessions cannot lock others out
+        assert api.post("/api/sessions").status_code == 201
+    assert [image["filename"] for image in listed(api, used)] == ["kept.jpg"]
+    assert api.get("/api/health").json()["sessions"] == 3
 
 
 def test_an_archive_whose_client_left_is_neither_inflated_nor_decoded(configure):

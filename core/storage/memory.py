@@ -65,6 +65,7 @@ class MemoryStore(ImageStore):
         self._namespaces: dict[str, _Namespace] = {}
         self._bytes_total = 0
         self._lock = threading.Lock()
+        self._never_used: dict[str, None] = {}  # touched, nothing added yet: oldest first
 
     # -- helpers (call with the lock held) --
     def _entry(self, key: str, image_id: str) -> _Entry:
@@ -106,6 +107,7 @@ class MemoryStore(ImageStore):
             namespace.images[entry.record.id] = entry
             namespace.by_name[(image.sha256, image.filename)] = entry.record.id
             self._namespaces[key] = namespace
+            self._never_used.pop(key, None)
             first = namespace.images.get(blob.first_id) if shared else None
             return AddOutcome(entry.record, same_bytes_as=first.record if first else None)
 
@@ -153,6 +155,7 @@ class MemoryStore(ImageStore):
     def clear(self, key: str) -> int:
         with self._lock:
             namespace = self._namespaces.pop(key, None)
+            self._never_used.pop(key, None)
             if namespace is None:
                 return 0
             self._bytes_total -= namespace.bytes_held
@@ -160,7 +163,10 @@ class MemoryStore(ImageStore):
 
     def touch(self, key: str) -> None:
         with self._lock:
-            self._namespaces.setdefault(key, _Namespace()).last_used = time.monotonic()
+            if key not in self._namespaces:
+                self._namespaces[key] = _Namespace()
+                self._never_used[key] = None
+            self._namespaces[key].last_used = time.monotonic()
 
     def expire_idle(self, idle_seconds: float, now: float | None = None) -> list[str]:
         now = time.monotonic() if now is None else now
@@ -168,6 +174,7 @@ class MemoryStore(ImageStore):
             expired = [k for k, ns in self._namespaces.items() if now - ns.last_used >= idle_seconds]
             for key in expired:
                 self._bytes_total -= self._namespaces.pop(key).bytes_held
+                self._never_used.pop(key, None)
             return expired
 
     def cache_get(self, key: str, image_id: str, name: str) -> object | None:
@@ -208,6 +215,17 @@ class MemoryStore(ImageStore):
     def has_session(self, key: str) -> bool:
         with self._lock:
             return key in self._namespaces
+
+    def evict_empty_session(self) -> bool:
+        with self._lock:
+            while self._never_used:
+                key = next(iter(self._never_used))
+                del self._never_used[key]
+                namespace = self._namespaces.get(key)
+                if namespace is not None and not namespace.images and not namespace.bytes_held:
+                    del self._namespaces[key]
+                    return True
+            return False
 
     def get_annotations(self, key: str, image_id: str) -> Annotations:
         with self._lock:
