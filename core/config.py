@@ -162,7 +162,7 @@ OPTIONS: list[tuple[str, str, str]] = [
     (
         "max_sessions",
         "DARKROOM_MAX_SESSIONS",
-        "Most live sessions at once; creating one more: 503 with `Retry-After`.",
+        "Most live sessions at once; past it a session never used gives way, else a new one gets 503 with `Retry-After`.",
     ),
     (
         "redis_url",
