@@ -244,9 +244,12 @@ class DecodePool:
 
     def cancel(self, future: concurrent.futures.Future[Any]) -> None:
         """Cancel a submitted task: dropped if it still waits, its worker stopped if it runs."""
-        if future.cancel():
-            return
         task: _Task | None = getattr(future, "darkroom_task", None)
+        if future.cancel():
+            with self._lock:  # it waited: its place in the queue is free at once
+                if task in self._waiting:
+                    self._waiting.remove(task)
+            return
         if task is None:
             return
         task.cancel_requested = True
