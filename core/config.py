@@ -162,7 +162,8 @@ OPTIONS: list[tuple[str, str, str]] = [
     (
         "max_sessions",
         "DARKROOM_MAX_SESSIONS",
-        "Most live sessions at once; past it a session never used gives way, else a new one gets 503 with `Retry-After`.",
+        "Most live sessions at once; past it a session never used gives way, else a new one gets 503 "
+        "with `Retry-After`.",
     ),
     (
         "redis_url",
