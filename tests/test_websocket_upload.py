@@ -151,8 +151,7 @@ def test_a_sessions_sockets_together_stay_inside_its_quota_and_give_back_what_th
 
     configure(session_quota_bytes=8 * 1024 * 1024)
     session = new_session(api)
-    first, second = ws_connect(live_server, session), ws_connect(live_server, session)
-    try:
+    with ws_connect(live_server, session) as first, ws_connect(live_server, session) as second:
         first.recv(timeout=5)
         second.recv(timeout=5)
         first.send(json.dumps({"filename": "a.jpg", "size": 6 * 1024 * 1024}))
@@ -162,9 +161,6 @@ def test_a_sessions_sockets_together_stay_inside_its_quota_and_give_back_what_th
         while refused["type"] == "progress":
             refused = json.loads(second.recv(timeout=5))
         assert refused["type"] == "result" and refused["status"] == 413 and "do not send it" in refused["detail"]
-    finally:
-        first.close()
-        second.close()
     for _ in range(100):
         if in_flight.total == 0:
             break
