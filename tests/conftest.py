@@ -3,6 +3,7 @@ the file-write watch that proves uploads stay in RAM, and NiceGUI's ``user`` fix
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
@@ -283,3 +284,33 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
     yield server
     server.close()
+
+
+# -- the real server process and real Chromium, for the browser tests (tests/test_browser*.py) --
+@pytest.fixture(scope="module")
+def server() -> Iterator[object]:
+    """``python -m ui.main`` on a free port, one per browser test module."""
+    from tests.browser import ServerProcess
+
+    process = ServerProcess(free_port(), {"DARKROOM_FEATURE_WORKERS": "1"})
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Callable[[], object]]:
+    """Opens separate headless Chromiums on demand (own profile and storage; downloads go to
+    ``tmp_path/downloads``); all closed afterwards."""
+    from tests.browser import chromium
+
+    drivers: list[object] = []
+
+    def open_browser() -> object:
+        driver = chromium(download_dir=tmp_path / "downloads")
+        drivers.append(driver)
+        return driver
+
+    yield open_browser
+    for driver in drivers:
+        with contextlib.suppress(Exception):  # a test may have closed it already
+            driver.quit()

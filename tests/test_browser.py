@@ -7,13 +7,12 @@ Set ``DARKROOM_SCREENSHOT_DIR`` to keep the screenshots (the README's come from 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.browser import MISSING, ServerProcess, chromium, loaded_thumbnails, wait_for
+from tests.browser import MISSING, ServerProcess, loaded_thumbnails, wait_for
 from tests.conftest import DATA, free_port, make_jpeg
 
 if MISSING:
@@ -24,28 +23,6 @@ if MISSING:
 from selenium.webdriver.common.by import By  # noqa: E402  only once Chromium is known to be there
 
 PHOTOS = sorted((DATA / "features" / "images").iterdir())
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    process = ServerProcess(free_port(), {"DARKROOM_FEATURE_WORKERS": "1"})
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[callable]:
-    """Opens separate browsers (own profile, own storage) on demand; all closed afterwards."""
-    drivers = []
-
-    def open_browser():
-        driver = chromium()
-        drivers.append(driver)
-        return driver
-
-    yield open_browser
-    for driver in drivers:
-        driver.quit()
 
 
 @pytest.fixture

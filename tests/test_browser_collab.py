@@ -4,17 +4,16 @@ leaves the presence. Locally skipped without Chromium; in CI a missing browser f
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.browser import MISSING, ServerProcess, chromium, wait_for
-from tests.conftest import free_port, make_jpeg
+from tests.browser import MISSING, ServerProcess, wait_for
+from tests.conftest import make_jpeg
 
 if MISSING:
     if os.environ.get("CI", "").lower() == "true":
@@ -23,28 +22,6 @@ if MISSING:
 
 from selenium.webdriver.common.by import By  # noqa: E402  only once Chromium is known to be there
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    process = ServerProcess(free_port(), {"DARKROOM_FEATURE_WORKERS": "1"})
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Callable[[], Any]]:
-    drivers: list[Any] = []
-
-    def open_browser() -> Any:
-        driver = chromium()
-        drivers.append(driver)
-        return driver
-
-    yield open_browser
-    for driver in drivers:
-        with contextlib.suppress(Exception):  # a test may have closed it already
-            driver.quit()
 
 
 def open_workspace(driver: Any, url: str) -> None:

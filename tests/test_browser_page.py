@@ -12,15 +12,14 @@ import io
 import os
 import re
 import zipfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from tests.browser import MISSING, ServerProcess, chromium, loaded_thumbnails, wait_for
-from tests.conftest import DATA, free_port, make_jpeg
+from tests.browser import MISSING, loaded_thumbnails, wait_for
+from tests.conftest import DATA, make_jpeg
 
 if MISSING:
     if os.environ.get("CI", "").lower() == "true":
@@ -79,28 +78,6 @@ window.WebSocket = class extends Real {
 HTTP_UPLOADS = (
     "return performance.getEntriesByType('resource').filter(e => e.name.includes('/_darkroom/upload/')).length"
 )
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    process = ServerProcess(free_port(), {"DARKROOM_FEATURE_WORKERS": "1"})
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """Opens separate browsers on demand (downloads go to ``tmp_path/downloads``); all closed afterwards."""
-    drivers = []
-
-    def open_browser() -> Any:
-        driver = chromium(download_dir=tmp_path / "downloads")
-        drivers.append(driver)
-        return driver
-
-    yield open_browser
-    for driver in drivers:
-        driver.quit()
 
 
 def open_workspace(driver: Any, url: str, before_load: str | None = None) -> None:
