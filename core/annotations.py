@@ -41,7 +41,7 @@ EDIT_BURST = 30  # edits a client may make at once before the rate applies
 MAX_TRACKED_CLIENTS = 10_000  # the rate limiter's memory is bounded too
 PATCH_FIELDS = ("tags_add", "tags_remove", "rating", "note", "expected_version")
 
-_REMOVED_CATEGORIES = {"Cc", "Zl", "Zp"}  # control characters, line and paragraph separators
+_REMOVED_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}  # control characters, lone surrogates, line and paragraph separators
 
 
 class InvalidAnnotation(DarkroomError):

@@ -486,6 +486,12 @@ def clear_session() -> int:
     return count
 
 
+def session_exists() -> bool:
+    """Whether the current session exists (made, or holding images)."""
+    session_id = current_session_id()
+    return session_id is not None and _current().sessions.has_session(session_id)
+
+
 def touch_session() -> None:
     """Mark the current session as in use (it expires only after the idle timeout from now)."""
     session_id = current_session_id()

@@ -49,6 +49,14 @@ class Event:
 Subscriber = Callable[[Event], None]
 
 
+class EventQueue(asyncio.Queue[Event]):
+    """A subscriber's queue; ``overflowed`` once an event had to be dropped for lack of room."""
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self.overflowed = False
+
+
 class _RedisRelay:
     """Carries events between processes through one Redis channel. Each message names the process
     that sent it, so a process never delivers its own events twice."""
@@ -147,14 +155,22 @@ class EventBus:
         return unsubscribe
 
     def subscribe_queue(
-        self, session_id: str, loop: asyncio.AbstractEventLoop | None = None
-    ) -> tuple[asyncio.Queue[Event], Callable[[], None]]:
-        """An asyncio queue on ``loop`` (the running one by default) that receives the events."""
+        self, session_id: str, loop: asyncio.AbstractEventLoop | None = None, maxsize: int = 0
+    ) -> tuple[EventQueue, Callable[[], None]]:
+        """An asyncio queue on ``loop`` (the running one by default) that receives the events. With
+        ``maxsize``, events past it are dropped and the queue is marked ``overflowed`` (a reader too
+        slow to keep up, such as a script that stopped reading its socket, is then let go)."""
         loop = loop or asyncio.get_running_loop()
-        queue: asyncio.Queue[Event] = asyncio.Queue()
+        queue = EventQueue(maxsize)
+
+        def put(event: Event) -> None:
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                queue.overflowed = True
 
         def forward(event: Event) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
+            loop.call_soon_threadsafe(put, event)
 
         return queue, self.subscribe(session_id, forward)
 

@@ -263,6 +263,8 @@ class Presence:
         if len(current) >= MAX_MEMBERS:
             raise TooLarge(f"this workspace already has {MAX_MEMBERS} tabs and scripts in it")
         with self._lock:
+            if len(self._sessions.get(session_id, {})) >= MAX_MEMBERS:  # joins racing since the count
+                raise TooLarge(f"this workspace already has {MAX_MEMBERS} tabs and scripts in it")
             member = self._new_member(current, kind, clean)
             self._sessions.setdefault(session_id, {})[member.id] = member
             self._joined[member.id] = self.wall()

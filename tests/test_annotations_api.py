@@ -251,3 +251,20 @@ def test_a_page_of_another_site_cannot_patch(api):
     response = patch(api, session, image_id, {"tags_add": ["x"]}, headers={"Origin": "https://evil.example"})
     assert response.status_code == 403
     assert api.get(url(image_id), params={"session_id": session}).json()["version"] == 0
+
+
+def test_lone_surrogates_and_deep_nesting_are_client_errors_not_server_errors(api):
+    session, image_id = one_image(api)
+    surrogate = '{"note": "a\\ud800b", "tags_add": ["x\\udc00"]}'
+    response = api.patch(url(image_id), params={"session_id": session}, content=surrogate)
+    assert response.status_code == 200, response.text
+    assert response.json()["note"] == "ab" and response.json()["tags"] == ["x"]
+    deep = api.patch(url(image_id), params={"session_id": session}, content="[" * 30_000)
+    assert deep.status_code == 400 and "not valid JSON" in deep.json()["detail"]
+
+
+def test_events_socket_of_a_workspace_that_does_not_exist_is_refused(live_server):
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus):
+        events_socket(live_server, "99999999-9999-4999-8999-999999999999")

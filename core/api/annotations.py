@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect, status
@@ -32,13 +33,15 @@ from core.annotations import (
 from core.api.deps import Session
 from core.api.models import ERRORS
 from core.errors import BadRequest, DarkroomError, TooLarge
-from core.events import Event, bus
+from core.events import EventQueue, bus
 from core.presence import Member, presence
 
 router = APIRouter(prefix="/api", tags=["collaboration"])
 
 SCRIPT_AUTHOR = "a script"  # updated_by for an HTTP edit that names no member of the workspace
 MAX_WS_MESSAGE_BYTES = MAX_PATCH_BODY_BYTES + 1024  # one annotate message with its envelope
+log = logging.getLogger(__name__)
+SEND_TIMEOUT_SECONDS = 30  # a script's socket that takes longer to accept an event is closed
 MAX_QUEUED_EVENTS = 1000  # a script that does not read its events is disconnected, not buffered forever
 ANNOTATION_EXAMPLE = {
     "tags": ["keep", "sharp"],
@@ -80,7 +83,7 @@ async def _json_body(request: Request) -> object:
         raise BadRequest('send a JSON object, e.g. {"tags_add": ["keep"], "rating": 4}')
     try:
         return json.loads(received)
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting too deep is not valid JSON for us either
         raise BadRequest("the body is not valid JSON") from None
 
 
@@ -178,18 +181,26 @@ class _EventsSocket:
         async with self.send_lock:
             await self.websocket.send_text(json.dumps(message, ensure_ascii=False))
 
-    async def forward(self, queue: asyncio.Queue[Event]) -> None:
-        while True:
-            event = await queue.get()
-            if queue.qsize() > MAX_QUEUED_EVENTS:
-                await self.websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="events not read")
-                return
-            await self.send({"type": event.kind, **event.data})
+    async def forward(self, queue: EventQueue) -> None:
+        """Send the workspace's events; a script that stops reading is let go (its queue is bounded
+        and a send that cannot finish within ``SEND_TIMEOUT_SECONDS`` closes the socket)."""
+        try:
+            while True:
+                event = await queue.get()
+                if queue.overflowed:
+                    break
+                await asyncio.wait_for(self.send({"type": event.kind, **event.data}), SEND_TIMEOUT_SECONDS)
+        except (TimeoutError, WebSocketDisconnect, RuntimeError):
+            pass
+        except Exception:  # noqa: BLE001  one bad event must not leave a socket open that gets nothing
+            log.exception("could not forward an event to a script")
+        with contextlib.suppress(Exception):
+            await self.websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="events not read in time")
 
     async def handle(self, text: str) -> None:
         try:
             message = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise BadRequest('messages are JSON objects such as {"type": "ping"}') from None
         if not isinstance(message, dict):
             raise BadRequest("a message must be a JSON object with a 'type'")
@@ -243,10 +254,13 @@ async def websocket_events(
     if session is None:
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="a session id is required")
         return
+    if not await data_service.run_store(data_service.session_exists):
+        await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="no such workspace")
+        return
     await websocket.accept()
-    queue, unsubscribe = bus.subscribe_queue(session)
+    queue, unsubscribe = bus.subscribe_queue(session, maxsize=MAX_QUEUED_EVENTS)
     try:
-        member = presence.join(session, "script", name=name)
+        member = await data_service.run_store(presence.join, session, "script", None, name)
     except DarkroomError as exc:
         unsubscribe()
         with contextlib.suppress(RuntimeError, WebSocketDisconnect):
@@ -256,7 +270,7 @@ async def websocket_events(
     socket = _EventsSocket(websocket, session, member)
     forwarding: asyncio.Task[None] | None = None
     try:
-        members = [m.to_public() for m in presence.members(session)]
+        members = [m.to_public() for m in await data_service.run_store(presence.members, session)]
         await socket.send({"type": "hello", "you": member.to_public(), "members": members})
         forwarding = asyncio.create_task(socket.forward(queue))
         while True:
@@ -280,4 +294,4 @@ async def websocket_events(
         if forwarding is not None:
             forwarding.cancel()
         unsubscribe()
-        presence.leave(session, member.id)
+        await data_service.run_store(presence.leave, session, member.id)
