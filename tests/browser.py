@@ -53,9 +53,13 @@ def chromium(width: int = 1400, height: int = 1000, download_dir: Path | None = 
 
 
 def wait_for(driver: Any, condition: Callable[[Any], Any], timeout: float = 20, message: str = "") -> Any:
+    """Poll ``condition`` until it is truthy. An element re-rendered between finding it and reading
+    it (NiceGUI replaces elements on update) only means: look again."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition, message)
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException])
+    return wait.until(condition, message)
 
 
 def loaded_thumbnails(driver: Any) -> int:
