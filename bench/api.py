@@ -40,7 +40,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import free_port  # noqa: E402
+from bench.common import free_port, wait_until_healthy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 2**20
@@ -62,17 +62,11 @@ class Server:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env or dict(os.environ))
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"{args} did not start")
-            time.sleep(0.1)
+        try:
+            wait_until_healthy(self.url, self.process, " ".join(args))
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.process.poll() is None:

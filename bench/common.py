@@ -41,6 +41,21 @@ def photo_like_jpeg(seed: int, width: int = 3000, height: int = 2000, target_byt
     return out.getvalue()
 
 
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes], what: str, seconds: float = 60) -> None:
+    """Return once ``url``'s ``/api/health`` answers 200; RuntimeError if ``process`` exits first or
+    ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(url + "/api/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.1)
+
+
 class ServerProcess:
     def __init__(self, module: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
@@ -48,16 +63,7 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, str(self.port)], cwd=ROOT, env={**os.environ, **(env or {})}
         )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"{module} did not start")
-            time.sleep(0.1)
+        wait_until_healthy(self.url, self.process, module)
 
     def rss_bytes(self) -> int:
         with open(f"/proc/{self.process.pid}/status") as status:

@@ -26,7 +26,7 @@ from PIL import Image, ImageFile
 
 from core.config import Settings
 from core.errors import CorruptImage, DarkroomError, TooLarge, UnsupportedImage
-from core.prechecks import check_structure
+from core.prechecks import check_area, check_structure
 from core.units import format_bytes
 
 pillow_heif.register_heif_opener()  # HEIC/HEIF photos from phones; AVIF is Pillow's own plugin
@@ -213,11 +213,11 @@ def _decode(data: bytes, fmt: str, settings: Settings) -> ImageFacts:
             raise CorruptImage(f"the {_label(fmt)} header is damaged ({_reason(exc)})") from None
         with image:
             width, height = image.size
-            _check_pixels(width, height, settings)
+            check_area("the image", width, height, settings)
             _check_frames(image, fmt, settings)
             orientation = _orientation(image)
             thumbnail, thumbnail_mime = _thumbnail(image, fmt, orientation, settings.thumbnail_size)
-            _check_pixels(*image.size, settings)  # the canvas may not grow while decoding either
+            check_area("the decoded image", *image.size, settings)  # the canvas may not grow while decoding
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     return ImageFacts(fmt, width, height, hashlib.sha256(data).hexdigest(), thumbnail, thumbnail_mime)
@@ -265,16 +265,6 @@ def is_zip(data: bytes) -> bool:
 
 def _too_many_pixels_message(settings: Settings) -> str:
     return f"the image has too many pixels; the limit is {settings.max_pixels / 1e6:g} megapixels"
-
-
-def _check_pixels(width: int, height: int, settings: Settings) -> None:
-    if width <= 0 or height <= 0:
-        raise CorruptImage(f"the image header gives an impossible size {width}x{height}")
-    if width * height > settings.max_pixels:
-        raise TooLarge(
-            f"the image has too many pixels: {width}x{height} is {width * height / 1e6:.1f} megapixels; "
-            f"the limit is {settings.max_pixels / 1e6:g} megapixels"
-        )
 
 
 def _check_frames(image: Image.Image, fmt: str, settings: Settings) -> None:

@@ -125,7 +125,7 @@ def _label(fmt: str) -> str:
     return _LABELS.get(fmt, fmt)
 
 
-def _check_area(what: str, width: int, height: int, settings: Settings) -> None:
+def check_area(what: str, width: int, height: int, settings: Settings) -> None:
     """``what`` ("the GIF canvas", "page 3 of the TIFF") must have a positive size within the cap."""
     if width <= 0 or height <= 0:
         raise CorruptImage(f"{what} has an impossible size {width}x{height}")
@@ -170,7 +170,7 @@ def _check_gif(data: bytes, settings: Settings) -> None:
     if len(data) < 13:
         raise CorruptImage("the GIF is cut off inside its header")
     screen_w, screen_h, flags = struct.unpack_from("<HHB", data, 6)
-    _check_area("the GIF canvas", screen_w, screen_h, settings)
+    check_area("the GIF canvas", screen_w, screen_h, settings)
     pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
     frames = 0
     blocks = 0
@@ -251,7 +251,7 @@ def _check_png(data: bytes, settings: Settings) -> None:
     if len(data) < 33 or data[12:16] != b"IHDR":
         raise CorruptImage("the PNG has no IHDR header chunk")
     width, height = struct.unpack_from(">II", data, 16)
-    _check_area("the PNG", width, height, settings)
+    check_area("the PNG", width, height, settings)
     limit = _chunk_limit(MAX_PNG_CHUNKS, settings)
     pos = len(_PNG_SIGNATURE)
     end = len(data)
@@ -311,7 +311,7 @@ def _check_webp(data: bytes, settings: Settings) -> None:
             return  # truncated: the decoder reports it
         if kind == b"VP8X" and size >= 10 and canvas is None:
             canvas = (_u24(data, body + 4) + 1, _u24(data, body + 7) + 1)
-            _check_area("the WebP canvas", canvas[0], canvas[1], settings)
+            check_area("the WebP canvas", canvas[0], canvas[1], settings)
         elif kind == b"ANMF" and size >= 16:
             frames += 1
             _check_frame_count(frames, f"the WebP declares more than {settings.max_frames} frames", settings)
@@ -326,7 +326,7 @@ def _check_webp(data: bytes, settings: Settings) -> None:
         elif kind in (b"VP8 ", b"VP8L") and canvas is None:
             size_wh = _vp8_size(data, body, size) if kind == b"VP8 " else _vp8l_size(data, body, size)
             if size_wh is not None:
-                _check_area("the WebP", size_wh[0], size_wh[1], settings)
+                check_area("the WebP", size_wh[0], size_wh[1], settings)
         pos = body + size + (size & 1)
 
 
@@ -439,11 +439,11 @@ def _check_tiff_page(what: str, values: dict[int, int | None], settings: Setting
     if None in values.values():
         raise CorruptImage(f"{what} gives a size (image or tile) that is not an integer")
     width, height = values[_TIFF_WIDTH] or 0, values[_TIFF_LENGTH] or 0
-    _check_area(what, width, height, settings)
+    check_area(what, width, height, settings)
     if _TIFF_TILE_WIDTH in values or _TIFF_TILE_LENGTH in values:
         tile_w, tile_h = values.get(_TIFF_TILE_WIDTH) or 0, values.get(_TIFF_TILE_LENGTH) or 0
         tiles = f"each tile of {what}"
-        _check_area(tiles, tile_w, tile_h, settings)
+        check_area(tiles, tile_w, tile_h, settings)
         if tile_w > width + TILE_SLACK or tile_h > height + TILE_SLACK:
             raise TooLarge(
                 f"{tiles} is {tile_w}x{tile_h}, far larger than the {width}x{height} page "
@@ -508,7 +508,7 @@ def _check_jpeg(data: bytes, settings: Settings) -> None:
             raise CorruptImage(f"the JPEG has a segment (marker FF{marker:02X}) with an impossible length {length}")
         if marker in _JPEG_SOF and pos + 7 <= end:
             height, width = struct.unpack_from(">HH", data, pos + 3)
-            _check_area("the JPEG", width, height, settings)
+            check_area("the JPEG", width, height, settings)
         pos += length
         if marker == _JPEG_SOS:
             scans += 1
@@ -537,7 +537,7 @@ def _check_bmp(data: bytes, settings: Settings) -> None:
         if data[25] == 0xFF:  # a top-down bitmap's negative height, read as Pillow reads it
             height = 2**32 - height
         compression = struct.unpack_from("<I", data, 30)[0] if header_size >= 20 else 0
-    _check_area("the BMP", width, height, settings)
+    check_area("the BMP", width, height, settings)
     if compression in _BMP_RLE:
         kind = _BMP_RLE[compression]
         if width * height > MAX_BMP_RLE_PIXELS:
@@ -580,12 +580,12 @@ def _check_bmff(data: bytes, settings: Settings, fmt: str) -> None:
                 stack.append((pos + header + (4 if kind == b"meta" else 0), pos + size))
             elif kind == b"ispe" and size >= header + 12:
                 width, height = struct.unpack_from(">II", data, pos + header + 4)
-                _check_area(f"an image in the {label}", width, height, settings)
+                check_area(f"an image in the {label}", width, height, settings)
             elif kind == b"clap" and size >= header + 16:  # libheif reports the clean aperture's size
                 width_n, width_d, height_n, height_d = struct.unpack_from(">IIII", data, pos + header)
                 width, height = -(-width_n // max(width_d, 1)), -(-height_n // max(height_d, 1))
                 if width * height > settings.max_pixels:
-                    _check_area(f"the clean aperture of an image in the {label}", width, height, settings)
+                    check_area(f"the clean aperture of an image in the {label}", width, height, settings)
             pos += size
 
 
