@@ -12,8 +12,9 @@ from nicegui.events import KeyEventArguments
 
 from core.errors import DarkroomError
 from core.features import service as features
+from core.units import format_bytes
 from ui.session import in_session
-from ui.widgets import QUALITY_FLAGS, feature_rows, histogram_chart, hsv_chart, human_bytes, lbp_chart
+from ui.widgets import QUALITY_FLAGS, feature_rows, histogram_chart, hsv_chart, lbp_chart
 
 
 class Detail:
@@ -101,7 +102,7 @@ class Detail:
                     for label, value in (
                         ("Dimensions", f"{image['width']} × {image['height']} px (upright)"),
                         ("Format", image["format"]),
-                        ("Size", human_bytes(image["size_bytes"])),
+                        ("Size", format_bytes(image["size_bytes"])),
                         ("Uploaded", image["uploaded_at"]),
                         ("SHA-256", image["sha256"][:16] + "…"),
                     ):

@@ -14,8 +14,8 @@ from nicegui import Client, ui
 
 from core import data_service
 from core.errors import DarkroomError
+from core.units import format_bytes
 from ui.session import in_session
-from ui.widgets import human_bytes
 
 
 class Gallery:
@@ -75,7 +75,7 @@ class Gallery:
                 name = ui.label(image["filename"]).classes("dr-name").props("data-testid=card-name")
                 name.props["title"] = image["filename"]
                 ui.label(
-                    f"{image['width']}×{image['height']} · {image['format']} · {human_bytes(image['size_bytes'])}"
+                    f"{image['width']}×{image['height']} · {image['format']} · {format_bytes(image['size_bytes'])}"
                 ).classes("text-xs text-grey-7")
             ui.button(icon="delete", on_click=lambda: self.delete(image_id)).props(
                 "flat round dense size=sm color=grey-7"

@@ -46,14 +46,6 @@ KEY_COLUMNS: list[dict[str, Any]] = [
 ]
 
 
-def human_bytes(n: int | float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
 def _chart(title: str, categories: list[Any], series: list[dict[str, Any]], legend: bool = True) -> ui.echart:
     return ui.echart(
         {

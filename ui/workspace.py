@@ -23,6 +23,7 @@ from core.archive import _OS_JUNK_NAMES as OS_JUNK_NAMES  # the page skips the s
 from core.errors import DarkroomError
 from core.events import IMAGE_ADDED, IMAGE_REMOVED, PROGRESS, SESSION_CLEARED, Event, bus
 from core.invites import invites
+from core.units import format_bytes
 from ui.collab import Collab
 from ui.dashboard import Dashboard
 from ui.detail import Detail
@@ -39,7 +40,6 @@ from ui.routes import (
 )
 from ui.session import SESSION_KEY, Binding, bind, choose_session, in_session, run_in_session, unbind
 from ui.sharing import Sharing, open_once
-from ui.widgets import human_bytes
 
 log = logging.getLogger(__name__)
 _MAX_MESSAGES = 50  # upload messages kept on the page
@@ -222,8 +222,8 @@ class Workspace:
         count = self.gallery.count
         held = run_in_session(self.client, data_service.session_bytes_held)
         self.usage.set_text(
-            f"{count} image{'s' if count != 1 else ''} · {human_bytes(held)} of "
-            f"{human_bytes(self.settings.session_quota_bytes)}"
+            f"{count} image{'s' if count != 1 else ''} · {format_bytes(held)} of "
+            f"{format_bytes(self.settings.session_quota_bytes)}"
         )
         self.gallery.show_empty_hint()
         self.gallery_tab.props["label"] = f"Gallery ({count})"
@@ -256,11 +256,11 @@ class Workspace:
     # -- uploads --
     @in_session
     def _held_back(self, files: list[dict[str, Any]]) -> None:
-        names = ", ".join(f"{f['name']} ({human_bytes(f['size'])})" for f in files[:5])
+        names = ", ".join(f"{f['name']} ({format_bytes(f['size'])})" for f in files[:5])
         more = f" and {len(files) - 5} more" if len(files) > 5 else ""
         ui.notify(
-            f"Not sent, too large: {names}{more}. Photos can be at most {human_bytes(self.settings.max_file_bytes)}, "
-            f"ZIP archives at most {human_bytes(self.settings.zip_max_archive_bytes)}.",
+            f"Not sent, too large: {names}{more}. Photos can be at most {format_bytes(self.settings.max_file_bytes)}, "
+            f"ZIP archives at most {format_bytes(self.settings.zip_max_archive_bytes)}.",
             type="negative",
             multi_line=True,
         )
