@@ -256,3 +256,15 @@ def test_every_allowed_format_round_trips(make_store, fmt):
     record = store.add(A, stored).record
     assert store.read(A, record.id) == out.getvalue()
     assert store.get(A, record.id).format == fmt
+
+
+def test_a_session_exists_once_touched_or_used_and_not_after_it_is_cleared(make_session_store):
+    store = make_session_store()
+    assert not store.has_session(A) and not store.has_session(B)
+    store.touch(A)
+    store.add(B, image(1))
+    assert store.has_session(A) and store.has_session(B)
+    assert store.session_count() == 2
+    store.clear(A)
+    store.clear(B)
+    assert not store.has_session(A) and not store.has_session(B)

@@ -416,6 +416,9 @@ class SessionFolders(ImageStore):
         shutil.rmtree(store.folder, ignore_errors=True)
         return count
 
+    def has_session(self, key: str) -> bool:
+        return (self.root / parse_session_id(key)).is_dir()
+
     def touch(self, key: str) -> None:
         store = self._store(key, create=True)
         assert store is not None

@@ -389,6 +389,11 @@ class SqlStore(ImageStore):
             self._cache = {k: v for k, v in self._cache.items() if k[0] != key}
             return count
 
+    def has_session(self, key: str) -> bool:
+        with self.engine.connect() as connection:
+            found = connection.execute(select(sessions.c.id).where(sessions.c.id == self._key(key))).first()
+        return found is not None
+
     def touch(self, key: str) -> None:
         with self.engine.begin() as connection:
             self._mark_used(connection, self._key(key))
