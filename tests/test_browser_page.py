@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import re
 import zipfile
@@ -32,22 +33,50 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 PHOTOS = sorted((DATA / "features" / "images").iterdir())
 
-# Records, from the moment the page starts, every WebSocket it opens, when the first local preview
-# showed and when the first server thumbnail finished loading (performance.now(), same clock).
-INSTRUMENT = """
+
+def everywhere(code: str) -> str:
+    """A script that runs ``code`` on the page and first thing in every worker the page starts from a
+    Blob (the drop zone's upload socket lives in one), with ``self`` as the global scope there."""
+    return f"""
+const __everywhere = {json.dumps(code)};
+(0, eval)(__everywhere);
+const __RealBlob = window.Blob;
+window.Blob = class extends __RealBlob {{
+  constructor(parts, options) {{
+    if (options && /javascript/.test(options.type || '')) parts = [__everywhere, '\\n', ...parts];
+    super(parts, options);
+  }}
+}};
+"""
+
+
+# Records, from the moment the page starts, every WebSocket it or its workers open (a worker reports
+# through a BroadcastChannel), when the first local preview showed and when the first server
+# thumbnail finished loading (performance.now(), same clock).
+INSTRUMENT = (
+    everywhere("""
+(function (scope) {
+  const channel = new BroadcastChannel('darkroom-test-sockets');
+  const Original = scope.WebSocket;
+  scope.WebSocket = class extends Original {
+    constructor(url, protocols) {
+      super(url, protocols);
+      channel.postMessage({ url: String(url), worker: typeof WorkerGlobalScope !== 'undefined' });
+    }
+  };
+})(self);
+""")
+    + """
 window.__sockets = [];
-const Original = window.WebSocket;
-window.WebSocket = class extends Original {
-  constructor(url, protocols) { super(url, protocols); window.__sockets.push(String(url)); }
-};
+new BroadcastChannel('darkroom-test-sockets').onmessage = (event) => window.__sockets.push(event.data);
 window.__firstPreview = null;
 window.__firstThumbnail = null;
 document.addEventListener('DOMContentLoaded', () => {
   new MutationObserver(() => {
-    if (window.__firstPreview === null && document.querySelector('img.dr-local-preview')) {
+    if (window.__firstPreview === null && document.querySelector('img.dr-local-preview[src^="blob:"]')) {
       window.__firstPreview = performance.now();
     }
-  }).observe(document.body, { childList: true, subtree: true });
+  }).observe(document.body, { childList: true, subtree: true, attributes: true, attributeFilter: ['src'] });
 });
 document.addEventListener('load', (event) => {
   if (window.__firstThumbnail === null && event.target.matches && event.target.matches('img.dr-thumb')) {
@@ -55,25 +84,29 @@ document.addEventListener('load', (event) => {
   }
 }, true);
 """
+)
 
 # A network that drops the upgrade of the page's upload socket (a proxy or firewall without
-# WebSockets there): every such socket fails to open. The page's own NiceGUI socket is left alone.
-BLOCK_UPLOAD_SOCKETS = """
-const Real = window.WebSocket;
-window.WebSocket = class extends Real {
-  constructor(url, protocols) {
-    if (!String(url).includes('/_darkroom/ws/')) { super(url, protocols); return; }
-    const blocked = { url: String(url), readyState: 0, bufferedAmount: 0, send() { throw new Error('not open'); },
-                      close() {} };
-    setTimeout(() => {
-      blocked.readyState = 3;
-      if (blocked.onerror) blocked.onerror(new Event('error'));
-      if (blocked.onclose) blocked.onclose({ code: 1006, reason: '' });
-    }, 20);
-    return blocked;
-  }
-};
-"""
+# WebSockets there): every such socket fails to open, in the page and in its upload worker. The
+# page's own NiceGUI socket is left alone.
+BLOCK_UPLOAD_SOCKETS = everywhere("""
+(function (scope) {
+  const Real = scope.WebSocket;
+  scope.WebSocket = class extends Real {
+    constructor(url, protocols) {
+      if (!String(url).includes('/_darkroom/ws/')) { super(url, protocols); return; }
+      const blocked = { url: String(url), readyState: 0, bufferedAmount: 0, send() { throw new Error('not open'); },
+                        close() {} };
+      setTimeout(() => {
+        blocked.readyState = 3;
+        if (blocked.onerror) blocked.onerror(new Event('error'));
+        if (blocked.onclose) blocked.onclose({ code: 1006, reason: '' });
+      }, 20);
+      return blocked;
+    }
+  };
+})(self);
+""")
 
 HTTP_UPLOADS = (
     "return performance.getEntriesByType('resource').filter(e => e.name.includes('/_darkroom/upload/')).length"
@@ -120,13 +153,25 @@ def test_chosen_files_travel_over_the_websocket_and_show_a_local_preview_first(s
     wait_for(driver, lambda d: loaded_thumbnails(d) == len(PHOTOS), message="thumbnails did not appear")
     assert filenames(driver) == sorted(p.name for p in PHOTOS)
     sockets = driver.execute_script("return window.__sockets")
-    assert [url for url in sockets if "/_darkroom/ws/upload/" in url], sockets
+    uploads = [socket for socket in sockets if "/_darkroom/ws/upload/" in socket["url"]]
+    assert uploads and all(socket["worker"] for socket in uploads), sockets  # off the page's main thread
     assert driver.execute_script(HTTP_UPLOADS) == 0  # nothing went through the HTTP fallback
     preview, thumbnail = driver.execute_script("return [window.__firstPreview, window.__firstThumbnail]")
     assert preview is not None and thumbnail is not None
     assert preview < thumbnail  # the browser's own preview came before the server's thumbnail
     # ... and gave way to it: no local preview is left once every card is in
     wait_for(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, ".dr-pending-tile"))
+
+
+def test_without_web_workers_the_socket_runs_on_the_page(server, browser) -> None:
+    driver = browser()
+    open_workspace(driver, server.url, before_load=INSTRUMENT + "window.Worker = undefined;")
+    choose_files(driver, *PHOTOS[:2])
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 2, message="thumbnails did not appear")
+    assert filenames(driver) == sorted(p.name for p in PHOTOS[:2])
+    uploads = [s for s in driver.execute_script("return window.__sockets") if "/_darkroom/ws/upload/" in s["url"]]
+    assert uploads and not any(socket["worker"] for socket in uploads), uploads
+    assert driver.execute_script(HTTP_UPLOADS) == 0
 
 
 def test_a_refused_file_shows_the_apis_words_on_its_tile(server, browser, tmp_path) -> None:

@@ -3,6 +3,12 @@
 // never more than WINDOW bytes ahead of the server's acknowledgements. Each file gets the server's
 // verdict as it lands; its local preview then gives way to the gallery card (or to the refusal).
 // When the WebSocket cannot be opened, the same files go in one streaming HTTP request per batch.
+//
+// The tiles are drawn at most PAINT_MS apart: an upload changes its files' progress hundreds of
+// times a second, and re-rendering every tile for each change held the page's main thread. Local previews are decoded once, one at a time and at tile size, the files that will
+// wait longest for the server first; a file whose server thumbnail is already in is not decoded.
+
+import { markRaw } from "vue";
 
 const CHUNK = 256 * 1024; // bytes per binary message (uvicorn's wsproto reassembles 1 MiB messages slowly)
 const READ = 4 * 1024 * 1024; // bytes read from the file at once (sending small Blob slices is slow in Chromium)
@@ -10,16 +16,54 @@ const WINDOW = 8 * 1024 * 1024; // bytes sent but not yet acknowledged, and byte
 const OPEN_TIMEOUT = 5000; // ms to wait for the server's "ready" before falling back to HTTP
 const WALK_LIMIT = 5000; // files and folders visited in one folder drop or pick
 const DEPTH_LIMIT = 32; // nested folders followed
-const MAX_PREVIEWS = 60; // local previews decoded at a time (more files show an icon)
 const MAX_TILES = 120; // files shown at a time while uploading (the rest are counted)
+const PREVIEW_WIDTH = 256; // the decoded size asked for a local preview (a tile is 190 x 150 CSS pixels)
+const PREVIEW_HEIGHT = 192;
+const PAINT_MS = 100; // ms at least between two drawings of the tiles
 const KEEP_FAILED = 10000; // ms a refusal stays on its tile (the page's message list keeps it too)
 const KEEP_DONE = 3000; // ms at most a stored file waits for its gallery card
-const PREVIEWABLE = /^image\/(jpeg|png|gif|webp|avif|bmp|x-ms-bmp|svg\+xml)$/;
+const PREVIEWABLE = /^image\/(jpeg|png|gif|webp|avif|bmp|x-ms-bmp)$/;
 
 class SocketUnavailable extends Error {}
 
+// A small JPEG of `file` for its tile (an object URL), decoded by the browser near tile size.
+// WebCodecs' ImageDecoder decodes a JPEG at 1/2, 1/4 or 1/8 scale when asked for a small size (in a
+// secure context: https or localhost); elsewhere createImageBitmap decodes in full and scales.
+// Both turn the picture upright as its EXIF orientation says.
+async function localPreview(file) {
+  let picture = null;
+  try {
+    if (typeof ImageDecoder !== "undefined" && (await ImageDecoder.isTypeSupported(file.type))) {
+      const decoder = new ImageDecoder({
+        data: file.stream(),
+        type: file.type,
+        desiredWidth: PREVIEW_WIDTH,
+        desiredHeight: PREVIEW_HEIGHT,
+        preferAnimation: false,
+      });
+      try {
+        picture = (await decoder.decode({ frameIndex: 0 })).image;
+      } finally {
+        decoder.close();
+      }
+    } else {
+      picture = await createImageBitmap(file, { resizeWidth: PREVIEW_WIDTH, resizeQuality: "medium" });
+    }
+    const width = picture.displayWidth || picture.width;
+    const height = picture.displayHeight || picture.height;
+    const scale = Math.min(1, (2 * PREVIEW_WIDTH) / Math.max(width, height));
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.max(1, Math.round(width * scale));
+    canvas.height = Math.max(1, Math.round(height * scale));
+    canvas.getContext("2d").drawImage(picture, 0, 0, canvas.width, canvas.height);
+    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.85));
+    return blob ? URL.createObjectURL(blob) : "";
+  } finally {
+    if (picture) picture.close();
+  }
+}
+
 const pad = (n) => String(n).padStart(2, "0");
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // The name the server reports for a file (core.ingest.clean_filename): control and format
 // characters dropped, white space folded, cut to 200 characters keeping the extension.
 const MAX_NAME = 200;
@@ -38,6 +82,208 @@ const fold = (raw) => {
   return chars.slice(0, MAX_NAME - 1).join("") + "…";
 };
 
+// The upload socket: opens the page's upload WebSocket, streams a batch of files over it in binary
+// chunks, never more than WINDOW bytes ahead of the server's acknowledgements, and reports each
+// file's progress and verdict through `post`. It runs in a Web Worker (uploaderSource), so it uses
+// nothing from this module but the constants and `fold` that uploaderSource gives it.
+function socketUploader(post) {
+  let spare = null; // a promise of an open socket that has said "ready"
+
+  const connect = (url) =>
+    new Promise((resolve, reject) => {
+      let ws;
+      try {
+        ws = new WebSocket(url);
+      } catch (error) {
+        reject(new Error(String(error)));
+        return;
+      }
+      ws.binaryType = "arraybuffer";
+      const timer = setTimeout(() => {
+        ws.onmessage = ws.onclose = null;
+        ws.close();
+        reject(new Error("no answer"));
+      }, OPEN_TIMEOUT);
+      ws.onmessage = (event) => {
+        let message = {};
+        try {
+          message = JSON.parse(event.data);
+        } catch (error) {
+          return;
+        }
+        if (message.type !== "ready") return;
+        clearTimeout(timer);
+        ws.onmessage = ws.onclose = null;
+        resolve(ws);
+      };
+      ws.onclose = () => {
+        clearTimeout(timer);
+        reject(new Error("closed before ready"));
+      };
+    });
+
+  const prepare = (url) => {
+    if (spare) return;
+    const opening = connect(url);
+    spare = opening;
+    opening.then(
+      (ws) => {
+        ws.onclose = () => {
+          if (spare === opening) spare = null; // closed while idle (a restart, a proxy)
+        };
+      },
+      () => {
+        if (spare === opening) spare = null;
+      },
+    );
+  };
+
+  const take = async (url) => {
+    const opening = spare;
+    spare = null;
+    if (opening) {
+      try {
+        const ws = await opening;
+        if (ws.readyState === WebSocket.OPEN) return ws;
+      } catch (error) {
+        // the spare failed: one fresh attempt decides
+      }
+    }
+    return connect(url);
+  };
+
+  const stream = (ws, batch) =>
+    new Promise((resolve) => {
+      let closed = false;
+      let finished = false;
+      let stopDetail = "";
+      let wakers = [];
+      const wake = () => {
+        const waiting = wakers;
+        wakers = [];
+        waiting.forEach((resolveWaiter) => resolveWaiter());
+      };
+      const inFlight = () => batch.reduce((sum, item) => sum + (item.state === "uploading" ? item.sent - item.acked : 0), 0);
+      const receiving = () => batch.find((item) => item.state === "uploading" && item.acked < item.size);
+      const awaiting = () => batch.filter((item) => item.state === "uploading" || item.state === "checking");
+      const settle = (item, status, image, duplicateOf, detail) => {
+        item.state = "settled";
+        post({ type: "verdict", id: item.id, status, image, duplicateOf, detail });
+        wake();
+      };
+
+      const send = async () => {
+        for (const item of batch) {
+          if (closed) return;
+          item.state = "uploading";
+          post({ type: "uploading", id: item.id });
+          ws.send(JSON.stringify({ filename: item.name, size: item.size }));
+          for (let start = 0; start < item.size && item.state === "uploading"; start += READ) {
+            const buffer = await item.file.slice(start, Math.min(item.size, start + READ)).arrayBuffer();
+            for (let offset = 0; offset < buffer.byteLength; ) {
+              // Backpressure: the server acknowledges every chunk it has read.
+              while (!closed && item.state === "uploading" && (inFlight() >= WINDOW || ws.bufferedAmount >= WINDOW)) {
+                await new Promise((resolveWaiter) => {
+                  wakers.push(resolveWaiter);
+                  setTimeout(resolveWaiter, 50); // bufferedAmount has no event
+                });
+              }
+              if (closed) return;
+              if (item.state !== "uploading") break; // refused from its header: the rest is not sent
+              const length = Math.min(CHUNK, buffer.byteLength - offset);
+              ws.send(new Uint8Array(buffer, offset, length));
+              offset += length;
+              item.sent = start + offset;
+            }
+          }
+          if (item.size === 0 && item.state === "uploading") item.state = "checking";
+          item.file = null;
+        }
+        if (!closed) ws.send(JSON.stringify({ type: "done" }));
+      };
+
+      const verdict = (message) => {
+        const pending = awaiting();
+        const name = fold(message.filename || "");
+        const item =
+          pending.find((i) => !i.archive && fold(i.name) === name) ||
+          pending.find((i) => i.archive && fold(i.name) === name) ||
+          pending.find((i) => i.archive && i.state === "checking") || // a member of an archive
+          pending.find((i) => i.state === "checking"); // a name the server wrote differently
+        if (!item) return;
+        if (item.archive && fold(item.name) !== name) {
+          if (message.status === 200 && message.image) post({ type: "member", id: item.id });
+          return;
+        }
+        settle(item, message.status, message.image, message.duplicate_of, message.detail);
+      };
+
+      ws.onmessage = (event) => {
+        let message;
+        try {
+          message = JSON.parse(event.data);
+        } catch (error) {
+          return;
+        }
+        if (message.type === "progress") {
+          const item = receiving();
+          if (item) {
+            item.acked = Math.min(item.size, message.received);
+            if (item.acked >= item.size) item.state = "checking";
+            post({ type: "progress", id: item.id, acked: item.acked });
+          }
+          wake();
+        } else if (message.type === "result") {
+          verdict(message);
+        } else if (message.type === "summary") {
+          finished = true;
+          for (const item of awaiting()) settle(item, 200, null, null, "");
+        } else if (message.type === "error") {
+          stopDetail = message.detail || "";
+        }
+      };
+      ws.onclose = () => {
+        closed = true;
+        wake();
+        resolve(finished ? null : stopDetail);
+      };
+      send().catch((error) => {
+        stopDetail = String(error);
+        ws.close();
+      });
+    });
+
+  return async (message) => {
+    if (message.type === "prepare") {
+      prepare(message.url);
+    } else if (message.type === "close") {
+      const opening = spare;
+      spare = null;
+      if (opening) opening.then((ws) => ws.close(), () => {});
+    } else if (message.type === "batch") {
+      let ws;
+      try {
+        ws = await take(message.url);
+      } catch (error) {
+        post({ type: "unavailable", detail: String(error.message || error) });
+        return;
+      }
+      const batch = message.files.map((file) => ({ ...file, state: "queued", sent: 0, acked: 0 }));
+      const stopped = await stream(ws, batch);
+      post({ type: "finished", stopped });
+    }
+  };
+}
+
+// The Web Worker's script: socketUploader with what it needs from this module.
+const uploaderSource = () =>
+  [
+    `const CHUNK = ${CHUNK}, READ = ${READ}, WINDOW = ${WINDOW}, OPEN_TIMEOUT = ${OPEN_TIMEOUT}, MAX_NAME = ${MAX_NAME};`,
+    `const fold = ${fold.toString()};`,
+    `const uploader = (${socketUploader.toString()})((message) => self.postMessage(message));`,
+    "self.onmessage = (event) => uploader(event.data);",
+  ].join("\n");
+
 export default {
   template: `
     <div class="dr-dropzone" :class="{ 'dr-dragging': dragging }" role="button" tabindex="0"
@@ -54,25 +300,25 @@ export default {
                class="dr-pick-folder" @click.stop="$refs.folder.click()" />
       </div>
       <div class="dr-dropzone-hint">Ctrl+V / ⌘V pastes images from the clipboard</div>
-      <div v-if="items.length" class="dr-grid dr-pending" @click.stop>
-        <div v-for="item in items.slice(0, maxTiles)" :key="item.key" class="dr-pending-tile" :class="'dr-' + item.state"
+      <div v-if="shown.length" class="dr-grid dr-pending" @click.stop>
+        <div v-for="item in shown" :key="item.key" class="dr-pending-tile" :class="'dr-' + item.state"
              :data-state="item.state" :data-name="item.name">
           <img v-if="item.preview" :src="item.preview" class="dr-local-preview" :alt="item.name"
                decoding="async" @error="revokePreview(item)" />
           <div v-else class="dr-pending-noview"><q-icon :name="item.archive ? 'folder_zip' : 'image'" size="md" /></div>
-          <q-linear-progress v-if="item.state === 'queued' || item.state === 'uploading'" :value="item.progress"
-                             instant-feedback />
+          <div v-if="item.state === 'queued' || item.state === 'uploading'" class="dr-pending-bar">
+            <div :style="{ width: Math.round(item.progress * 100) + '%' }"></div>
+          </div>
           <div class="dr-pending-caption" :title="item.name + ' · ' + caption(item)">
             <q-icon :name="icons[item.state]" size="xs" /> {{ item.name }} · {{ caption(item) }}
           </div>
         </div>
-        <div v-if="items.length > maxTiles" class="dr-pending-more">and {{ items.length - maxTiles }} more files</div>
+        <div v-if="hidden" class="dr-pending-more">and {{ hidden }} more files</div>
       </div>
     </div>`,
   props: {
     url: String,
     wsUrl: String,
-    thumbnailUrl: String,
     label: String,
     accept: String,
     maxImageBytes: Number,
@@ -83,27 +329,46 @@ export default {
   data() {
     return {
       dragging: false,
-      items: [],
-      maxTiles: MAX_TILES,
+      frame: 0, // bumped to draw the tiles again: they are not reactive
       icons: { queued: "schedule", uploading: "upload", checking: "hourglass_top", done: "check_circle",
                skipped: "block", failed: "error" },
     };
+  },
+  computed: {
+    shown() {
+      return this.frame >= 0 ? this.items.slice(0, MAX_TILES) : [];
+    },
+    hidden() {
+      return this.frame >= 0 ? Math.max(0, this.items.length - MAX_TILES) : 0;
+    },
+  },
+  created() {
+    this.items = []; // plain objects (markRaw): a change is drawn by paint(), not by Vue's tracking
+    this.painting = null;
+    this.paintedAt = 0;
   },
   mounted() {
     this.queue = [];
     this.busy = false;
     this.socketBroken = false;
-    this.previews = 0;
-    this.spare = null;
+    this.previewQueue = []; // tiles waiting for their local preview, newest last
+    this.previewing = false;
+    this.sending = null; // the batch on the socket: { batch, resolve, reject, byId }
+    this.startUploader();
     this.onPaste = (event) => this.paste(event);
     document.addEventListener("paste", this.onPaste);
+    this.awaitingCard = new Map(); // image id -> its tile, stored and waiting for its gallery card
+    this.onLoad = (event) => this.cardShown(event);
+    document.addEventListener("load", this.onLoad, true);
     this.prepareSocket();
   },
   beforeUnmount() {
     document.removeEventListener("paste", this.onPaste);
-    const spare = this.spare;
-    this.spare = null;
-    if (spare) spare.then((ws) => ws.close(), () => {});
+    document.removeEventListener("load", this.onLoad, true);
+    clearTimeout(this.painting);
+    this.previewQueue = [];
+    if (this.worker) this.worker.terminate();
+    else this.toUploader({ type: "close" });
     for (const item of this.items) this.revoke(item);
   },
   methods: {
@@ -187,19 +452,14 @@ export default {
       if (rejected.length) this.$emit("rejected", rejected.map((e) => ({ name: e.name, size: e.file.size })));
       for (const entry of entries.filter(fits)) {
         const archive = this.isArchive(entry.file, entry.name);
-        let preview = "";
-        if (!archive && PREVIEWABLE.test(entry.file.type) && this.previews < MAX_PREVIEWS) {
-          preview = URL.createObjectURL(entry.file); // the browser decodes it: shown before any byte is sent
-          this.previews++;
-        }
-        this.items.push({
+        const item = markRaw({
           key: `${Date.now()}-${Math.random()}`,
           file: entry.file,
           name: entry.name,
           size: entry.file.size,
           archive,
           fromFolder: entry.fromFolder,
-          preview,
+          preview: "",
           progress: 0,
           sent: 0,
           acked: 0,
@@ -207,12 +467,48 @@ export default {
           detail: "",
           stored: 0,
         });
-        this.queue.push(this.items[this.items.length - 1]); // the reactive copy
+        this.items.push(item);
+        this.queue.push(item);
+        if (!archive && PREVIEWABLE.test(entry.file.type) && this.items.length <= MAX_TILES) this.previewQueue.push(item);
       }
+      this.paint();
+      this.preview();
       this.pump();
     },
     notice(text) {
       this.$emit("notice", text);
+    },
+    paint() {
+      // Draw the tiles' changes once, however many happened since the last drawing.
+      if (this.painting !== null) return;
+      const wait = Math.max(0, this.paintedAt + PAINT_MS - performance.now());
+      this.painting = setTimeout(() => {
+        this.painting = null;
+        this.paintedAt = performance.now();
+        this.frame++;
+      }, wait);
+    },
+    async preview() {
+      // One decode at a time, newest first: the first files land on the server soonest and show
+      // its thumbnail, so their own decode would be wasted work taken from the upload.
+      if (this.previewing) return;
+      this.previewing = true;
+      try {
+        while (this.previewQueue.length) {
+          const item = this.previewQueue.pop();
+          if (item.preview || !item.file || !["queued", "uploading", "checking"].includes(item.state)) continue;
+          const url = await localPreview(item.file).catch(() => "");
+          if (!url) continue;
+          if (item.preview || !this.items.includes(item)) {
+            URL.revokeObjectURL(url); // the server's thumbnail won the race, or the tile is gone
+            continue;
+          }
+          item.preview = url;
+          this.paint();
+        }
+      } finally {
+        this.previewing = false;
+      }
     },
     caption(item) {
       if (item.detail) return item.detail;
@@ -248,203 +544,92 @@ export default {
       const scheme = location.protocol === "https:" ? "wss:" : "ws:";
       return `${scheme}//${location.host}${window.path_prefix || ""}${this.wsUrl}`;
     },
-    connect() {
-      // A socket of the page's upload route, resolved once the server has said "ready".
-      return new Promise((resolve, reject) => {
-        let ws;
-        try {
-          ws = new WebSocket(this.socketUrl());
-        } catch (error) {
-          reject(new SocketUnavailable(String(error)));
-          return;
-        }
-        ws.binaryType = "arraybuffer";
-        const timer = setTimeout(() => {
-          ws.onmessage = ws.onclose = null;
-          ws.close();
-          reject(new SocketUnavailable("no answer"));
-        }, OPEN_TIMEOUT);
-        ws.onmessage = (event) => {
-          let message = {};
-          try {
-            message = JSON.parse(event.data);
-          } catch (error) {
-            return;
-          }
-          if (message.type !== "ready") return;
-          clearTimeout(timer);
-          ws.onmessage = ws.onclose = null;
-          resolve(ws);
-        };
-        ws.onclose = () => {
-          clearTimeout(timer);
-          reject(new SocketUnavailable("closed before ready"));
-        };
-      });
+    startUploader() {
+      // The socket lives in a Web Worker, so that reading files and sending them never waits for
+      // the page's rendering; where a worker cannot be started it runs on the page.
+      const receive = (message) => this.fromUploader(message);
+      try {
+        const source = new Blob([uploaderSource()], { type: "text/javascript" });
+        const url = URL.createObjectURL(source);
+        this.worker = new Worker(url);
+        URL.revokeObjectURL(url);
+        this.worker.onmessage = (event) => receive(event.data);
+        this.worker.onerror = (event) => receive({ type: "unavailable", detail: event.message || "the upload worker failed" });
+        this.toUploader = (message) => this.worker.postMessage(message);
+      } catch (error) {
+        this.worker = null;
+        const uploader = socketUploader(receive);
+        this.toUploader = (message) => uploader(message);
+      }
     },
     prepareSocket() {
       // The next drop's socket is opened ahead: its handshake is paid before files are chosen.
-      if (this.socketBroken || this.spare || !this.wsUrl) return;
-      const spare = this.connect();
-      this.spare = spare;
-      spare.then(
-        (ws) => {
-          ws.onclose = () => {
-            if (this.spare === spare) this.spare = null; // closed while idle (a restart, a proxy)
-          };
-        },
-        () => {
-          if (this.spare === spare) this.spare = null;
-        },
-      );
+      if (this.socketBroken || !this.wsUrl) return;
+      this.toUploader({ type: "prepare", url: this.socketUrl() });
     },
-    async takeSocket() {
-      const spare = this.spare;
-      this.spare = null;
-      if (spare) {
-        try {
-          const ws = await spare;
-          if (ws.readyState === WebSocket.OPEN) return ws;
-        } catch (error) {
-          // the spare failed: one fresh attempt decides
-        }
-      }
-      return this.connect();
-    },
-    async overSocket(batch) {
-      const ws = await this.takeSocket(); // SocketUnavailable: the caller falls back to HTTP
-      try {
-        await this.stream(ws, batch);
-      } finally {
-        this.prepareSocket();
-      }
-    },
-    stream(ws, batch) {
-      return new Promise((resolve) => {
-        let closed = false;
-        let finished = false;
-        let stopDetail = "";
-        let wakers = [];
-        const wake = () => {
-          const waiting = wakers;
-          wakers = [];
-          waiting.forEach((resolveWaiter) => resolveWaiter());
-        };
-        const inFlight = () => batch.reduce((sum, item) => sum + (item.state === "uploading" ? item.sent - item.acked : 0), 0);
-        const receiving = () => batch.find((item) => item.state === "uploading" && item.acked < item.size);
-        const awaiting = () => batch.filter((item) => item.state === "uploading" || item.state === "checking");
-
-        const send = async () => {
-          for (const item of batch) {
-            if (closed) return;
-            item.state = "uploading";
-            ws.send(JSON.stringify({ filename: item.name, size: item.size }));
-            for (let start = 0; start < item.size && item.state === "uploading"; start += READ) {
-              const buffer = await item.file.slice(start, Math.min(item.size, start + READ)).arrayBuffer();
-              for (let offset = 0; offset < buffer.byteLength; ) {
-                // Backpressure: the server acknowledges every chunk it has read.
-                while (!closed && item.state === "uploading" && (inFlight() >= WINDOW || ws.bufferedAmount >= WINDOW)) {
-                  await new Promise((resolveWaiter) => {
-                    wakers.push(resolveWaiter);
-                    setTimeout(resolveWaiter, 50); // bufferedAmount has no event
-                  });
-                }
-                if (closed) return;
-                if (item.state !== "uploading") break; // refused from its header: the rest is not sent
-                const length = Math.min(CHUNK, buffer.byteLength - offset);
-                ws.send(new Uint8Array(buffer, offset, length));
-                offset += length;
-                item.sent = start + offset;
-              }
-            }
-            if (item.size === 0 && item.state === "uploading") item.state = "checking";
-          }
-          if (!closed) ws.send(JSON.stringify({ type: "done" }));
-        };
-
-        const verdict = (message) => {
-          const pending = awaiting();
-          const name = fold(message.filename || "");
-          const item =
-            pending.find((i) => !i.archive && fold(i.name) === name) ||
-            pending.find((i) => i.archive && fold(i.name) === name) ||
-            pending.find((i) => i.archive && i.state === "checking") || // a member of an archive
-            pending.find((i) => i.state === "checking"); // a name the server wrote differently
-          if (!item) return;
-          if (item.archive && fold(item.name) !== name) {
-            if (message.status === 200 && message.image) item.stored++;
-            return;
-          }
-          this.settle(item, message.status, message.image, message.duplicate_of, message.detail);
-          wake();
-        };
-
-        ws.onmessage = (event) => {
-          let message;
-          try {
-            message = JSON.parse(event.data);
-          } catch (error) {
-            return;
-          }
-          if (message.type === "progress") {
-            const item = receiving();
-            if (item) {
-              item.acked = Math.min(item.size, message.received);
-              item.progress = item.size ? item.acked / item.size : 1;
-              if (item.acked >= item.size) item.state = "checking";
-            }
-            wake();
-          } else if (message.type === "result") {
-            verdict(message);
-          } else if (message.type === "summary") {
-            finished = true;
-            for (const item of awaiting()) this.settle(item, 200, null, null, "");
-          } else if (message.type === "error") {
-            stopDetail = message.detail || "";
-          }
-        };
-        ws.onclose = () => {
-          closed = true;
-          wake();
-          if (!finished) {
-            const detail = stopDetail || "the connection to the server was lost";
-            for (const item of batch) {
-              if (["queued", "uploading", "checking"].includes(item.state)) this.settle(item, 0, null, null, detail);
-            }
-            this.$emit("stopped", detail);
-          }
-          resolve();
-        };
-        send().catch((error) => {
-          stopDetail = String(error);
-          ws.close();
+    overSocket(batch) {
+      return new Promise((resolve, reject) => {
+        this.sending = { batch, resolve, reject, byId: new Map(batch.map((item) => [item.key, item])) };
+        this.toUploader({
+          type: "batch",
+          url: this.socketUrl(),
+          files: batch.map((item) => ({ id: item.key, file: item.file, name: item.name, size: item.size, archive: item.archive })),
         });
+      }).finally(() => {
+        this.sending = null;
+        this.prepareSocket();
       });
+    },
+    fromUploader(message) {
+      const sending = this.sending;
+      if (!sending) return;
+      const item = sending.byId.get(message.id);
+      if (message.type === "unavailable") {
+        sending.reject(new SocketUnavailable(message.detail));
+      } else if (message.type === "finished") {
+        if (message.stopped !== null) {
+          const detail = message.stopped || "the connection to the server was lost";
+          for (const left of sending.batch) {
+            if (["queued", "uploading", "checking"].includes(left.state)) this.settle(left, 0, null, null, detail);
+          }
+          this.$emit("stopped", detail);
+        }
+        sending.resolve();
+      } else if (!item) {
+        return;
+      } else if (message.type === "uploading") {
+        item.state = "uploading";
+        this.paint();
+      } else if (message.type === "progress") {
+        item.progress = item.size ? message.acked / item.size : 1;
+        if (message.acked >= item.size) item.state = "checking";
+        this.paint();
+      } else if (message.type === "member") {
+        item.stored++; // a member of an archive was stored
+        this.paint();
+      } else if (message.type === "verdict") {
+        this.settle(item, message.status, message.image, message.duplicateOf, message.detail);
+      }
     },
     overHttp(batch) {
       return new Promise((resolve) => {
         const form = new FormData();
         for (const item of batch) {
           item.state = "uploading";
+          this.paint();
           form.append("files", item.file, item.name);
         }
         const xhr = new XMLHttpRequest();
         xhr.open("POST", (this.url.startsWith("/") ? window.path_prefix || "" : "") + this.url);
-        let loaded = 0;
-        let frame = null;
-        const paint = () => {
-          frame = null;
-          let rest = loaded;
+        xhr.upload.onprogress = (event) => {
+          let rest = event.loaded;
           for (const item of batch) {
             const got = Math.max(0, Math.min(item.size, rest));
             rest -= item.size;
             item.progress = item.size ? got / item.size : 1;
             if (item.progress >= 1 && item.state === "uploading") item.state = "checking";
           }
-        };
-        xhr.upload.onprogress = (event) => {
-          loaded = event.loaded;
-          if (frame === null) frame = requestAnimationFrame(paint);
+          this.paint();
         };
         xhr.onload = () => {
           let body = {};
@@ -476,10 +661,10 @@ export default {
     // -- verdicts --
     settle(item, status, image, duplicateOf, detail) {
       item.progress = 1;
+      this.paint();
       if (status === 200 || status === 201) {
         item.state = "done";
         if (image) item.stored++;
-        if (image && !item.archive) this.showVerified(item, image.id);
         item.detail = !image && duplicateOf ? `already in the workspace as ${duplicateOf.filename}` : "";
         this.giveWay(item, image ? image.id : null);
       } else if (status === 415 && item.fromFolder) {
@@ -492,44 +677,44 @@ export default {
         this.later(item, KEEP_FAILED);
       }
     },
-    showVerified(item, imageId) {
-      // The server's thumbnail replaces the local preview on the tile as soon as it is loaded; the
-      // gallery card's copy then comes from the browser's cache.
-      const verified = new Image();
-      verified.onload = () => {
-        if (!this.items.includes(item)) return;
-        this.revokePreview(item);
-        item.preview = verified.src;
-      };
-      verified.src = `${window.path_prefix || ""}${this.thumbnailUrl}${imageId}`;
-    },
     giveWay(item, imageId) {
       // The local preview stays until the gallery shows the server's verified thumbnail.
-      const started = Date.now();
-      const check = () => {
-        const thumb = imageId && document.querySelector(`[data-image-id="${imageId}"] img.dr-thumb`);
-        if ((thumb && thumb.complete && thumb.naturalWidth > 0) || Date.now() - started > KEEP_DONE) this.remove(item);
-        else setTimeout(check, 100);
-      };
-      check();
+      const thumb = imageId && document.querySelector(`[data-image-id="${imageId}"] img.dr-thumb`);
+      if (!imageId || (thumb && thumb.complete && thumb.naturalWidth > 0)) {
+        this.remove(item);
+        return;
+      }
+      this.awaitingCard.set(imageId, item);
+      setTimeout(() => {
+        if (this.awaitingCard.get(imageId) === item) this.awaitingCard.delete(imageId);
+        this.remove(item);
+      }, KEEP_DONE);
+    },
+    cardShown(event) {
+      // A gallery thumbnail finished loading (capturing listener: load events do not bubble).
+      const card = event.target.matches && event.target.matches("img.dr-thumb") && event.target.closest("[data-image-id]");
+      const item = card && this.awaitingCard.get(card.dataset.imageId);
+      if (!item) return;
+      this.awaitingCard.delete(card.dataset.imageId);
+      this.remove(item);
     },
     later(item, ms) {
       setTimeout(() => this.remove(item), ms);
     },
     revokePreview(item) {
-      if (item.preview && item.preview.startsWith("blob:")) {
-        URL.revokeObjectURL(item.preview);
-        this.previews--;
-      }
+      if (item.preview && item.preview.startsWith("blob:")) URL.revokeObjectURL(item.preview);
       item.preview = "";
+      this.paint();
     },
     revoke(item) {
       this.revokePreview(item);
       item.file = null; // the bytes are on the server now: let the browser free them
     },
     remove(item) {
+      if (!this.items.includes(item)) return;
       this.revoke(item);
       this.items = this.items.filter((other) => other !== item);
+      this.paint();
     },
   },
 };

@@ -27,7 +27,6 @@ class DropZone(ui.element, component="dropzone.js"):
         url: str,
         *,
         ws_url: str,
-        thumbnail_url: str,
         label: str,
         accept: str,
         max_image_bytes: int,
@@ -38,7 +37,6 @@ class DropZone(ui.element, component="dropzone.js"):
         super().__init__()
         self._props["url"] = url
         self._props["ws-url"] = ws_url
-        self._props["thumbnail-url"] = thumbnail_url  # + image id: the server's thumbnail
         self._props["label"] = label
         self._props["accept"] = accept
         self._props["max-image-bytes"] = max_image_bytes

@@ -167,7 +167,6 @@ class Workspace:
             self.uploader = DropZone(
                 UPLOAD_PATH.format(token=self.binding.token),
                 ws_url=WS_UPLOAD_PATH.format(token=self.binding.token),
-                thumbnail_url=self.thumbnail_url(""),
                 label="Drop photos, folders or ZIP archives here, click to pick them, or paste",
                 accept=ACCEPT,
                 max_image_bytes=self.settings.max_file_bytes,
