@@ -14,9 +14,14 @@ Needs Debian's chromium and chromium-driver and the test extra (selenium). One s
    * bare: the same files chosen in Chromium and sent with ``fetch(FormData)`` to an endpoint that
      only reads ``request.body()`` (``bench/_upload_server.py``, its own process)
    * the throughput ratio bare time / page time (target >= 0.75x)
+3. The transport's own floor, in the same run: the same files sent from a blank page (nothing to
+   render) over a bare WebSocket to ``/api/ws/upload``, the page's protocol (256 KiB chunks read
+   4 MiB at a time, socket opened before the clock), until the server's summary. Its ratios to
+   the API and to ``fetch(FormData)`` are the best any WebSocket upload from this browser can reach
+   on this machine.
 
 Times are taken in the page (``performance.now()``): from the file input's ``change`` event to the
-last thumbnail's ``load`` event, or to the ``fetch`` answer.
+last thumbnail's ``load`` event, to the ``fetch`` answer, or to the WebSocket's summary.
 """
 
 from __future__ import annotations
@@ -71,6 +76,46 @@ input.addEventListener('change', async () => {
 """
 
 
+# Bare WebSocket: a session and an open upload socket of it first; then, from the files' change,
+# the page's protocol with nothing else on the page, until the server's summary of the files.
+BARE_WS_CLOCK = """
+window.__t0 = null; window.__t1 = null; window.__ready = false;
+const CHUNK = 256 * 1024, READ = 4 * 1024 * 1024, WINDOW = 8 * 1024 * 1024;
+const input = document.createElement('input');
+input.type = 'file'; input.multiple = true; input.id = 'bare-ws-files';
+document.body.appendChild(input);
+(async () => {
+  const session = (await (await fetch('/api/sessions', { method: 'POST' })).json()).session_id;
+  const ws = new WebSocket(`ws://${location.host}/api/ws/upload?session_id=${session}`);
+  ws.binaryType = 'arraybuffer';
+  await new Promise((resolve) => { ws.onmessage = resolve; });  // "ready"
+  let finish;
+  const finished = new Promise((resolve) => { finish = resolve; });
+  ws.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === 'summary') { window.__accepted = message.accepted; finish(); }
+  };
+  input.addEventListener('change', async () => {
+    window.__t0 = performance.now();
+    for (const file of input.files) {
+      ws.send(JSON.stringify({ filename: file.name, size: file.size }));
+      for (let start = 0; start < file.size; start += READ) {
+        const buffer = await file.slice(start, Math.min(file.size, start + READ)).arrayBuffer();
+        for (let offset = 0; offset < buffer.byteLength; offset += CHUNK) {
+          ws.send(new Uint8Array(buffer, offset, Math.min(CHUNK, buffer.byteLength - offset)));
+        }
+        while (ws.bufferedAmount > WINDOW) await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+    }
+    ws.send(JSON.stringify({ type: 'done' }));
+    await finished;
+    window.__t1 = performance.now();
+  });
+  window.__ready = true;
+})();
+"""
+
+
 def api_upload(server: ServerProcess, paths: list[Path]) -> float:
     with httpx.Client(base_url=server.url, timeout=TIMEOUT) as client:
         session_id = client.post("/api/sessions").json()["session_id"]
@@ -112,6 +157,19 @@ def bare_upload(bare: BareServer, paths: list[Path]) -> float:
         driver.quit()
 
 
+def bare_socket_upload(server: ServerProcess, paths: list[Path]) -> float:
+    driver = chromium()
+    try:
+        driver.get(server.url + "/api/health")  # same origin as the socket: no cross-site refusal
+        driver.execute_script(BARE_WS_CLOCK)
+        wait_for(driver, lambda d: d.execute_script("return window.__ready"), 30, "the socket did not open")
+        elapsed = _clocked(driver, "#bare-ws-files", paths)
+        assert driver.execute_script("return window.__accepted") == len(paths)
+        return elapsed
+    finally:
+        driver.quit()
+
+
 def write_photos(folder: Path, count: int, width: int, height: int, target: int, prefix: str) -> list[Path]:
     paths = []
     for seed in range(count):
@@ -140,12 +198,15 @@ def main() -> None:
             api_upload(server, photos)  # warm-up: imports, worker pools, the browser binary
             page_upload(server, photos[:2])
             bare_upload(bare, big[:1])
-            api, page, page_big, bare_big = [], [], [], []
+            bare_socket_upload(server, photos[:2])
+            api, page, page_big, bare_big, socket, socket_big = [], [], [], [], [], []
             for _ in range(args.runs):
                 api.append(api_upload(server, photos))
                 page.append(page_upload(server, photos))
                 page_big.append(page_upload(server, big))
                 bare_big.append(bare_upload(bare, big))
+                socket.append(bare_socket_upload(server, photos))
+                socket_big.append(bare_socket_upload(server, big))
         finally:
             server.stop()
             bare.stop()
@@ -156,6 +217,12 @@ def main() -> None:
     print(f"page {len(big)} x 5 MiB -> thumbnails visible:  {median(page_big):6.2f} s")
     print(f"bare fetch(FormData) -> request.body():     {median(bare_big):6.2f} s")
     print(f"throughput page / bare: {median(bare_big) / median(page_big):.2f}x (target >= 0.75x)")
+    print("the WebSocket's floor: the same files over a bare socket from a blank page")
+    print(f"  {len(photos)} photos: {median(socket):6.2f} s, {median(socket) / median(api):.2f}x the API")
+    print(
+        f"  {len(big)} x 5 MiB: {median(socket_big):6.2f} s, throughput {median(bare_big) / median(socket_big):.2f}x "
+        "of fetch(FormData)"
+    )
 
 
 if __name__ == "__main__":
