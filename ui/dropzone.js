@@ -575,10 +575,16 @@ export default {
           url: this.socketUrl(),
           files: batch.map((item) => ({ id: item.key, file: item.file, name: item.name, size: item.size, archive: item.archive })),
         });
-      }).finally(() => {
-        this.sending = null;
-        this.prepareSocket();
-      });
+      }).then(
+        () => {
+          this.sending = null;
+          this.prepareSocket(); // the next drop's socket
+        },
+        (error) => {
+          this.sending = null;
+          throw error; // no socket: the caller falls back to HTTP
+        },
+      );
     },
     fromUploader(message) {
       const sending = this.sending;
