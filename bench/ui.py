@@ -1,6 +1,6 @@
 """The page's upload path in real Chromium, against baselines measured in the same run.
 
-    python bench/ui.py [--runs 3] [--photos 20] [--big 10]
+    python bench/ui.py [--runs 3] [--photos 20] [--big 10] [--filled 200]
 
 Needs Debian's chromium and chromium-driver and the test extra (selenium). One server process
 (``python -m ui.main``), a fresh browser (a fresh workspace) per measurement. Prints:
@@ -14,7 +14,9 @@ Needs Debian's chromium and chromium-driver and the test extra (selenium). One s
    * bare: the same files chosen in Chromium and sent with ``fetch(FormData)`` to an endpoint that
      only reads ``request.body()`` (``bench/_upload_server.py``, its own process)
    * the throughput ratio bare time / page time (target >= 0.75x)
-3. The transport's own floor, in the same run: the same files sent from a blank page (nothing to
+3. ``--filled`` small images (200) first, then the ``--photos`` through the page as in 1.: the page's
+   cost of a card while many are already shown (it was quadratic before ``ui/memo.js``).
+4. The transport's own floor, in the same run: the same files sent from a blank page (nothing to
    render) over a bare WebSocket to ``/api/ws/upload``, the page's protocol (256 KiB chunks read
    4 MiB at a time, socket opened before the clock), until the server's summary. Its ratios to
    the API and to ``fetch(FormData)`` are the best any WebSocket upload from this browser can reach
@@ -40,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import ServerProcess as BareServer  # noqa: E402
 from bench.common import free_port, photo_like_jpeg  # noqa: E402
-from tests.browser import MISSING, ServerProcess, chromium, wait_for  # noqa: E402
+from tests.browser import MISSING, ServerProcess, chromium, loaded_thumbnails, wait_for  # noqa: E402
 
 TIMEOUT = 300  # seconds a single measurement may take
 
@@ -134,11 +136,17 @@ def _clocked(driver: Any, selector: str, paths: list[Path]) -> float:
     return (t1 - t0) / 1000
 
 
-def page_upload(server: ServerProcess, paths: list[Path]) -> float:
+def page_upload(server: ServerProcess, paths: list[Path], filled: list[Path] | None = None) -> float:
+    """Choose ``paths`` in a fresh workspace (after ``filled``, 100 at a time, shown as cards)."""
     driver = chromium()
     try:
         driver.get(server.url)  # a fresh browser: a fresh workspace
         wait_for(driver, lambda d: d.find_elements("css selector", "[data-testid=usage]"), 30)
+        files = "input[type=file]:not([webkitdirectory])"
+        for start in range(0, len(filled or []), 100):
+            driver.find_element("css selector", files).send_keys("\n".join(str(p) for p in filled[start : start + 100]))
+            shown = min(len(filled), start + 100)
+            wait_for(driver, lambda d, n=shown: loaded_thumbnails(d) >= n, TIMEOUT, "the workspace was not filled")
         driver.execute_script(PAGE_CLOCK, len(paths))
         return _clocked(driver, "input[type=file]:not([webkitdirectory])", paths)
     finally:
@@ -184,6 +192,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--photos", type=int, default=20)
     parser.add_argument("--big", type=int, default=10, help="5 MiB photos for the fetch(FormData) comparison")
+    parser.add_argument("--filled", type=int, default=200, help="small images shown before the photos of 3.")
     args = parser.parse_args()
     if MISSING:
         sys.exit(MISSING)
@@ -192,6 +201,11 @@ def main() -> None:
         big = write_photos(Path(folder), args.big, 3000, 2000, 5 * 2**20, "big")
         print(f"{len(photos)} photos of 2048x1536 (3.1 MP), {sum(p.stat().st_size for p in photos) / 2**20:.1f} MiB")
         print(f"{len(big)} photos of 3000x2000, {sum(p.stat().st_size for p in big) / 2**20:.1f} MiB")
+        small = []
+        for seed in range(args.filled):
+            path = Path(folder) / f"small-{seed:03d}.jpg"
+            path.write_bytes(photo_like_jpeg(seed + 5000, 96, 64, target_bytes=4000))
+            small.append(path)
         server = ServerProcess(free_port())
         bare = BareServer("bench._upload_server")
         try:
@@ -199,7 +213,7 @@ def main() -> None:
             page_upload(server, photos[:2])
             bare_upload(bare, big[:1])
             bare_socket_upload(server, photos[:2])
-            api, page, page_big, bare_big, socket, socket_big = [], [], [], [], [], []
+            api, page, page_big, bare_big, socket, socket_big, page_filled = [], [], [], [], [], [], []
             for _ in range(args.runs):
                 api.append(api_upload(server, photos))
                 page.append(page_upload(server, photos))
@@ -207,6 +221,7 @@ def main() -> None:
                 bare_big.append(bare_upload(bare, big))
                 socket.append(bare_socket_upload(server, photos))
                 socket_big.append(bare_socket_upload(server, big))
+                page_filled.append(page_upload(server, photos, small))
         finally:
             server.stop()
             bare.stop()
@@ -217,6 +232,10 @@ def main() -> None:
     print(f"page {len(big)} x 5 MiB -> thumbnails visible:  {median(page_big):6.2f} s")
     print(f"bare fetch(FormData) -> request.body():     {median(bare_big):6.2f} s")
     print(f"throughput page / bare: {median(bare_big) / median(page_big):.2f}x (target >= 0.75x)")
+    print(
+        f"page {len(photos)} photos into a workspace of {args.filled} cards: {median(page_filled):6.2f} s "
+        f"({median(page_filled) / median(page):.2f}x the empty workspace)"
+    )
     print("the WebSocket's floor: the same files over a bare socket from a blank page")
     print(f"  {len(photos)} photos: {median(socket):6.2f} s, {median(socket) / median(api):.2f}x the API")
     print(

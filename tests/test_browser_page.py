@@ -354,3 +354,54 @@ def test_with_websockets_blocked_the_page_falls_back_to_http(server, browser) ->
     wait_for(driver, lambda d: loaded_thumbnails(d) == 3, message="the HTTP fallback did not upload")
     assert filenames(driver) == sorted(p.name for p in PHOTOS[:3])
     assert driver.execute_script(HTTP_UPLOADS) >= 1
+
+
+def card_names(driver: Any) -> list[str]:
+    """The names on the cards the gallery shows, in order (hidden cards left out)."""
+    return [
+        e.get_attribute("title")
+        for e in driver.find_elements(By.CSS_SELECTOR, ".dr-card [data-testid=card-name]")
+        if e.is_displayed()
+    ]
+
+
+def stars_of(driver: Any, name: str) -> int:
+    card = f".dr-card:has([data-testid=card-name][title='{name}'])"
+    return len(driver.find_elements(By.CSS_SELECTOR, f"{card} [data-testid=card-rating] .q-rating__icon--active"))
+
+
+def test_cards_rendered_once_still_follow_every_change(server, browser, tmp_path) -> None:
+    """The page reuses a card's rendering while its element is unchanged (ui/memo.js); a change inside
+    a card, a hidden card, a deleted card and a new card must all still show."""
+    driver = browser()
+    open_workspace(driver, server.url)
+    assert driver.execute_script("return window.renderRecursively.memoized === true")
+    photos = [write(tmp_path, f"card-{n}.jpg", make_jpeg(seed=60 + n)) for n in range(3)]
+    choose_files(driver, *photos)
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 3)
+    assert sorted(card_names(driver)) == ["card-0.jpg", "card-1.jpg", "card-2.jpg"]
+
+    # A change inside one card (its rating) after the others were added.
+    star = ".dr-card:has([title='card-1.jpg']) [data-testid=card-rating] .q-rating__icon-container"
+    driver.execute_script("arguments[0].click()", driver.find_elements(By.CSS_SELECTOR, star)[3])
+    wait_for(driver, lambda d: stars_of(d, "card-1.jpg") == 4, message="the rating did not show")
+    assert stars_of(driver, "card-0.jpg") == 0 and stars_of(driver, "card-2.jpg") == 0
+
+    # The rating filter hides the other cards (each hidden card is a changed element) and shows them again.
+    driver.execute_script("arguments[0].click()", driver.find_element(By.CSS_SELECTOR, "[data-testid=filter-rating]"))
+    option = "//div[contains(@class, 'q-item')][.//span[normalize-space()='★★★★ or more']]"
+    driver.execute_script("arguments[0].click()", wait_for(driver, lambda d: d.find_elements(By.XPATH, option))[0])
+    wait_for(driver, lambda d: card_names(d) == ["card-1.jpg"], message="the filter did not hide the cards")
+    driver.execute_script("arguments[0].click()", driver.find_element(By.CSS_SELECTOR, "[data-testid=filter-rating]"))
+    option = "//div[contains(@class, 'q-item')][.//span[normalize-space()='Any rating']]"
+    driver.execute_script("arguments[0].click()", wait_for(driver, lambda d: d.find_elements(By.XPATH, option))[0])
+    wait_for(driver, lambda d: len(card_names(d)) == 3, message="the cards did not come back")
+
+    # A deleted card goes, a new card comes, and the others keep their own content.
+    delete = ".dr-card:has([title='card-0.jpg']) button[title='Delete this image']"
+    driver.execute_script("arguments[0].click()", driver.find_element(By.CSS_SELECTOR, delete))
+    wait_for(driver, lambda d: sorted(card_names(d)) == ["card-1.jpg", "card-2.jpg"], message="not deleted")
+    choose_files(driver, write(tmp_path, "card-3.jpg", make_jpeg(seed=70)))
+    wait_for(driver, lambda d: sorted(card_names(d)) == ["card-1.jpg", "card-2.jpg", "card-3.jpg"])
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 3)
+    assert stars_of(driver, "card-1.jpg") == 4 and stars_of(driver, "card-3.jpg") == 0

@@ -56,7 +56,7 @@ class Gallery:
         if image_id in self.cards:
             return False
         self.records[image_id] = image
-        with self.grid, ui.card().tight().classes("dr-card").props(f"data-image-id={image_id}") as card:
+        with self.grid, ui.card().tight().classes("dr-card dr-memo").props(f"data-image-id={image_id}") as card:
             self._card_body(image)
         self.cards[image_id] = card
         if self.extend_card is not None:

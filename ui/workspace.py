@@ -44,6 +44,7 @@ from ui.sharing import Sharing, open_once
 log = logging.getLogger(__name__)
 _MAX_MESSAGES = 50  # upload messages kept on the page
 CSS_FILE = Path(__file__).with_name("workspace.css")
+MEMO_FILE = Path(__file__).with_name("memo.js")  # cards rendered once, not once per card added
 
 
 class Workspace:
@@ -143,6 +144,7 @@ class Workspace:
     # -- page --
     def build(self) -> None:
         ui.add_css(CSS_FILE.read_text(encoding="utf-8"))
+        ui.run_javascript(MEMO_FILE.read_text(encoding="utf-8"))
         with ui.header().classes("items-center bg-blue-grey-9 q-px-md"):
             ui.icon("photo_camera").classes("text-2xl")
             ui.label("Darkroom").classes("text-xl font-bold")
