@@ -174,6 +174,31 @@ def test_without_web_workers_the_socket_runs_on_the_page(server, browser) -> Non
     assert driver.execute_script(HTTP_UPLOADS) == 0
 
 
+# A worker that never loads (as under a Content-Security-Policy without blob: workers: the browser
+# reports it with an error event after the constructor returned), or that fails once it is given a
+# batch; either way it takes no message.
+FAILING_WORKER = """
+window.Worker = class extends EventTarget {
+  constructor() { super(); if (FAIL_AT === 'load') this.fail(); }
+  fail() { setTimeout(() => { if (this.onerror) this.onerror(new Event('error')); }, 50); }
+  postMessage(message) { if (FAIL_AT === 'batch' && message.type === 'batch') this.fail(); }
+  terminate() {}
+};
+"""
+
+
+@pytest.mark.parametrize("fail_at", ["load", "batch"])
+def test_a_failed_worker_leaves_the_socket_to_the_page(server, browser, fail_at) -> None:
+    driver = browser()
+    open_workspace(driver, server.url, before_load=INSTRUMENT + f"const FAIL_AT = '{fail_at}';" + FAILING_WORKER)
+    choose_files(driver, *PHOTOS[:2])
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 2, message="the upload hung on the failed worker")
+    assert filenames(driver) == sorted(p.name for p in PHOTOS[:2])
+    uploads = [s for s in driver.execute_script("return window.__sockets") if "/_darkroom/ws/upload/" in s["url"]]
+    assert uploads and not any(socket["worker"] for socket in uploads), uploads
+    assert driver.execute_script(HTTP_UPLOADS) == 0
+
+
 def test_a_refused_file_shows_the_apis_words_on_its_tile(server, browser, tmp_path) -> None:
     driver = browser()
     open_workspace(driver, server.url)

@@ -20,6 +20,7 @@ const MAX_TILES = 120; // files shown at a time while uploading (the rest are co
 const PREVIEW_WIDTH = 256; // the decoded size asked for a local preview (a tile is 190 x 150 CSS pixels)
 const PREVIEW_HEIGHT = 192;
 const PAINT_MS = 100; // ms at least between two drawings of the tiles
+const PREVIEW_TIMEOUT = 5000; // ms a local preview may take to decode before the next one starts
 const KEEP_FAILED = 10000; // ms a refusal stays on its tile (the page's message list keeps it too)
 const KEEP_DONE = 3000; // ms at most a stored file waits for its gallery card
 const PREVIEWABLE = /^image\/(jpeg|png|gif|webp|avif|bmp|x-ms-bmp)$/;
@@ -64,6 +65,7 @@ async function localPreview(file) {
 }
 
 const pad = (n) => String(n).padStart(2, "0");
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // The name the server reports for a file (core.ingest.clean_filename): control and format
 // characters dropped, white space folded, cut to 200 characters keeping the extension.
 const MAX_NAME = 200;
@@ -363,6 +365,7 @@ export default {
     this.prepareSocket();
   },
   beforeUnmount() {
+    this.unmounted = true;
     document.removeEventListener("paste", this.onPaste);
     document.removeEventListener("load", this.onLoad, true);
     clearTimeout(this.painting);
@@ -497,9 +500,14 @@ export default {
         while (this.previewQueue.length) {
           const item = this.previewQueue.pop();
           if (item.preview || !item.file || !["queued", "uploading", "checking"].includes(item.state)) continue;
-          const url = await localPreview(item.file).catch(() => "");
+          const decoded = localPreview(item.file).catch(() => "");
+          const url = await Promise.race([decoded, sleep(PREVIEW_TIMEOUT).then(() => null)]);
+          if (url === null) {
+            decoded.then((late) => late && URL.revokeObjectURL(late)); // a decode that hangs stops no other
+            continue;
+          }
           if (!url) continue;
-          if (item.preview || !this.items.includes(item)) {
+          if (this.unmounted || item.preview || !this.items.includes(item)) {
             URL.revokeObjectURL(url); // the server's thumbnail won the race, or the tile is gone
             continue;
           }
@@ -548,18 +556,34 @@ export default {
       // The socket lives in a Web Worker, so that reading files and sending them never waits for
       // the page's rendering; where a worker cannot be started it runs on the page.
       const receive = (message) => this.fromUploader(message);
+      const onPage = () => {
+        this.worker = null;
+        const uploader = socketUploader(receive);
+        this.toUploader = (message) => uploader(message);
+      };
       try {
         const source = new Blob([uploaderSource()], { type: "text/javascript" });
         const url = URL.createObjectURL(source);
         this.worker = new Worker(url);
         URL.revokeObjectURL(url);
         this.worker.onmessage = (event) => receive(event.data);
-        this.worker.onerror = (event) => receive({ type: "unavailable", detail: event.message || "the upload worker failed" });
+        this.worker.onerror = () => {
+          // The worker did not load (a Content-Security-Policy without blob: workers is reported
+          // this way, after the constructor returned) or failed: it goes, with its socket, and the
+          // page sends from now on. The files of a batch not yet settled are sent again.
+          this.worker.terminate();
+          onPage();
+          const sending = this.sending;
+          if (sending) {
+            const left = sending.batch.filter((item) => ["queued", "uploading", "checking"].includes(item.state));
+            this.toUploader(this.batchMessage(left));
+          } else {
+            this.prepareSocket();
+          }
+        };
         this.toUploader = (message) => this.worker.postMessage(message);
       } catch (error) {
-        this.worker = null;
-        const uploader = socketUploader(receive);
-        this.toUploader = (message) => uploader(message);
+        onPage();
       }
     },
     prepareSocket() {
@@ -570,11 +594,7 @@ export default {
     overSocket(batch) {
       return new Promise((resolve, reject) => {
         this.sending = { batch, resolve, reject, byId: new Map(batch.map((item) => [item.key, item])) };
-        this.toUploader({
-          type: "batch",
-          url: this.socketUrl(),
-          files: batch.map((item) => ({ id: item.key, file: item.file, name: item.name, size: item.size, archive: item.archive })),
-        });
+        this.toUploader(this.batchMessage(batch));
       }).then(
         () => {
           this.sending = null;
@@ -585,6 +605,13 @@ export default {
           throw error; // no socket: the caller falls back to HTTP
         },
       );
+    },
+    batchMessage(batch) {
+      return {
+        type: "batch",
+        url: this.socketUrl(),
+        files: batch.map((item) => ({ id: item.key, file: item.file, name: item.name, size: item.size, archive: item.archive })),
+      };
     },
     fromUploader(message) {
       const sending = this.sending;

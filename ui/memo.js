@@ -15,7 +15,15 @@ const install = () => {
   const rendered = new WeakMap(); // element object -> its vnode
   const memoized = function (elements, id, propsContext) {
     const element = elements[id];
-    if (element === undefined || propsContext !== undefined || !element.class.includes("dr-memo")) {
+    // Only a component, outside scoped slots: a native element's children are built into its own
+    // vnode (a reused one would hide their changes). A dr-memo element must not be moved, nor
+    // carry ":" expressions or a loopback=False value, which change without a new element object.
+    if (
+      element === undefined ||
+      propsContext !== undefined ||
+      !element.class.includes("dr-memo") ||
+      (typeof app !== "undefined" && app.config.isNativeTag(element.tag))
+    ) {
       return render(elements, id, propsContext);
     }
     let vnode = rendered.get(element);
