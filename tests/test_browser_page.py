@@ -430,3 +430,34 @@ def test_cards_rendered_once_still_follow_every_change(server, browser, tmp_path
     wait_for(driver, lambda d: sorted(card_names(d)) == ["card-1.jpg", "card-2.jpg", "card-3.jpg"])
     wait_for(driver, lambda d: loaded_thumbnails(d) == 3)
     assert stars_of(driver, "card-1.jpg") == 4 and stars_of(driver, "card-3.jpg") == 0
+
+
+# Records every message the upload worker sends the page.
+WORKER_MESSAGES = """
+window.__fromWorker = [];
+window.Worker = class extends window.Worker {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener('message', (event) => window.__fromWorker.push(event.data));
+  }
+};
+"""
+
+
+def test_a_zip_and_a_loose_file_of_the_same_name_each_get_their_own_verdicts(server, browser, tmp_path) -> None:
+    driver = browser()
+    open_workspace(driver, server.url, before_load=WORKER_MESSAGES)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.jpg", make_jpeg(seed=81))  # the loose file's name, other bytes
+        zf.writestr("b.jpg", make_jpeg(seed=82))
+    loose = write(tmp_path, "a.jpg", make_jpeg(seed=80))
+    choose_files(driver, loose, write(tmp_path, "photos.zip", archive.getvalue()))
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 3, message="the archive's images did not all arrive")
+    assert filenames(driver) == ["a.jpg", "a.jpg", "b.jpg"]
+    messages = driver.execute_script("return window.__fromWorker")
+    loose_id, zip_id = [m["id"] for m in messages if m["type"] == "uploading"]
+    members = [m["id"] for m in messages if m["type"] == "member"]
+    verdicts = {m["id"]: m["status"] for m in messages if m["type"] == "verdict"}
+    assert members == [zip_id, zip_id], messages  # both members count for the archive's tile
+    assert verdicts == {loose_id: 200, zip_id: 200}, messages

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
+import zipfile
+from collections.abc import Iterator
 
 import pytest
+from fastapi import FastAPI, WebSocket
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.conftest import hostile, listed, make_jpeg, new_session
+from core.api.ws_upload import serve_upload_socket
+from core.sessions import session_scope
+from tests.conftest import LiveServer, hostile, listed, make_jpeg, new_session
 
 
 def ws_connect(live_server, session_id: str | None = None, **kwargs):
@@ -166,3 +172,48 @@ def test_a_sessions_sockets_together_stay_inside_its_quota_and_give_back_what_th
             break
         time.sleep(0.05)
     assert in_flight.total == 0
+
+
+@pytest.fixture(scope="module")
+def archive_socket() -> Iterator[LiveServer]:
+    """The page's kind of upload socket (ZIPs unpacked), for a session named in the path."""
+    app = FastAPI()
+
+    @app.websocket("/ws/{session_id}")
+    async def upload(websocket: WebSocket, session_id: str) -> None:
+        with session_scope(session_id):
+            await serve_upload_socket(websocket, archives=True)
+
+    server = LiveServer(app)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_each_result_names_the_file_it_answers_and_whether_it_came_from_an_archive(api, archive_socket, configure):
+    configure(max_file_bytes=1024 * 1024, zip_max_archive_bytes=1024 * 1024)
+    session = new_session(api)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("b.jpg", make_jpeg(seed=2))
+        zf.writestr("a.jpg", make_jpeg(seed=3))  # the name of the loose file before it: told apart by index
+    messages = []
+    with connect(f"{archive_socket.ws_url}/ws/{session}", compression=None) as ws:
+        ws.recv(timeout=5)
+        for name, data in [("a.jpg", make_jpeg(seed=1)), ("photos.zip", archive.getvalue())]:
+            ws.send(json.dumps({"filename": name, "size": len(data)}))
+            ws.send(data)
+        ws.send(json.dumps({"filename": "huge.jpg", "size": 5 * 1024 * 1024}))  # refused from its header
+        ws.send(json.dumps({"filename": "d.jpg", "size": len(make_jpeg(seed=4))}))
+        ws.send(make_jpeg(seed=4))
+        ws.send(json.dumps({"type": "done"}))
+        while (message := json.loads(ws.recv(timeout=20)))["type"] != "summary":
+            messages.append(message)
+    results = sorted((m["file"], m["member"], m["filename"], m["status"]) for m in messages if m["type"] == "result")
+    assert results == [
+        (0, False, "a.jpg", 200),
+        (1, True, "a.jpg", 200),
+        (1, True, "b.jpg", 200),
+        (2, False, "huge.jpg", 413),
+        (3, False, "d.jpg", 200),
+    ]

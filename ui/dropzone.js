@@ -87,7 +87,7 @@ const fold = (raw) => {
 // The upload socket: opens the page's upload WebSocket, streams a batch of files over it in binary
 // chunks, never more than WINDOW bytes ahead of the server's acknowledgements, and reports each
 // file's progress and verdict through `post`. It runs in a Web Worker (uploaderSource), so it uses
-// nothing from this module but the constants and `fold` that uploaderSource gives it.
+// nothing from this module but the constants that uploaderSource gives it.
 function socketUploader(post) {
   let spare = null; // a promise of an open socket that has said "ready"
 
@@ -205,15 +205,10 @@ function socketUploader(post) {
       };
 
       const verdict = (message) => {
-        const pending = awaiting();
-        const name = fold(message.filename || "");
-        const item =
-          pending.find((i) => !i.archive && fold(i.name) === name) ||
-          pending.find((i) => i.archive && fold(i.name) === name) ||
-          pending.find((i) => i.archive && i.state === "checking") || // a member of an archive
-          pending.find((i) => i.state === "checking"); // a name the server wrote differently
-        if (!item) return;
-        if (item.archive && fold(item.name) !== name) {
+        // "file" is the index of the file's header on this socket: the batch's order.
+        const item = batch[message.file];
+        if (!item || (item.state !== "uploading" && item.state !== "checking")) return;
+        if (message.member) {
           if (message.status === 200 && message.image) post({ type: "member", id: item.id });
           return;
         }
@@ -277,11 +272,10 @@ function socketUploader(post) {
   };
 }
 
-// The Web Worker's script: socketUploader with what it needs from this module.
+// The Web Worker's script: socketUploader with the constants it needs from this module.
 const uploaderSource = () =>
   [
-    `const CHUNK = ${CHUNK}, READ = ${READ}, WINDOW = ${WINDOW}, OPEN_TIMEOUT = ${OPEN_TIMEOUT}, MAX_NAME = ${MAX_NAME};`,
-    `const fold = ${fold.toString()};`,
+    `const CHUNK = ${CHUNK}, READ = ${READ}, WINDOW = ${WINDOW}, OPEN_TIMEOUT = ${OPEN_TIMEOUT};`,
     `const uploader = (${socketUploader.toString()})((message) => self.postMessage(message));`,
     "self.onmessage = (event) => uploader(event.data);",
   ].join("\n");

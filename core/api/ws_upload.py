@@ -110,6 +110,8 @@ class WebSocketUpload:
         self.reserved = 0  # bytes of this socket in ``in_flight``, released as files are stored
         self.counts = {"accepted": 0, "rejected": 0, "duplicates": 0}
         self.filename: str | None = None
+        self.headers = 0  # file headers read: a result's "file" is its header's index, from 0
+        self.index = 0  # the index of the file whose bytes are arriving
         self.size = 0
         self.chunks: list[bytes] = []
         self.received = 0
@@ -143,6 +145,7 @@ class WebSocketUpload:
             raise ProtocolError("the header needs 'size', the file's length in bytes")
         raw_name = header.get("filename")
         filename = raw_name if isinstance(raw_name, str) and raw_name else "upload"
+        self.index, self.headers = self.headers, self.headers + 1
         if size > self.largest:
             detail = f"the file is over the {format_bytes(self.largest)} limit per file; do not send it"
             await self._refuse_before_bytes(filename, TooLarge.status_code, detail, size)
@@ -190,19 +193,20 @@ class WebSocketUpload:
         """Answer a file refused from its header; bytes sent for it anyway are read and dropped."""
         self.counts["rejected"] += 1
         self.discarding = size
-        await self._result(filename, status_code, detail=detail)
+        await self._result(self.index, filename, status_code, detail=detail)
 
     # -- validating and storing --
     def _finish_file(self) -> None:
         filename, data = self.filename, b"".join(self.chunks)
         self.filename, self.chunks = None, []
-        task = asyncio.create_task(self._store(filename, data))
+        task = asyncio.create_task(self._store(self.index, filename, data))
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
 
-    async def _store(self, filename: str | None, data: bytes) -> None:
+    async def _store(self, index: int, filename: str | None, data: bytes) -> None:
+        archive = self.archives and is_zip(data)
         try:
-            if self.archives and is_zip(data):
+            if archive:
                 prepared, skipped = await data_service.prepare_archive_async(data, filename)
             else:
                 prepared, skipped = [await data_service.prepare_image_async(data, filename)], []
@@ -218,22 +222,24 @@ class WebSocketUpload:
         for record in report.accepted:
             self.counts["accepted"] += 1
             same_bytes = next((d.existing for d in report.duplicates if d.filename == record.filename), None)
-            await self._result(record.filename, 200, image=record, duplicate_of=same_bytes)
+            await self._result(index, record.filename, 200, archive, image=record, duplicate_of=same_bytes)
         accepted_names = {record.filename for record in report.accepted}
         for duplicate in report.duplicates:
             if duplicate.filename not in accepted_names:
                 self.counts["duplicates"] += 1
-                await self._result(duplicate.filename, 200, duplicate_of=duplicate.existing)
+                await self._result(index, duplicate.filename, 200, archive, duplicate_of=duplicate.existing)
         for rejection in report.rejected:
             self.counts["rejected"] += 1
-            await self._result(rejection.filename, rejection.status, detail=rejection.detail)
+            await self._result(index, rejection.filename, rejection.status, archive, detail=rejection.detail)
         for skip in report.skipped:
-            await self.send({"type": "skipped", "filename": skip.filename, "detail": skip.reason})
+            await self.send({"type": "skipped", "file": index, "filename": skip.filename, "detail": skip.reason})
 
     async def _result(
         self,
+        index: int,
         filename: str,
         status_code: int,
+        member: bool = False,
         image: ImageRecord | None = None,
         duplicate_of: ImageRecord | None = None,
         detail: str | None = None,
@@ -241,6 +247,8 @@ class WebSocketUpload:
         await self.send(
             {
                 "type": "result",
+                "file": index,  # the index of the file's header on this socket
+                "member": member,  # a file from inside the ZIP sent as file ``index``
                 "filename": filename,
                 "status": status_code,
                 "image": image.to_public() if image else None,
