@@ -466,7 +466,7 @@ export default {
         });
         this.items.push(item);
         this.queue.push(item);
-        if (!archive && PREVIEWABLE.test(entry.file.type) && this.items.length <= MAX_TILES) this.previewQueue.push(item);
+        if (this.items.length <= MAX_TILES) this.askPreview(item);
       }
       this.paint();
       this.preview();
@@ -741,7 +741,16 @@ export default {
       if (!this.items.includes(item)) return;
       this.revoke(item);
       this.items = this.items.filter((other) => other !== item);
+      const uncovered = this.items[MAX_TILES - 1]; // a file that was counted now has a tile
+      if (uncovered && this.askPreview(uncovered)) this.preview();
       this.paint();
+    },
+    askPreview(item) {
+      // Queue a tile for its local preview once; true when it was queued.
+      if (item.previewAsked || item.archive || !item.file || !PREVIEWABLE.test(item.file.type)) return false;
+      item.previewAsked = true;
+      this.previewQueue.push(item);
+      return true;
     },
   },
 };
