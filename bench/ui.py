@@ -206,7 +206,8 @@ def main() -> None:
             path = Path(folder) / f"small-{seed:03d}.jpg"
             path.write_bytes(photo_like_jpeg(seed + 5000, 96, 64, target_bytes=4000))
             small.append(path)
-        server = ServerProcess(free_port())
+        # Every measurement leaves its workspace behind (a page's lives until it is idle): room for all.
+        server = ServerProcess(free_port(), env={"DARKROOM_MEMORY_CAP_BYTES": str(8 * 2**30)})
         bare = BareServer("bench._upload_server")
         try:
             api_upload(server, photos)  # warm-up: imports, worker pools, the browser binary
