@@ -52,7 +52,7 @@ window.Blob = class extends __RealBlob {{
 
 # Records, from the moment the page starts, every WebSocket it or its workers open (a worker reports
 # through a BroadcastChannel), when the first local preview showed and when the first server
-# thumbnail finished loading (performance.now(), same clock).
+# thumbnail finished loading (performance.now(), same clock). A local preview is a data: URL.
 INSTRUMENT = (
     everywhere("""
 (function (scope) {
@@ -73,7 +73,7 @@ window.__firstPreview = null;
 window.__firstThumbnail = null;
 document.addEventListener('DOMContentLoaded', () => {
   new MutationObserver(() => {
-    if (window.__firstPreview === null && document.querySelector('img.dr-local-preview[src^="blob:"]')) {
+    if (window.__firstPreview === null && document.querySelector('img.dr-local-preview[src^="data:"]')) {
       window.__firstPreview = performance.now();
     }
   }).observe(document.body, { childList: true, subtree: true, attributes: true, attributeFilter: ['src'] });

@@ -27,7 +27,7 @@ const PREVIEWABLE = /^image\/(jpeg|png|gif|webp|avif|bmp|x-ms-bmp)$/;
 
 class SocketUnavailable extends Error {}
 
-// A small JPEG of `file` for its tile (an object URL), decoded by the browser near tile size.
+// A small JPEG of `file` for its tile (a data: URL), decoded by the browser near tile size.
 // WebCodecs' ImageDecoder decodes a JPEG at 1/2, 1/4 or 1/8 scale when asked for a small size (in a
 // secure context: https or localhost); elsewhere createImageBitmap decodes in full and scales.
 // Both turn the picture upright as its EXIF orientation says.
@@ -57,8 +57,9 @@ async function localPreview(file) {
     canvas.width = Math.max(1, Math.round(width * scale));
     canvas.height = Math.max(1, Math.round(height * scale));
     canvas.getContext("2d").drawImage(picture, 0, 0, canvas.width, canvas.height);
-    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.85));
-    return blob ? URL.createObjectURL(blob) : "";
+    // toDataURL, not toBlob: Chromium runs toBlob's encoding in idle time, which a busy page may not
+    // have for a second; a JPEG of this size encodes in a few milliseconds.
+    return canvas.toDataURL("image/jpeg", 0.85);
   } finally {
     if (picture) picture.close();
   }
@@ -475,10 +476,15 @@ export default {
     notice(text) {
       this.$emit("notice", text);
     },
-    paint() {
-      // Draw the tiles' changes once, however many happened since the last drawing.
+    paint(now = false) {
+      // Draw the tiles' changes once, however many happened since the last drawing; `now` for a
+      // change worth a drawing of its own (a local preview: at most one per file).
+      if (now) {
+        clearTimeout(this.painting);
+        this.painting = null;
+      }
       if (this.painting !== null) return;
-      const wait = Math.max(0, this.paintedAt + PAINT_MS - performance.now());
+      const wait = now ? 0 : Math.max(0, this.paintedAt + PAINT_MS - performance.now());
       this.painting = setTimeout(() => {
         this.painting = null;
         this.paintedAt = performance.now();
@@ -497,16 +503,12 @@ export default {
           const decoded = localPreview(item.file).catch(() => "");
           const url = await Promise.race([decoded, sleep(PREVIEW_TIMEOUT).then(() => null)]);
           if (url === null) {
-            decoded.then((late) => late && URL.revokeObjectURL(late)); // a decode that hangs stops no other
-            continue;
+            continue; // a decode that hangs stops no other
           }
           if (!url) continue;
-          if (this.unmounted || item.preview || !this.items.includes(item)) {
-            URL.revokeObjectURL(url); // the server's thumbnail won the race, or the tile is gone
-            continue;
-          }
+          if (this.unmounted || item.preview || !this.items.includes(item)) continue; // the tile is gone
           item.preview = url;
-          this.paint();
+          this.paint(true);
         }
       } finally {
         this.previewing = false;
@@ -729,7 +731,6 @@ export default {
       setTimeout(() => this.remove(item), ms);
     },
     revokePreview(item) {
-      if (item.preview && item.preview.startsWith("blob:")) URL.revokeObjectURL(item.preview);
       item.preview = "";
       this.paint();
     },
