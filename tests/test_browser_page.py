@@ -461,3 +461,15 @@ def test_a_zip_and_a_loose_file_of_the_same_name_each_get_their_own_verdicts(ser
     verdicts = {m["id"]: m["status"] for m in messages if m["type"] == "verdict"}
     assert members == [zip_id, zip_id], messages  # both members count for the archive's tile
     assert verdicts == {loose_id: 200, zip_id: 200}, messages
+
+
+def test_the_page_loads_no_tailwind_runtime_and_its_utility_classes_still_apply(server, browser) -> None:
+    driver = browser()
+    open_workspace(driver, server.url)
+    assert not driver.execute_script("return [...document.scripts].some(s => s.src.includes('tailwind'))")
+    styles = driver.execute_script("""
+      const row = document.querySelector('.nicegui-row.items-center.gap-2');
+      const style = getComputedStyle(row);
+      return [style.alignItems, style.rowGap, getComputedStyle(document.querySelector('.text-sm')).fontSize];
+    """)
+    assert styles == ["center", "8px", "14px"]  # beats NiceGUI's rows (align-items: flex-start; gap: 1rem)

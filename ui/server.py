@@ -48,7 +48,7 @@ def create_root() -> FastAPI:
     root = create_app()  # its lifespan runs start_background / stop_background
     install_routes(root)
     register_page()
-    ui.run_with(root, title=TITLE, show_welcome_message=False)
+    ui.run_with(root, title=TITLE, show_welcome_message=False, tailwind=False)  # utilities: workspace.css
     routes = root.router.routes
     index = next(i for i, route in enumerate(routes) if isinstance(route, Mount) and route.app is nicegui_app)
     routes[index] = _PageMount(routes[index].path, app=nicegui_app, name=routes[index].name)

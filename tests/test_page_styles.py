@@ -1,0 +1,46 @@
+"""The page runs without Tailwind's runtime (it re-scanned the whole page on every change), so every
+utility class the UI code uses must be a Quasar class or be written out in ``ui/workspace.css``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+UI = Path(__file__).resolve().parent.parent / "ui"
+QUASAR_COLOURS = (
+    "white|black|primary|secondary|accent|positive|negative|info|warning|dark|"
+    "(?:red|pink|purple|deep-purple|indigo|blue|light-blue|cyan|teal|green|light-green|lime|yellow|amber|orange"
+    "|deep-orange|brown|grey|blue-grey)(?:-(?:[1-9]|1[0-4]))?"
+)
+QUASAR = re.compile(rf"^(?:q-[a-z0-9-]+|(?:text|bg)-(?:{QUASAR_COLOURS})|no-wrap)$")
+
+
+def used_classes() -> dict[str, set[str]]:
+    """Class names in ``.classes("...")`` literals of the UI code, with the files using them."""
+    used: dict[str, set[str]] = {}
+    for path in UI.glob("*.py"):
+        for literal in re.findall(r"""\.classes\(\s*f?["']([^"'{}]*)["']""", path.read_text(encoding="utf-8")):
+            for name in literal.split():
+                used.setdefault(name, set()).add(path.name)
+    return used
+
+
+def defined_classes() -> set[str]:
+    """Classes styled in ``workspace.css``, and marker classes the page's scripts look for (``dr-memo``)."""
+    css = (UI / "workspace.css").read_text(encoding="utf-8")
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    styled = {name.replace("\\", "") for name in re.findall(r"\.((?:[A-Za-z0-9_-]|\\.)+)", css)}
+    markers = {name for path in UI.glob("*.js") for name in re.findall(r'"(dr-[a-z-]+)"', path.read_text("utf-8"))}
+    return styled | markers
+
+
+def test_the_page_turns_tailwind_off() -> None:
+    assert "tailwind=False" in (UI / "server.py").read_text(encoding="utf-8")
+
+
+def test_every_utility_class_the_ui_uses_is_quasars_or_written_out() -> None:
+    used = used_classes()
+    assert len(used) > 20  # the scan found the UI's classes
+    defined = defined_classes()
+    missing = {name: sorted(files) for name, files in used.items() if name not in defined and not QUASAR.match(name)}
+    assert not missing, f"classes without a definition (add them to ui/workspace.css): {missing}"
