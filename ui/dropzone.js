@@ -4,9 +4,12 @@
 // verdict as it lands; its local preview then gives way to the gallery card (or to the refusal).
 // When the WebSocket cannot be opened, the same files go in one streaming HTTP request per batch.
 //
-// The tiles are drawn at most PAINT_MS apart: an upload changes its files' progress hundreds of
-// times a second, and re-rendering every tile for each change held the page's main thread. Local previews are decoded once, one at a time and at tile size, the files that will
-// wait longest for the server first; a file whose server thumbnail is already in is not decoded.
+// The socket runs in a Web Worker (socketUploader), so that reading and sending files never waits
+// behind the page's rendering. The tiles are drawn at most PAINT_MS apart: an upload changes its
+// files' progress hundreds of times a second, and re-rendering every tile for each change held the
+// page's main thread. Local previews are decoded once, one at a time and near tile size, the files
+// that will wait longest for the server first; a file whose server thumbnail is already in is not
+// decoded.
 
 import { markRaw } from "vue";
 
