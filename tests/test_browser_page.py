@@ -163,20 +163,9 @@ def test_chosen_files_travel_over_the_websocket_and_show_a_local_preview_first(s
     wait_for(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, ".dr-pending-tile"))
 
 
-def test_without_web_workers_the_socket_runs_on_the_page(server, browser) -> None:
-    driver = browser()
-    open_workspace(driver, server.url, before_load=INSTRUMENT + "window.Worker = undefined;")
-    choose_files(driver, *PHOTOS[:2])
-    wait_for(driver, lambda d: loaded_thumbnails(d) == 2, message="thumbnails did not appear")
-    assert filenames(driver) == sorted(p.name for p in PHOTOS[:2])
-    uploads = [s for s in driver.execute_script("return window.__sockets") if "/_darkroom/ws/upload/" in s["url"]]
-    assert uploads and not any(socket["worker"] for socket in uploads), uploads
-    assert driver.execute_script(HTTP_UPLOADS) == 0
-
-
-# A worker that never loads (as under a Content-Security-Policy without blob: workers: the browser
-# reports it with an error event after the constructor returned), or that fails once it is given a
-# batch; either way it takes no message.
+# A browser without workers; a worker that never loads (as under a Content-Security-Policy without
+# blob: workers: the browser reports it with an error event after the constructor returned); one
+# that fails once it is given a batch. A failing worker takes no message.
 FAILING_WORKER = """
 window.Worker = class extends EventTarget {
   constructor() { super(); if (FAIL_AT === 'load') this.fail(); }
@@ -185,18 +174,23 @@ window.Worker = class extends EventTarget {
   terminate() {}
 };
 """
+NO_WORKER = {
+    "missing": "window.Worker = undefined;",
+    "failing at load": "const FAIL_AT = 'load';" + FAILING_WORKER,
+    "failing on its first batch": "const FAIL_AT = 'batch';" + FAILING_WORKER,
+}
 
 
-@pytest.mark.parametrize("fail_at", ["load", "batch"])
-def test_a_failed_worker_leaves_the_socket_to_the_page(server, browser, fail_at) -> None:
+@pytest.mark.parametrize("worker", list(NO_WORKER))
+def test_without_a_working_worker_the_socket_runs_on_the_page(server, browser, worker) -> None:
     driver = browser()
-    open_workspace(driver, server.url, before_load=INSTRUMENT + f"const FAIL_AT = '{fail_at}';" + FAILING_WORKER)
+    open_workspace(driver, server.url, before_load=INSTRUMENT + NO_WORKER[worker])
     choose_files(driver, *PHOTOS[:2])
-    wait_for(driver, lambda d: loaded_thumbnails(d) == 2, message="the upload hung on the failed worker")
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 2, message="the upload hung without its worker")
     assert filenames(driver) == sorted(p.name for p in PHOTOS[:2])
     uploads = [s for s in driver.execute_script("return window.__sockets") if "/_darkroom/ws/upload/" in s["url"]]
     assert uploads and not any(socket["worker"] for socket in uploads), uploads
-    assert driver.execute_script(HTTP_UPLOADS) == 0
+    assert driver.execute_script(HTTP_UPLOADS) == 0  # the socket, not the HTTP fallback
 
 
 def test_a_refused_file_shows_the_apis_words_on_its_tile(server, browser, tmp_path) -> None:
