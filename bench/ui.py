@@ -148,7 +148,7 @@ def page_upload(server: ServerProcess, paths: list[Path], filled: list[Path] | N
             shown = min(len(filled), start + 100)
             wait_for(driver, lambda d, n=shown: loaded_thumbnails(d) >= n, TIMEOUT, "the workspace was not filled")
         driver.execute_script(PAGE_CLOCK, len(paths))
-        return _clocked(driver, "input[type=file]:not([webkitdirectory])", paths)
+        return _clocked(driver, files, paths)
     finally:
         driver.quit()
 

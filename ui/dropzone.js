@@ -304,7 +304,7 @@ export default {
         <div v-for="item in shown" :key="item.key" class="dr-pending-tile" :class="'dr-' + item.state"
              :data-state="item.state" :data-name="item.name">
           <img v-if="item.preview" :src="item.preview" class="dr-local-preview" :alt="item.name"
-               decoding="async" @error="revokePreview(item)" />
+               decoding="async" @error="clearPreview(item)" />
           <div v-else class="dr-pending-noview"><q-icon :name="item.archive ? 'folder_zip' : 'image'" size="md" /></div>
           <div v-if="item.state === 'queued' || item.state === 'uploading'" class="dr-pending-bar">
             <div :style="{ width: Math.round(item.progress * 100) + '%' }"></div>
@@ -370,7 +370,7 @@ export default {
     this.previewQueue = [];
     if (this.worker) this.worker.terminate();
     else this.toUploader({ type: "close" });
-    for (const item of this.items) this.revoke(item);
+    for (const item of this.items) this.release(item);
   },
   methods: {
     // -- what to send --
@@ -462,8 +462,6 @@ export default {
           fromFolder: entry.fromFolder,
           preview: "",
           progress: 0,
-          sent: 0,
-          acked: 0,
           state: "queued",
           detail: "",
           stored: 0,
@@ -733,17 +731,17 @@ export default {
     later(item, ms) {
       setTimeout(() => this.remove(item), ms);
     },
-    revokePreview(item) {
+    clearPreview(item) {
       item.preview = "";
       this.paint();
     },
-    revoke(item) {
-      this.revokePreview(item);
+    release(item) {
+      this.clearPreview(item);
       item.file = null; // the bytes are on the server now: let the browser free them
     },
     remove(item) {
       if (!this.items.includes(item)) return;
-      this.revoke(item);
+      this.release(item);
       this.items = this.items.filter((other) => other !== item);
       const uncovered = this.items[MAX_TILES - 1]; // a file that was counted now has a tile
       if (uncovered && this.askPreview(uncovered)) this.preview();
