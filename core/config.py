@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from core.clients import parse_proxies
+
 MiB = 1024 * 1024
 
 
@@ -49,6 +51,21 @@ class Settings:
     decode_queue: int = 64
     feature_max_pixels: int = 4_194_304
     max_sessions: int = 10_000
+    decode_session_tasks: int = 8
+    decode_client_tasks: int = 16
+    trusted_proxies: str = ""
+    store_threads: int = 8
+    upload_budget_bytes: int = 512 * MiB
+    upload_min_bytes_per_second: int = 16 * 1024
+    upload_grace_seconds: float = 20.0
+    upload_idle_seconds: float = 60.0
+    client_uploads: int = 16
+    client_sessions: int = 500
+    client_sessions_per_minute: int = 120
+    max_head_bytes: int = 64 * 1024
+    head_timeout_seconds: float = 10.0
+    archive_downloads: int = 8
+    archive_downloads_per_session: int = 2
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_allow_persistence: bool = False
     host: str = "127.0.0.1"
@@ -166,6 +183,89 @@ OPTIONS: list[tuple[str, str, str]] = [
         "with `Retry-After`.",
     ),
     (
+        "decode_session_tasks",
+        "DARKROOM_DECODE_SESSION_TASKS",
+        "Decodes one session may have running or queued; past it that session's next decode gets 503 with "
+        "`Retry-After` (never another session's). Sessions take turns for the workers.",
+    ),
+    (
+        "decode_client_tasks",
+        "DARKROOM_DECODE_CLIENT_TASKS",
+        "Decodes one client address may have running or queued, over all its sessions; past it: 503 with "
+        "`Retry-After`.",
+    ),
+    (
+        "trusted_proxies",
+        "DARKROOM_TRUSTED_PROXIES",
+        "Comma-separated addresses or CIDR blocks of proxies whose `X-Forwarded-For` names the client; "
+        "empty: the TCP peer is the client.",
+    ),
+    (
+        "store_threads",
+        "DARKROOM_STORE_THREADS",
+        "Threads for blocking store calls (list, read, delete, clear, the idle sweep), apart from decode "
+        "and upload work.",
+    ),
+    (
+        "upload_budget_bytes",
+        "DARKROOM_UPLOAD_BUDGET_BYTES",
+        "Bytes of unfinished uploads (multipart bodies and WebSocket files) held at once, at most what the "
+        "memory cap has left; past it: 503 with `Retry-After`.",
+    ),
+    (
+        "upload_min_bytes_per_second",
+        "DARKROOM_UPLOAD_MIN_BYTES_PER_SECOND",
+        "Slowest rate an unfinished upload may arrive at (after the grace period); slower: refused (408), "
+        "its reservation returned.",
+    ),
+    (
+        "upload_grace_seconds",
+        "DARKROOM_UPLOAD_GRACE_SECONDS",
+        "How long an upload may send nothing before the minimum rate applies.",
+    ),
+    (
+        "upload_idle_seconds",
+        "DARKROOM_UPLOAD_IDLE_SECONDS",
+        "An upload socket that receives no message this long is closed (1008).",
+    ),
+    (
+        "client_uploads",
+        "DARKROOM_CLIENT_UPLOADS",
+        "Upload sockets and upload requests one client address may have open at once; more: 503 with "
+        "`Retry-After`.",
+    ),
+    (
+        "client_sessions",
+        "DARKROOM_CLIENT_SESSIONS",
+        "Live sessions one client address may hold; a new one past it: 503 with `Retry-After`.",
+    ),
+    (
+        "client_sessions_per_minute",
+        "DARKROOM_CLIENT_SESSIONS_PER_MINUTE",
+        "New sessions one client address may start per minute; faster: 503 with `Retry-After`.",
+    ),
+    (
+        "max_head_bytes",
+        "DARKROOM_MAX_HEAD_BYTES",
+        "Largest request line plus headers; larger: 431 and the connection is closed.",
+    ),
+    (
+        "head_timeout_seconds",
+        "DARKROOM_HEAD_TIMEOUT_SECONDS",
+        "A request whose line and headers are not complete this long after they began is closed.",
+    ),
+    (
+        "archive_downloads",
+        "DARKROOM_ARCHIVE_DOWNLOADS",
+        "Archive downloads (*Download all*, `GET /api/images/archive`) streaming at once; more: 503 with "
+        "`Retry-After`.",
+    ),
+    (
+        "archive_downloads_per_session",
+        "DARKROOM_ARCHIVE_DOWNLOADS_PER_SESSION",
+        "Archive downloads one session may stream at once; more: 503 with `Retry-After`.",
+    ),
+    (
         "redis_url",
         "DARKROOM_REDIS_URL",
         "`redis` mode's server (`redis://host:port/db`); it must run without RDB/AOF persistence.",
@@ -222,6 +322,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if "port" not in values and env.get("PORT", "").strip():
         values["port"] = _parse("PORT", env["PORT"], defaults.port)
     settings = Settings(**{k: v for k, v in values.items() if k in by_field})
+    try:
+        parse_proxies(settings.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(f"DARKROOM_TRUSTED_PROXIES: {exc}") from None
     if settings.storage not in STORAGE_MODES:
         raise ConfigError(f"DARKROOM_STORAGE={settings.storage!r} is not a storage mode; use one of {STORAGE_MODES}")
     return settings

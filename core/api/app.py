@@ -24,6 +24,7 @@ from core.api import export as export_api
 from core.api import features as features_api
 from core.api.deps import SessionScope, document_session
 from core.api.logs import install_log_redaction
+from core.clients import ClientScope
 from core.errors import DarkroomError
 from core.sandbox import shutdown_decode_pool
 
@@ -107,6 +108,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(SessionScope)
+    app.add_middleware(ClientScope)  # outermost: every route, the page's and NiceGUI's too, knows its client
     document_session(app)
     install_log_redaction()
 

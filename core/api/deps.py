@@ -16,7 +16,6 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from starlette import status
-from starlette._utils import get_route_path
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -45,6 +44,14 @@ def resolve_session_id(query_value: str | None, header_value: str | None) -> str
         raise BadRequest(str(exc)) from None
 
 
+def route_path(scope: Scope) -> str:
+    """The request's path without the app's root path, as the router matches it."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :]
+    return path
+
+
 class SessionScope:
     """ASGI middleware: for every HTTP request and WebSocket under ``prefix``, refuse a write sent by
     another site's page (403; WebSocket: close 1008), then enter ``session_scope`` for the whole
@@ -58,7 +65,7 @@ class SessionScope:
         if scope["type"] not in ("http", "websocket"):  # lifespan
             await self.app(scope, receive, send)
             return
-        path = get_route_path(scope)  # without the root path, as the router sees it
+        path = route_path(scope)  # without the root path, as the router sees it
         if not (path == self.prefix or path.startswith(self.prefix + "/")):
             await self.app(scope, receive, send)
             return
