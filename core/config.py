@@ -231,8 +231,7 @@ OPTIONS: list[tuple[str, str, str]] = [
     (
         "client_uploads",
         "DARKROOM_CLIENT_UPLOADS",
-        "Upload sockets and upload requests one client address may have open at once; more: 503 with "
-        "`Retry-After`.",
+        "Upload sockets and upload requests one client address may have open at once; more: 503 with `Retry-After`.",
     ),
     (
         "client_sessions",
