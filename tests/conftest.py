@@ -71,12 +71,17 @@ def live_server() -> Iterator[LiveServer]:
     server.stop()
 
 
+# Every test client is 127.0.0.1: the per-address shares (sessions, their rate) would count the whole
+# suite as one client. Tests of those shares set them again.
+UNLIMITED_CLIENT = {"client_sessions": 10**9, "client_sessions_per_minute": 10**9}
+
+
 @pytest.fixture
 def configure(tmp_path: Path) -> Callable[..., Settings]:
     """Rebuild the service's stores with test settings (legacy folder under tmp_path)."""
 
     def apply(**overrides: object) -> Settings:
-        settings = dataclasses.replace(Settings(legacy_dir=tmp_path / "legacy"), **overrides)
+        settings = dataclasses.replace(Settings(legacy_dir=tmp_path / "legacy", **UNLIMITED_CLIENT), **overrides)
         data_service.configure(settings)
         return settings
 
