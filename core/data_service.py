@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import json
 import logging
 import threading
@@ -24,10 +25,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from core.admission import SessionLedger
 from core.annotations import EMPTY as EMPTY_ANNOTATIONS
 from core.annotations import AnnotationPatch, Annotations, apply_patch
 from core.annotations import limiter as annotation_limiter
 from core.archive import ZipMember, iter_members
+from core.clients import current_client
 from core.config import Settings, get_settings
 from core.errors import (
     BadRequest,
@@ -61,6 +64,12 @@ from core.storage.memory import MemoryStore
 log = logging.getLogger(__name__)
 LEGACY_KEY = "legacy"
 SESSION_CAP_RETRY_SECONDS = 30
+# Sessions whose ids the ledger holds but the store no longer does, skipped when looking for one that
+# gives way at the cap, before the newcomer is refused.
+_MAX_STALE_VICTIMS = 8
+# A listing this long or shorter is encoded on the event loop in memory mode (a thread hop costs
+# more); a longer one goes to a store thread, so no whole-workspace loop runs on the loop.
+INLINE_LISTING_RECORDS = 1000
 
 T = TypeVar("T")
 
@@ -136,12 +145,19 @@ def session_store(settings: Settings) -> ImageStore:
 
 
 class _Stores:
-    """The stores built from the settings, replaced as a whole by ``configure``."""
+    """The stores built from the settings, replaced as a whole by ``configure``: the session store,
+    the legacy folder, the ledger of which address started which session, and the threads that run
+    blocking store calls (their own, so that deletes and the idle sweep never wait behind uploads,
+    archives and feature runs on the default executor)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.sessions = session_store(settings)
         self.legacy = FolderStore(settings.legacy_dir, settings.session_quota_bytes)
+        self.ledger = SessionLedger(settings.client_sessions, settings.client_sessions_per_minute)
+        self.store_threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, settings.store_threads), thread_name_prefix="darkroom-store"
+        )
         # Redis mode: events, invites and presence go through the same Redis, so every process sees them.
         shared = getattr(self.sessions, "client", None) if settings.storage == "redis" else None
         bus.share_through(shared)
@@ -158,7 +174,9 @@ def configure(settings: Settings | None = None) -> None:
     the decode pool restarts on next use if its limits changed."""
     global _stores
     with _stores_lock:
-        _stores = _Stores(settings or get_settings())
+        stale, _stores = _stores, _Stores(settings or get_settings())
+    if stale is not None:
+        stale.store_threads.shutdown(wait=False)
 
 
 def _current() -> _Stores:
@@ -280,14 +298,50 @@ def _prepare_many(files: Iterable[tuple[str | None, bytes]], stop: threading.Eve
 
 
 def _admit_session(store: ImageStore, key: str) -> None:
-    """Refuse to start one more session past ``DARKROOM_MAX_SESSIONS`` (existing ones carry on); at
-    the cap, a session made and never used gives way first."""
-    limit = settings().max_sessions
-    if not store.has_session(key) and store.session_count() >= limit and not store.evict_empty_session():
-        raise ServiceBusy(
-            f"the server holds its maximum of {limit} workspaces; try again later",
-            SESSION_CAP_RETRY_SECONDS,
-        )
+    """Let one more session start, for the current client address (``core.admission``): within the
+    address's share and rate, and within ``DARKROOM_MAX_SESSIONS``, where a session made and never
+    used gives way first, then the oldest session of the address holding the most. Existing
+    sessions carry on. Raises ServiceBusy (503, Retry-After)."""
+    if store.has_session(key):
+        return
+    stores = _current()
+    address = current_client()
+    stores.ledger.check(address)
+    limit = stores.settings.max_sessions
+    if store.session_count() >= limit:
+        _make_room(stores, store, address, limit)
+    stores.ledger.record(key, address)
+
+
+def _make_room(stores: _Stores, store: ImageStore, newcomer: str, limit: int) -> None:
+    evicted = store.evict_empty_session()
+    if evicted is not None:
+        stores.ledger.forget(evicted)
+        return
+    for _ in range(_MAX_STALE_VICTIMS):
+        victim = stores.ledger.give_way(newcomer)
+        if victim is None:
+            break
+        if store.has_session(victim):
+            log.info("the session cap is reached: the oldest session of the address holding the most gave way")
+            _end_session(stores, victim, reason="evicted")
+            return
+        stores.ledger.forget(victim)  # already gone (expired or cleared elsewhere)
+    raise ServiceBusy(
+        f"the server holds its maximum of {limit} workspaces; try again later",
+        SESSION_CAP_RETRY_SECONDS,
+    )
+
+
+def _end_session(stores: _Stores, session_id: str, reason: str) -> int:
+    """Delete a whole session (expired or evicted): its images, invites and ledger entry; its tabs
+    and scripts are told why."""
+    _forget_encoded(record.id for record in stores.sessions.list(session_id))
+    count = stores.sessions.clear(session_id)
+    invites.revoke_all(session_id)
+    stores.ledger.forget(session_id)
+    _publish(SESSION_CLEARED, session_id, reason=reason)
+    return count
 
 
 def commit(prepared: Iterable[Prepared], report: UploadReport | None = None) -> UploadReport:
@@ -403,11 +457,20 @@ def reads_block(sessions_only: bool = False) -> bool:
 async def run_store(call: Callable[..., T], *args: object, sessions_only: bool = False) -> T:
     """Run a quick store call of this module (``list_images``, ``load_thumbnail``, ``commit``,
     ``totals``, ...) from the event loop: inline when the store does no I/O (memory mode holds a lock
-    for microseconds, far less than a thread hop), else in a worker thread, so disk, SQL or network
-    waits never stall the loop. ``asyncio.to_thread`` copies the context: the session is the same."""
+    for microseconds, far less than a thread hop), else in a store thread, so disk, SQL or network
+    waits never stall the loop."""
     if reads_block(sessions_only):
-        return await asyncio.to_thread(call, *args)
+        return await in_store_thread(call, *args)
     return call(*args)
+
+
+async def in_store_thread(call: Callable[..., T], *args: object) -> T:
+    """Run ``call(*args)`` on the store's own bounded threads, in a copy of the caller's context (the
+    session and the client are the same there): for blocking store calls and for loops over a whole
+    workspace, which never run on the event loop."""
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    return await loop.run_in_executor(_current().store_threads, context.run, call, *args)
 
 
 def _checked_id(image_id: str) -> str:
@@ -479,9 +542,10 @@ def clear_session() -> int:
     session_id = current_session_id()
     if session_id is None:
         raise BadRequest("a session id is required to clear a workspace")
-    store = _current().sessions
-    _forget_encoded(record.id for record in store.list(session_id))
-    count = store.clear(session_id)
+    stores = _current()
+    _forget_encoded(record.id for record in stores.sessions.list(session_id))
+    count = stores.sessions.clear(session_id)
+    stores.ledger.forget(session_id)
     _publish(SESSION_CLEARED, session_id, reason="cleared")
     return count
 
@@ -507,6 +571,7 @@ def expire_idle_sessions(now: float | None = None) -> int:
     expired = stores.sessions.expire_idle(stores.settings.session_idle_seconds, now)
     for session_id in expired:
         invites.revoke_all(session_id)
+        stores.ledger.forget(session_id)
         _publish(SESSION_CLEARED, session_id, reason="expired")
     return len(expired)
 
@@ -543,7 +608,21 @@ def listing_json() -> bytes:
     """``list_records_with_annotations`` as the API's JSON body, each record encoded only once
     (and again after its annotations change)."""
     store, key, _ = _namespace()
+    return _encode_listing(store, key, store.list(key))
+
+
+async def listing_json_async() -> bytes:
+    """``listing_json`` for the event loop: a long listing is encoded in a store thread."""
+    if reads_block():
+        return await in_store_thread(listing_json)
+    store, key, _ = _namespace()
     records = store.list(key)
+    if len(records) <= INLINE_LISTING_RECORDS:
+        return _encode_listing(store, key, records)
+    return await in_store_thread(_encode_listing, store, key, records)
+
+
+def _encode_listing(store: ImageStore, key: str, records: list[ImageRecord]) -> bytes:
     annotated = store.list_annotations(key) if records else {}
     parts = []
     for record in records:

@@ -21,6 +21,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from nicegui import Client, context
 
+from core import data_service
+from core.clients import address_of, client_scope, current_client
 from core.sessions import is_session_id, new_session_id, session_scope
 
 SESSION_KEY = "darkroom_session"
@@ -34,6 +36,7 @@ R = TypeVar("R")
 class Binding:
     session_id: str
     token: str  # names this client's resources in URLs (thumbnails, upload); not the session id
+    client_address: str  # the address that loaded the page: its handlers' decodes and sessions count there
 
 
 _by_client: dict[str, Binding] = {}
@@ -66,10 +69,17 @@ def choose_session(
 def bind(client: Client, session_id: str) -> Binding:
     """Attach ``client`` (one page load) to ``session_id`` until the client is deleted."""
     unbind(client)
-    binding = Binding(session_id, secrets.token_urlsafe(24))
+    binding = Binding(session_id, secrets.token_urlsafe(24), _page_address(client))
     _by_client[client.id] = binding
     _by_token[binding.token] = client.id
     return binding
+
+
+def _page_address(client: Client) -> str:
+    """The client address of the request that loaded ``client``'s page."""
+    if client.request is None:
+        return current_client()
+    return address_of(client.request.scope, data_service.settings().trusted_proxies)
 
 
 def unbind(client: Client) -> None:
@@ -113,16 +123,16 @@ def in_session(handler: Callable[P, R]) -> Callable[P, Any]:
 
         @functools.wraps(handler)
         async def run_async(*args: P.args, **kwargs: P.kwargs) -> Any:
-            session_id = binding_of(_handler_client(args)).session_id
-            with session_scope(session_id):
+            binding = binding_of(_handler_client(args))
+            with session_scope(binding.session_id), client_scope(binding.client_address):
                 return await handler(*args, **kwargs)
 
         return run_async
 
     @functools.wraps(handler)
     def run(*args: P.args, **kwargs: P.kwargs) -> Any:
-        session_id = binding_of(_handler_client(args)).session_id
-        with session_scope(session_id):
+        binding = binding_of(_handler_client(args))
+        with session_scope(binding.session_id), client_scope(binding.client_address):
             return handler(*args, **kwargs)
 
     return run
@@ -131,10 +141,10 @@ def in_session(handler: Callable[P, R]) -> Callable[P, Any]:
 def run_in_session(client: Client, func: Callable[..., R], *args: Any) -> R:
     """Call ``func`` in ``client``'s session from code that is not an event handler (page build,
     event-bus consumers), in a copied context so nothing leaks into the caller's."""
-    session_id = binding_of(client).session_id
+    binding = binding_of(client)
 
     def call() -> R:
-        with session_scope(session_id):
+        with session_scope(binding.session_id), client_scope(binding.client_address):
             return func(*args)
 
     return contextvars.copy_context().run(call)

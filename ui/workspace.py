@@ -43,6 +43,11 @@ from ui.sharing import Sharing, open_once
 
 log = logging.getLogger(__name__)
 _MAX_MESSAGES = 50  # upload messages kept on the page
+# Why a workspace ended while its page was open (the SESSION_CLEARED event's reason), in the page's words.
+SESSION_END_NOTICES = {
+    "expired": "This workspace expired after being idle; its images were deleted.",
+    "evicted": "The server was full and this workspace, the oldest of its address, gave way; its images were deleted.",
+}
 CSS_FILE = Path(__file__).with_name("workspace.css")
 MEMO_FILE = Path(__file__).with_name("memo.js")  # cards rendered once, not once per card added
 
@@ -133,9 +138,10 @@ class Workspace:
             self.gallery.clear()
             self.detail.close()
             self.dashboard.rows = []
-            if event.data.get("reason") == "expired":
+            notice = SESSION_END_NOTICES.get(str(event.data.get("reason")))
+            if notice is not None:
                 with self.gallery.grid:
-                    ui.notify("This workspace expired after being idle; its images were deleted.", type="warning")
+                    ui.notify(notice, type="warning")
         elif event.kind == PROGRESS:
             self.dashboard.show_progress(event.data.get("done", 0), event.data.get("total", 0))
             return False

@@ -7,6 +7,7 @@ app; ``create_app()`` gives a bare API app for tests and benchmarks.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import logging
@@ -29,6 +30,7 @@ from core.errors import DarkroomError
 from core.sandbox import shutdown_decode_pool
 
 log = logging.getLogger(__name__)
+LONG_WORK_THREADS = 64
 
 
 async def _darkroom_error(request: Request, exc: Exception) -> JSONResponse:
@@ -60,7 +62,7 @@ async def sweep_idle_sessions_forever() -> None:
     while True:
         await asyncio.sleep(data_service.settings().sweep_interval_seconds)
         try:
-            await asyncio.to_thread(data_service.expire_idle_sessions)
+            await data_service.in_store_thread(data_service.expire_idle_sessions)
         except Exception:  # noqa: BLE001  the sweeper must outlive one bad round
             log.exception("idle-session sweep failed")
 
@@ -75,6 +77,9 @@ async def start_background() -> None:
     install_log_redaction()  # uvicorn configures its loggers after the app is imported
     await asyncio.to_thread(data_service.open_stores)  # a refused store (Redis with persistence) stops the start
     loop = asyncio.get_running_loop()
+    # Long work (archives being unpacked, feature runs) waits in threads on the decode workers: enough
+    # of them that one client's uploads cannot hold every thread (the default is cores + 4).
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(LONG_WORK_THREADS, "darkroom-work"))
     if loop not in _sweepers or _sweepers[loop].done():
         _sweepers[loop] = asyncio.create_task(sweep_idle_sessions_forever())
     # Everything imported so far (FastAPI, NiceGUI, NumPy...) lives as long as the process: keep it

@@ -201,10 +201,11 @@ class ImageStore(ABC):
         """Whether the namespace exists (touched or holding images)."""
         return self.bytes_held(key) > 0
 
-    def evict_empty_session(self) -> bool:
+    def evict_empty_session(self) -> str | None:
         """Remove the least recently used namespace that holds nothing (made and never used), so that
-        empty sessions cannot keep real ones out at the session cap; False when there is none."""
-        return False
+        empty sessions cannot keep real ones out at the session cap; returns its key, None when there
+        is none."""
+        return None
 
     def get_annotations(self, key: str, image_id: str) -> Annotations:
         """The image's annotations (empty, version 0, if never edited), or NotFound."""

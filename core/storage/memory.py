@@ -216,7 +216,7 @@ class MemoryStore(ImageStore):
         with self._lock:
             return key in self._namespaces
 
-    def evict_empty_session(self) -> bool:
+    def evict_empty_session(self) -> str | None:
         with self._lock:
             while self._never_used:
                 key = next(iter(self._never_used))
@@ -224,8 +224,8 @@ class MemoryStore(ImageStore):
                 namespace = self._namespaces.get(key)
                 if namespace is not None and not namespace.images and not namespace.bytes_held:
                     del self._namespaces[key]
-                    return True
-            return False
+                    return key
+            return None
 
     def get_annotations(self, key: str, image_id: str) -> Annotations:
         with self._lock:

@@ -1,0 +1,162 @@
+"""Sessions cannot be hoarded: a share of live sessions and of their creation rate per client address,
+and at the server's cap a newcomer never waits for another address's sessions. Blocking store calls
+run on their own threads, apart from long work."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import uuid
+
+import pytest
+
+from core import data_service
+from core.admission import SessionLedger
+from core.clients import client_address, client_scope, current_client, parse_proxies
+from core.errors import ServiceBusy
+from core.sessions import current_session_id, session_scope
+from tests.conftest import listed, make_jpeg, upload
+
+PROXY = "127.0.0.1/32"  # the tests' own peer, trusted so that X-Forwarded-For names other clients
+
+
+def from_address(address: str) -> dict[str, str]:
+    return {"X-Forwarded-For": address}
+
+
+def start_session(api, address: str):
+    return api.post("/api/sessions", headers=from_address(address))
+
+
+def test_an_address_past_its_share_of_sessions_gets_503_and_another_address_still_gets_one(api, configure):
+    configure(trusted_proxies=PROXY, client_sessions=3)
+    for _ in range(3):
+        assert start_session(api, "198.51.100.7").status_code == 201
+    refused = start_session(api, "198.51.100.7")
+    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
+    assert "holds 3 workspaces" in refused.json()["detail"]
+    assert start_session(api, "198.51.100.8").status_code == 201
+
+
+def test_an_address_starting_sessions_too_fast_gets_503_with_retry_after(api, configure):
+    configure(trusted_proxies=PROXY, client_sessions_per_minute=4)
+    statuses = [start_session(api, "198.51.100.9").status_code for _ in range(4)]
+    assert statuses == [201] * 4
+    refused = start_session(api, "198.51.100.9")
+    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
+    assert "faster than 4 a minute" in refused.json()["detail"]
+    assert start_session(api, "198.51.100.10").status_code == 201
+
+
+def test_without_a_trusted_proxy_a_forwarded_header_cannot_buy_more_sessions(api, configure):
+    configure(client_sessions=2)  # no trusted proxies: the peer (127.0.0.1) is the client, whatever it claims
+    assert [start_session(api, f"198.51.100.{n}").status_code for n in range(2)] == [201, 201]
+    assert start_session(api, "198.51.100.99").status_code == 503
+
+
+def test_at_the_server_cap_the_hoarders_oldest_session_gives_way_to_a_newcomer(api, configure):
+    configure(trusted_proxies=PROXY, max_sessions=4)
+    hoarder = "203.0.113.5"
+    sessions = []
+    for index in range(4):  # each holds an image: none is an empty session that gives way first
+        session = str(uuid.uuid4())  # ids a script invents work as the seed's API promises
+        response = api.post(
+            "/api/images",
+            params={"session_id": session},
+            headers=from_address(hoarder),
+            files=[("files", (f"{index}.jpg", make_jpeg(seed=index)))],
+        )
+        assert response.status_code == 200
+        sessions.append(session)
+    assert start_session(api, hoarder).status_code == 503  # the hoarder itself waits for its own
+
+    newcomer = start_session(api, "203.0.113.77")
+    assert newcomer.status_code == 201
+    assert listed(api, sessions[0]) == []  # the oldest gave way
+    assert [image["filename"] for image in listed(api, sessions[1])] == ["1.jpg"]
+    assert api.get("/api/health").json()["sessions"] == 4
+
+
+def test_the_upload_path_keeps_retry_after_of_the_session_cap(api, configure):
+    configure(max_sessions=1)
+    first = str(uuid.uuid4())
+    assert upload(api, first, ("a.jpg", make_jpeg(seed=1))).status_code == 200
+    refused = upload(api, str(uuid.uuid4()), ("b.jpg", make_jpeg(seed=2)))
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == str(data_service.SESSION_CAP_RETRY_SECONDS)
+
+
+def test_a_cleared_or_expired_session_no_longer_counts_against_its_address(configure):
+    configure(client_sessions=1)
+    with client_scope("192.0.2.1"):
+        first = str(uuid.uuid4())
+        with session_scope(first):
+            data_service.touch_session()
+        with session_scope(str(uuid.uuid4())), pytest.raises(ServiceBusy):
+            data_service.touch_session()
+        with session_scope(first):
+            data_service.clear_session()
+        second = str(uuid.uuid4())
+        with session_scope(second):
+            data_service.touch_session()
+        assert data_service.expire_idle_sessions(now=float("inf")) == 1
+        with session_scope(str(uuid.uuid4())):
+            data_service.touch_session()
+
+
+def test_the_ledger_forgets_idle_rate_buckets_and_bounds_what_it_keeps():
+    now = [0.0]
+    ledger = SessionLedger(per_client=2, per_minute=60, clock=lambda: now[0])
+    ledger.check("a")
+    ledger.record("s1", "a")
+    ledger.record("s1", "a")  # recorded twice: still one session
+    assert ledger.held("a") == 1
+    ledger.forget("s1")
+    ledger.forget("s1")
+    assert ledger.held("a") == 0 and ledger.give_way("b") is None
+
+
+@pytest.mark.parametrize(
+    "peer, forwarded, proxies, expected",
+    [
+        ("10.1.1.1", ["198.51.100.1"], "", "10.1.1.1"),  # no proxy trusted: the header is ignored
+        ("10.1.1.1", ["198.51.100.1"], "10.0.0.0/8", "198.51.100.1"),
+        ("10.1.1.1", ["6.6.6.6, 198.51.100.1, 10.2.2.2"], "10.0.0.0/8", "198.51.100.1"),  # the client forged 6.6.6.6
+        ("10.1.1.1", ["garbage, 198.51.100.1"], "10.0.0.0/8", "198.51.100.1"),
+        ("10.1.1.1", ["198.51.100.1, garbage"], "10.0.0.0/8", "10.1.1.1"),
+        ("192.0.2.9", ["198.51.100.1"], "10.0.0.0/8", "192.0.2.9"),  # an untrusted peer
+        (None, [], "", "unknown"),
+    ],
+)
+def test_the_client_address_believes_x_forwarded_for_only_from_trusted_proxies(peer, forwarded, proxies, expected):
+    assert client_address(peer, forwarded, parse_proxies(proxies)) == expected
+
+
+def test_a_bad_trusted_proxy_setting_is_refused_with_its_variable_named():
+    from core.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="DARKROOM_TRUSTED_PROXIES: 'not-an-ip'"):
+        load_settings({"DARKROOM_TRUSTED_PROXIES": "10.0.0.0/8, not-an-ip"})
+
+
+async def test_store_calls_run_on_their_own_threads_while_long_work_holds_every_default_thread(configure, tmp_path):
+    configure(storage="disk", storage_dir=tmp_path / "store")
+    session = str(uuid.uuid4())
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+    blocked = loop.run_in_executor(None, release.wait)  # long work holding the only default thread
+    try:
+        with session_scope(session), client_scope("192.0.2.44"):
+            seen = await data_service.in_store_thread(
+                lambda: (current_session_id(), current_client(), threading.current_thread().name)
+            )
+            await data_service.run_store(data_service.touch_session)
+            records = await asyncio.wait_for(data_service.run_store(data_service.list_images), timeout=30)
+        assert seen[:2] == (session, "192.0.2.44")
+        assert seen[2].startswith("darkroom-store")
+        assert records == [] and not blocked.done()
+    finally:
+        release.set()
+        await blocked
