@@ -77,9 +77,11 @@ def bind(client: Client, session_id: str) -> Binding:
 
 def _page_address(client: Client) -> str:
     """The client address of the request that loaded ``client``'s page."""
-    if client.request is None:
+    try:
+        request = client.request
+    except (RuntimeError, AttributeError):  # a client made without a request (tests)
         return current_client()
-    return address_of(client.request.scope, data_service.settings().trusted_proxies)
+    return address_of(request.scope, data_service.settings().trusted_proxies)
 
 
 def unbind(client: Client) -> None:

@@ -93,10 +93,19 @@ class Workspace:
         self.collab.start()
         for image in run_in_session(self.client, data_service.list_records_with_annotations):
             self.gallery.add(image)
-        run_in_session(self.client, data_service.touch_session)
+        self._keep_alive(notify=True)
         self._update_counts()
         keep_alive = max(0.2, min(60.0, self.settings.session_idle_seconds / 3))
-        ui.timer(keep_alive, in_session(data_service.touch_session))
+        ui.timer(keep_alive, self._keep_alive)
+
+    def _keep_alive(self, notify: bool = False) -> None:
+        """Keep the workspace from expiring. A server at its share of workspaces (503) is told once
+        at page load; uploads then say the same, and the timer tries again."""
+        try:
+            run_in_session(self.client, data_service.touch_session)
+        except DarkroomError as exc:
+            if notify:
+                ui.notify(exc.message, type="warning", timeout=10000)
 
     def close(self) -> None:
         """The page is gone: stop following events and free its tokens. The session itself stays
