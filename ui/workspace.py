@@ -85,13 +85,17 @@ class Workspace:
         await self.detail.open(image_id)
 
     # -- lifecycle --
-    def start(self) -> None:
-        """Subscribe first, then list: an image added in between is not missed (cards dedupe)."""
+    async def start(self) -> None:
+        """Subscribe first, then list: an image added in between is not missed (cards dedupe). The
+        listing, a loop over the whole workspace, runs on a store thread, not the event loop."""
         queue, self._unsubscribe = bus.subscribe_queue(self.binding.session_id)
         self._consumer = background_tasks.create(self._consume(queue), name="darkroom-workspace-events")
         upload_listeners[self.client.id] = self.show_upload_outcome
         self.collab.start()
-        for image in run_in_session(self.client, data_service.list_records_with_annotations):
+        listed = await data_service.in_store_thread(
+            run_in_session, self.client, data_service.list_records_with_annotations
+        )
+        for image in listed:
             self.gallery.add(image)
         self._keep_alive(notify=True)
         self._update_counts()
@@ -334,7 +338,7 @@ async def index(client: Client, join: str | None = None) -> None:
     base_url = str(client.request.base_url) if client.request else "http://127.0.0.1:8080/"
     workspace = Workspace(client, bind(client, session_id), base_url)
     workspace.build()
-    workspace.start()
+    await workspace.start()
     client.on_delete(workspace.close)
     if join is not None:
         ui.run_javascript("history.replaceState(null, '', location.pathname)")  # the token leaves the URL
