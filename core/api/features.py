@@ -1,8 +1,14 @@
-"""The feature API: the catalogue, one image's features, the session's table, duplicate groups."""
+"""The feature API: the catalogue, one image's features, the session's table, duplicate groups.
+
+Whole-workspace answers (the table, the duplicate groups) are encoded in a worker thread and sent
+as bytes: the decorators' ``response_model`` documents their shape, but no model is built or
+validated per row on the event loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -14,6 +20,7 @@ from core.features import service as features
 from core.tables import to_csv
 
 router = APIRouter(prefix="/api", tags=["features"])
+JSON = "application/json"
 Groups = Annotated[
     str | None,
     Query(description="Comma-separated group names (see /api/features/catalog); all when omitted.", max_length=500),
@@ -69,31 +76,60 @@ async def image_features(
     return await asyncio.to_thread(features.extract, image_id, groups, include_vectors)
 
 
+def _json(body: object) -> bytes:
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _table_body(columns: list[str], rows: list[dict[str, Any]], format: str) -> bytes:
+    if format == "json":
+        return _json({"columns": columns, "rows": rows})
+    return to_csv(columns, rows).encode()
+
+
 @router.get("/features", response_model=FeatureTable, responses={200: {"content": {"text/csv": {}}}, 400: ERRORS[400]})
 async def feature_table(
     groups: Groups = None,
     format: Annotated[Literal["json", "csv"], Query(description="json (default) or csv")] = "json",
-) -> Response | FeatureTable:
+) -> Response:
     """The workspace's table: one row per image, every scalar feature as a column. Computed across
     all cores; progress is published to the session's events."""
     columns, rows = await features.feature_table(groups)
+    body = await asyncio.to_thread(_table_body, columns, rows, format)
     if format == "json":
-        return FeatureTable(columns=columns, rows=rows)
+        return Response(body, media_type=JSON)
     return Response(
-        to_csv(columns, rows),
+        body,
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="darkroom-features.csv"'},
     )
 
 
-@router.get("/features/duplicates", response_model=Duplicates, responses={400: ERRORS[400]})
-async def duplicates(
-    threshold: Annotated[int | None, Query(ge=0, le=64, description="Most differing pHash bits")] = None,
-) -> Duplicates:
-    """Exact duplicates (same pixels) and near-duplicate groups (perceptual hash)."""
-    found = await features.find_duplicates(threshold)
-    return Duplicates(
-        exact=[[ImageRecordModel.of(r) for r in group] for group in found.exact],
-        near=[NearGroup(images=[ImageRecordModel.of(r) for r in group], max_distance=d) for group, d in found.near],
-        threshold=found.threshold,
+def _duplicates_body(found: features.DuplicateGroups) -> bytes:
+    return _json(
+        {
+            "exact": [[record.to_public() for record in group] for group in found.exact],
+            "near": [
+                {"images": [record.to_public() for record in group], "max_distance": distance}
+                for group, distance in found.near
+            ],
+            "threshold": found.threshold,
+        }
     )
+
+
+@router.get("/features/duplicates", response_model=Duplicates, responses={400: ERRORS[400], 413: ERRORS[413]})
+async def duplicates(
+    threshold: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=64,
+            description="Most differing pHash bits (default: DARKROOM_NEAR_DUPLICATE_DISTANCE). A threshold that "
+            "would compare too many pairs of a large workspace gets 413.",
+        ),
+    ] = None,
+) -> Response:
+    """Exact duplicates (same pixels) and near-duplicate groups (perceptual hash), found in
+    near-linear time."""
+    found = await features.find_duplicates(threshold)
+    return Response(await asyncio.to_thread(_duplicates_body, found), media_type=JSON)

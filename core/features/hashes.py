@@ -1,4 +1,4 @@
-"""Perceptual hashes (imagehash 4.3.2 definitions, hash size 8) and their Hamming distance."""
+"""Perceptual hashes (imagehash 4.3.2 definitions, hash size 8), their integer value and Hamming distance."""
 
 from __future__ import annotations
 
@@ -23,8 +23,15 @@ def bits_to_hex(bits: np.ndarray) -> str:
     return f"{value:0{math.ceil(flat.size / 4)}x}"
 
 
+def hash_value(hex_digits: str) -> int:
+    """A hash's hex digits (as ``bits_to_hex`` writes them) as an unsigned integer: 64 bits for
+    the 16 digits of the hashes here, what ``core.features.near_duplicates`` groups."""
+    return int(hex_digits, 16)
+
+
 def hamming(a: str, b: str) -> int:
-    return (int(a, 16) ^ int(b, 16)).bit_count()
+    """How many bits differ between two hashes given as hex digits."""
+    return (hash_value(a) ^ hash_value(b)).bit_count()
 
 
 def _tie_mask(values: np.ndarray, threshold: float) -> str:

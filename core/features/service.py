@@ -6,12 +6,17 @@ they count against its quota and go with the image. Every decode runs in the dec
 (``core.sandbox``): it gets image *bytes* (never sessions: context does not cross into processes),
 and whole-session runs keep at most ``DARKROOM_FEATURE_WORKERS`` images (default: one per decode
 worker) in flight and publish progress events.
+
+No loop over a whole workspace runs on the event loop: reading the caches, presenting, flattening
+and grouping each take one hop to a worker thread per request (``asyncio.to_thread`` copies the
+context, so the session is known there), never one per image.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +26,8 @@ from core.annotations import Annotations
 from core.errors import CapacityExceeded, DarkroomError, QuotaExceeded
 from core.events import PROGRESS, Event, bus
 from core.features.compute import compute_features
-from core.features.hashes import hamming
+from core.features.hashes import hash_value
+from core.features.near_duplicates import near_duplicate_groups
 from core.features.quality import odd_size_flags
 from core.features.registry import resolve_groups
 from core.sessions import current_session_id
@@ -91,49 +97,78 @@ def _publish_progress(session_id: str | None, done: int, total: int) -> None:
         bus.publish(Event(PROGRESS, session_id, {"task": "features", "done": done, "total": total}))
 
 
-async def extract_session(groups: str | list[str] | None = None, include_vectors: bool = False) -> list[dict[str, Any]]:
-    """Every image of the current session, in upload order. Uncached images are computed in worker
-    processes across all cores; a ``progress`` event follows each finished image."""
-    names = resolve_groups(groups)
-    session_id = current_session_id()
+Values = dict[str, dict[str, dict[str, Any]]]
+
+
+def _read_cached(names: list[str]) -> tuple[list[ImageRecord], Values, list[tuple[ImageRecord, list[str]]]]:
+    """The session's records, the cached groups of each and the groups still missing, in one pass
+    (a worker thread's: it reads every image's cache)."""
     records = data_service.list_images()
-    values: dict[str, dict[str, dict[str, Any]]] = {}
+    values: Values = {}
     todo: list[tuple[ImageRecord, list[str]]] = []
     for record in records:
         values[record.id] = _cached(record.id, names)
         missing = [n for n in names if n not in values[record.id]]
         if missing:
             todo.append((record, missing))
+    return records, values, todo
+
+
+async def _session_values(names: list[str]) -> tuple[list[ImageRecord], Values]:
+    """Every record of the current session and its groups ``names``: the cached ones read in one
+    thread hop, the missing ones computed in worker processes across all cores, a ``progress``
+    event after each finished image. Cancelling stops the computations still queued."""
+    session_id = current_session_id()
+    records, values, todo = await asyncio.to_thread(_read_cached, names)
     total, done = len(records), len(records) - len(todo)
     _publish_progress(session_id, done, total)
-    if todo:
-        pool = data_service.sandbox()
-        max_pixels = data_service.settings().feature_max_pixels
-        slots = asyncio.Semaphore(data_service.settings().feature_workers or pool.workers)
+    if not todo:
+        return records, values
+    pool = data_service.sandbox()
+    max_pixels = data_service.settings().feature_max_pixels
+    slots = asyncio.Semaphore(data_service.settings().feature_workers or pool.workers)
 
-        async def compute(record: ImageRecord, missing: list[str]) -> tuple[ImageRecord, dict[str, dict[str, Any]]]:
-            async with slots:
-                _, data = await asyncio.to_thread(data_service.load_image, record.id)
-                try:
-                    return record, await pool.run(compute_features, data, missing, max_pixels)
-                except DarkroomError as exc:
-                    raise type(exc)(f"{record.filename}: {exc.message}") from None
+    async def compute(record: ImageRecord, missing: list[str]) -> tuple[ImageRecord, dict[str, dict[str, Any]]]:
+        async with slots:
+            _, data = await asyncio.to_thread(data_service.load_image, record.id)
+            try:
+                computed = await pool.run(compute_features, data, missing, max_pixels)
+            except DarkroomError as exc:
+                raise type(exc)(f"{record.filename}: {exc.message}") from None
+            await asyncio.to_thread(_remember, record.id, computed)  # sizing a HOG vector is not the loop's work
+            return record, computed
 
-        pending = [asyncio.ensure_future(compute(record, missing)) for record, missing in todo]
-        try:
-            for finished in asyncio.as_completed(pending):
-                record, computed = await finished
-                values[record.id].update(computed)
-                _remember(record.id, computed)
-                done += 1
-                _publish_progress(session_id, done, total)
-        finally:
-            for future in pending:
-                future.cancel()
-    return [_present(r, names, values[r.id], include_vectors) for r in records if r.id in values]
+    pending = [asyncio.ensure_future(compute(record, missing)) for record, missing in todo]
+    try:
+        for finished in asyncio.as_completed(pending):
+            record, computed = await finished
+            values[record.id].update(computed)
+            done += 1
+            _publish_progress(session_id, done, total)
+    finally:
+        for future in pending:
+            future.cancel()
+    return records, values
+
+
+def _present_all(
+    records: list[ImageRecord], names: list[str], values: Values, include_vectors: bool
+) -> list[dict[str, Any]]:
+    return [_present(record, names, values[record.id], include_vectors) for record in records]
+
+
+async def extract_session(groups: str | list[str] | None = None, include_vectors: bool = False) -> list[dict[str, Any]]:
+    """Every image of the current session, in upload order. Uncached images are computed in worker
+    processes across all cores; a ``progress`` event follows each finished image."""
+    names = resolve_groups(groups)
+    records, values = await _session_values(names)
+    return await asyncio.to_thread(_present_all, records, names, values, include_vectors)
 
 
 # -- session-level results --
+DUPLICATE_GROUPS = ["basic", "hashes", "cleanvision"]
+
+
 @dataclass(frozen=True)
 class DuplicateGroups:
     exact: list[list[ImageRecord]]
@@ -141,46 +176,38 @@ class DuplicateGroups:
     threshold: int
 
 
+def _group_duplicates(
+    records: list[ImageRecord], values: Values, limit: int, stop: threading.Event | None = None
+) -> DuplicateGroups:
+    """``find_duplicates``' grouping, for a worker thread: images deleted meanwhile are left out."""
+    current = {record.id: record for record in data_service.list_images()}
+    kept = [current[record.id] for record in records if record.id in current]
+    by_pixels: dict[tuple, list[ImageRecord]] = {}
+    for record in kept:
+        basic, cleanvision = values[record.id]["basic"], values[record.id]["cleanvision"]
+        key = (cleanvision["pixel_md5"], basic["width"], basic["height"], basic["mode"])
+        by_pixels.setdefault(key, []).append(record)
+    exact = [group for group in by_pixels.values() if len(group) > 1]
+    hashes = [hash_value(values[record.id]["hashes"]["phash"]) for record in kept]
+    found = near_duplicate_groups(hashes, limit, stop=stop)
+    near = [([kept[i] for i in members], distance) for members, distance in found.groups]
+    return DuplicateGroups(exact, near, limit)
+
+
 async def find_duplicates(threshold: int | None = None) -> DuplicateGroups:
     """Exact duplicates (same pixels: CleanVision's pixel hash, size and mode) and near-duplicate
-    groups (pHash Hamming distance at most ``threshold``, linked transitively)."""
+    groups (pHash Hamming distance at most ``threshold``, 0 to 64, linked transitively; each with
+    the widest distance of a link in it), found in near-linear time off the event loop
+    (``core.features.near_duplicates``). A search that would compare too many pairs (large
+    thresholds on large workspaces) is refused with TooLarge (413)."""
     limit = data_service.settings().near_duplicate_distance if threshold is None else threshold
-    rows = await extract_session(["basic", "hashes", "cleanvision"])
-    records = {r.id: r for r in data_service.list_images()}
-    rows = [row for row in rows if row["id"] in records]
-    by_pixels: dict[tuple, list[ImageRecord]] = {}
-    for row in rows:
-        key = (row["cleanvision"]["pixel_md5"], row["basic"]["width"], row["basic"]["height"], row["basic"]["mode"])
-        by_pixels.setdefault(key, []).append(records[row["id"]])
-    exact = [group for group in by_pixels.values() if len(group) > 1]
-
-    parent = list(range(len(rows)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    widest: dict[int, int] = {}
-    hashes = [row["hashes"]["phash"] for row in rows]
-    for i in range(len(rows)):
-        for j in range(i + 1, len(rows)):
-            distance = hamming(hashes[i], hashes[j])
-            if distance <= limit:
-                a, b = root(i), root(j)
-                if a != b:
-                    parent[b] = a
-                widest[a] = max(widest.get(a, 0), widest.pop(b, 0) if a != b else 0, distance)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(rows)):
-        groups.setdefault(root(i), []).append(i)
-    near = [
-        ([records[rows[i]["id"]] for i in members], widest.get(group_root, 0))
-        for group_root, members in groups.items()
-        if len(members) > 1
-    ]
-    return DuplicateGroups(exact, near, limit)
+    records, values = await _session_values(DUPLICATE_GROUPS)
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(_group_duplicates, records, values, limit, stop)
+    except asyncio.CancelledError:
+        stop.set()  # the thread gives up at its next batch
+        raise
 
 
 # Lists kept in the table as columns of their own (short and meaningful); others are left out.
@@ -213,16 +240,11 @@ def _add_annotations(rows: list[dict[str, Any]], annotated: dict[str, Annotation
         row["annotations.note"] = value.note
 
 
-async def feature_table(groups: str | list[str] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
-    """One row per image: id, filename, then every scalar feature as a dotted column. Lists are
-    left out (histograms, vectors, per-angle values) or summarised (LBP histogram as 10 columns,
-    dominant colours as the top colour and its fraction). With ``cleanvision``, CleanVision's
-    dataset-relative odd-size score and flag are added. The last columns are the shared
-    annotations: ``annotations.tags``, ``annotations.rating``, ``annotations.note``."""
-    names = resolve_groups(groups)
-    extracted = await extract_session(names)
+def _table(records: list[ImageRecord], names: list[str], values: Values) -> tuple[list[str], list[dict[str, Any]]]:
+    """``feature_table``'s rows and columns, for a worker thread."""
     rows: list[dict[str, Any]] = []
-    for item in extracted:
+    for record in records:
+        item = _present(record, names, values[record.id], include_vectors=False)
         row: dict[str, Any] = {"id": item["id"], "filename": item["name"]}
         for name in names:
             _flatten(name, item[name], row)
@@ -232,7 +254,7 @@ async def feature_table(groups: str | list[str] | None = None) -> tuple[list[str
         for row, (score, odd) in zip(rows, flags, strict=True):
             row["cleanvision.odd_size_score"] = score
             row["cleanvision.is_odd_size"] = odd
-    _add_annotations(rows, await data_service.run_store(data_service.list_annotations))
+    _add_annotations(rows, data_service.list_annotations())
     columns: list[str] = []
     seen: set[str] = set()
     for row in rows:
@@ -241,3 +263,15 @@ async def feature_table(groups: str | list[str] | None = None) -> tuple[list[str
                 seen.add(column)
                 columns.append(column)
     return columns, rows
+
+
+async def feature_table(groups: str | list[str] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """One row per image: id, filename, then every scalar feature as a dotted column. Lists are
+    left out (histograms, vectors, per-angle values) or summarised (LBP histogram as 10 columns,
+    dominant colours as the top colour and its fraction). With ``cleanvision``, CleanVision's
+    dataset-relative odd-size score and flag are added. The last columns are the shared
+    annotations: ``annotations.tags``, ``annotations.rating``, ``annotations.note``. The rows are
+    built in one worker thread."""
+    names = resolve_groups(groups)
+    records, values = await _session_values(names)
+    return await asyncio.to_thread(_table, records, names, values)
