@@ -10,10 +10,27 @@ canvas), so validation, thumbnails, previews and feature decodes never run in th
   blocks without using CPU;
 * a worker that hits a limit or dies is replaced (``pebble.ProcessPool``), and only that file gets
   413 (memory, time) or 422 (the decoder crashed); every other upload carries on;
-* the pool has one worker per core by default and a bounded queue: when ``workers + queue`` tasks
-  are already in flight, the next one is refused with 503 and ``Retry-After``;
+* the pool has one worker per core by default, and free workers are shared fairly (below);
 * bytes travel to the workers through pipes, never files, and a worker cannot open a file for
   writing at all (an audit hook refuses it), whatever a decoder or plugin tries.
+
+Scheduling. Every task has an owner, read from the context when it is submitted: its session
+(``core.sessions``; calls without one share the owner ``LEGACY_OWNER``) and its client address
+(``core.clients``), so callers pass nothing. Tasks wait in a queue per session (per session and
+address, when one workspace is used from two addresses). A free worker goes first to the client
+address with the fewest decodes running, then to that address's session with the fewest running;
+equals take turns in the order they reached their count (round-robin). So a session with nothing
+in flight goes next whenever its address has nothing running either, and always among its
+address's sessions: one client's queued 50 MP PNGs never make another client's JPEG wait behind
+them. Picking costs O(workers), never a scan of the sessions; cancelling a waiting task is O(1);
+an owner with nothing in flight is forgotten, so memory follows live work only.
+
+Admission. A task is refused with 503 and ``Retry-After``, with a message about the caller's own
+share, when its session already has ``DARKROOM_DECODE_SESSION_TASKS`` decodes running or queued,
+or its client address ``DARKROOM_DECODE_CLIENT_TASKS`` over all its sessions. Beyond that the
+pool holds ``workers + DARKROOM_DECODE_QUEUE`` tasks; past it, a session with nothing in flight is
+still admitted (one client filling the queue cannot refuse another), up to ``NEWCOMER_ROOM_FACTOR``
+times that bound in all, so memory stays bounded however many sessions there are.
 
 ``call`` blocks (for worker threads), ``run`` awaits (for the event loop; cancelling it stops the
 task's worker). Both raise only ``DarkroomError`` subclasses for anything the bytes can cause.
@@ -32,20 +49,28 @@ import resource
 import signal
 import sys
 import threading
-from collections import deque
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pebble import ProcessExpired, ProcessPool
 
+from core.clients import current_client
 from core.config import Settings
 from core.errors import CorruptImage, DarkroomError, ServiceBusy, TooLarge
+from core.sessions import current_session_id
 from core.units import format_bytes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Member = TypeVar("Member")
 
 RETRY_AFTER_SECONDS = 2
+LEGACY_OWNER = "legacy"  # the owner of calls without a session (the shared folder); never a session id
+# Past a full queue, sessions with nothing in flight are still admitted, up to this many times the
+# pool's bound in all: a bound on memory whatever the number of sessions.
+NEWCOMER_ROOM_FACTOR = 2
 WALL_CLOCK_FACTOR = 6
 # A worker is replaced after this many tasks, so that a fragmented heap does not grow forever
 # (a new worker costs about a second of CPU, so not too often).
@@ -99,6 +124,86 @@ def _start_worker(memory_bytes: int) -> None:
     sys.addaudithook(_refuse_file_writes)
 
 
+class _WorkerContext(multiprocessing.context.SpawnContext):
+    """The spawn start method (forking a process that runs threads and an event loop is unsafe),
+    remembering the processes it starts: pebble keeps no public list of its workers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: weakref.WeakSet[multiprocessing.process.BaseProcess] = weakref.WeakSet()
+
+    def Process(self, *args: Any, **kwargs: Any) -> multiprocessing.process.BaseProcess:  # noqa: N802  pebble's name
+        process = multiprocessing.context.SpawnProcess(*args, **kwargs)
+        self.started.add(process)
+        return process
+
+
+class _Turns(Generic[Member]):
+    """Whose turn it is for the next free worker: members wait at a level, the number of their
+    decodes running (fewest first), in the order they reached it, so equals take turns. Picking
+    costs O(levels), moving O(1); a member with nothing waiting is not here at all."""
+
+    def __init__(self, levels: int) -> None:
+        self._levels: list[OrderedDict[str, Member]] = [OrderedDict() for _ in range(levels)]
+        self._level_of: dict[str, int] = {}
+
+    def place(self, key: str, member: Member, level: int | None) -> None:
+        """Put ``member`` at ``level`` (None: it waits for nothing); it keeps its turn if already there."""
+        if level is not None:
+            level = min(level, len(self._levels) - 1)
+        current = self._level_of.get(key)
+        if current == level:
+            return
+        if current is not None:
+            del self._levels[current][key]
+            del self._level_of[key]
+        if level is not None:
+            self._levels[level][key] = member
+            self._level_of[key] = level
+
+    def first(self) -> Member | None:
+        for level in self._levels:
+            if level:
+                return next(iter(level.values()))
+        return None
+
+    def __len__(self) -> int:
+        return len(self._level_of)
+
+
+class _Queue:
+    """One session's tasks from one client address: those waiting, in order, and how many run."""
+
+    __slots__ = ("session", "client", "waiting", "running")
+
+    def __init__(self, session: _Share, client: _Client) -> None:
+        self.session, self.client = session, client
+        self.waiting: OrderedDict[_Task, None] = OrderedDict()  # an ordered set: O(1) to cancel any
+        self.running = 0
+
+
+class _Share:
+    """A session's count of tasks running or queued (its cap), over every address using it."""
+
+    __slots__ = ("key", "tasks", "queued")
+
+    def __init__(self, key: str) -> None:
+        self.key, self.tasks, self.queued = key, 0, 0
+
+
+class _Client:
+    """A client address: its sessions' queues, whose turn among them, and its counts."""
+
+    __slots__ = ("address", "queues", "turns", "running", "tasks")
+
+    def __init__(self, address: str, levels: int) -> None:
+        self.address = address
+        self.queues: dict[str, _Queue] = {}
+        self.turns: _Turns[_Queue] = _Turns(levels)
+        self.running = 0
+        self.tasks = 0  # running or queued: its cap
+
+
 class _Task:
     """One submitted call: its caller's future, and pebble's once a worker runs it."""
 
@@ -107,37 +212,47 @@ class _Task:
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.inner: concurrent.futures.Future[Any] | None = None
         self.pool: ProcessPool | None = None
+        self.queue: _Queue | None = None  # set once admitted
         self.retried = False
         self.cancel_requested = False
         self.future.darkroom_task = self  # type: ignore[attr-defined]  found again by DecodePool.cancel
 
 
 class DecodePool:
-    """A bounded pool of sandboxed worker processes."""
+    """A bounded pool of sandboxed worker processes, shared fairly between sessions and client
+    addresses (see the module docstring)."""
 
     def __init__(self, settings: Settings) -> None:
         self.workers = settings.decode_workers or os.cpu_count() or 1
         self.capacity = self.workers + settings.decode_queue
+        self.session_tasks = settings.decode_session_tasks
+        self.client_tasks = settings.decode_client_tasks
         self.seconds = settings.decode_seconds
         self.memory_bytes = settings.decode_memory_bytes
         self.limits = _limits(settings)
+        self.submitted = 0  # tasks accepted since the pool started (tests and benchmarks count work with it)
         self._running = 0
-        self._waiting: deque[_Task] = deque()
+        self._queued = 0
+        self._levels = self.workers + 1  # a client or session runs 0..workers tasks
+        self._turns: _Turns[_Client] = _Turns(self._levels)
+        self._clients: dict[str, _Client] = {}
+        self._sessions: dict[str, _Share] = {}
         self._live: set[_Task] = set()  # submitted and not yet answered
         self._lock = threading.Lock()
         for name, value in _WORKER_ENVIRONMENT.items():
             os.environ.setdefault(name, value)  # inherited by the spawned workers
+        self._context = _WorkerContext()
         self._pool = self._new_pool()
         self._closed = False
 
     def _new_pool(self) -> ProcessPool:
-        # spawn: forking a process that runs threads and an event loop is unsafe
+        self._context = _WorkerContext()  # this pool's workers only
         return ProcessPool(
             max_workers=self.workers,
             max_tasks=TASKS_PER_WORKER,
             initializer=_start_worker,
             initargs=(self.memory_bytes,),
-            context=multiprocessing.get_context("spawn"),
+            context=self._context,
         )
 
     def _schedule(self, task: _Task) -> None:
@@ -170,86 +285,195 @@ class DecodePool:
         # join() is what ends its workers; not here, where pebble's own loop thread may be running
         threading.Thread(target=broken.join, name="darkroom-pool-reaper", daemon=True).start()
 
-    # -- admission and dispatch --
+    # -- counts (for the health route, tests and benchmarks) --
     def in_flight(self) -> int:
-        """Tasks running or waiting for a worker."""
+        """Tasks running or waiting for a worker, over every owner."""
         with self._lock:
-            return self._running + len(self._waiting)
+            return self._running + self._queued
 
-    def submit(self, function: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
-        """Queue ``function(*args)`` for a worker (ServiceBusy when ``capacity`` tasks are in flight).
-        Tasks wait here, not in pebble's pipe: handing pebble more tasks than workers stalls its
-        channel (measured: 4x slower with 16 queued)."""
-        task: _Task = _Task(function, args)
+    def queued(self, session_id: str | None) -> int:
+        """Tasks of this session (None: the legacy folder) waiting for a worker."""
         with self._lock:
-            if self._closed:
-                raise ServiceBusy("the server is shutting down; try again in a moment", RETRY_AFTER_SECONDS)
-            in_flight = self._running + len(self._waiting)
-            if in_flight >= self.capacity:
-                raise ServiceBusy(
-                    f"the server is busy decoding {in_flight} images; try again in a moment", RETRY_AFTER_SECONDS
-                )
-            self._waiting.append(task)
+            share = self._sessions.get(session_id or LEGACY_OWNER)
+            return share.queued if share is not None else 0
+
+    def owners(self) -> tuple[int, int]:
+        """Sessions and client addresses the pool keeps counts for: those with tasks in flight."""
+        with self._lock:
+            return len(self._sessions), len(self._clients)
+
+    # -- admission --
+    def submit(self, function: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        """Queue ``function(*args)`` for a worker, owned by the current session and client address.
+        ServiceBusy (503) past the session's or the address's share, or when the pool is full and
+        the session already has tasks in flight. Tasks wait here, not in pebble's pipe: handing
+        pebble more tasks than workers stalls its channel (measured: 4x slower with 16 queued)."""
+        task: _Task = _Task(function, args)
+        session_key, address = current_session_id() or LEGACY_OWNER, current_client()
+        task.future.add_done_callback(lambda _: self._settle(task))
+        with self._lock:
+            self._admit(session_key, address)
+            share = self._sessions.get(session_key) or self._sessions.setdefault(session_key, _Share(session_key))
+            client = self._clients.get(address) or self._clients.setdefault(address, _Client(address, self._levels))
+            queue = client.queues.get(session_key) or client.queues.setdefault(session_key, _Queue(share, client))
+            task.queue = queue
+            queue.waiting[task] = None
+            share.tasks += 1
+            share.queued += 1
+            client.tasks += 1
+            self._queued += 1
+            self.submitted += 1
             self._live.add(task)
-        task.future.add_done_callback(lambda _: self._forget(task))
+            self._place(queue)
         self._dispatch()
         return task.future
 
-    def _forget(self, task: _Task) -> None:
+    def _admit(self, session_key: str, address: str) -> None:
+        """Raise ServiceBusy unless one more task of this session and address may wait (under the lock)."""
+        if self._closed:
+            raise ServiceBusy("the server is shutting down; try again in a moment", RETRY_AFTER_SECONDS)
+        share, client = self._sessions.get(session_key), self._clients.get(address)
+        session_tasks = share.tasks if share is not None else 0
+        if session_tasks >= self.session_tasks:
+            raise ServiceBusy(
+                f"this workspace already has {session_tasks} images being decoded or waiting to be; "
+                "try again when they are done",
+                RETRY_AFTER_SECONDS,
+            )
+        if client is not None and client.tasks >= self.client_tasks:
+            raise ServiceBusy(
+                f"your address already has {client.tasks} images being decoded or waiting to be, over all "
+                "its workspaces; try again when they are done",
+                RETRY_AFTER_SECONDS,
+            )
+        in_flight = self._running + self._queued
+        newcomer = session_tasks == 0 and in_flight < NEWCOMER_ROOM_FACTOR * self.capacity
+        if in_flight >= self.capacity and not newcomer:
+            raise ServiceBusy(
+                f"the server is busy decoding {in_flight} images; try again in a moment", RETRY_AFTER_SECONDS
+            )
+
+    # -- dispatch (every method here runs under the lock) --
+    def _place(self, queue: _Queue) -> None:
+        """Put ``queue`` and its client where their running counts say, or forget them when idle."""
+        client, session_key = queue.client, queue.session.key
+        if client.queues.get(session_key) is queue:  # else forgotten already, and maybe replaced by a new one
+            client.turns.place(session_key, queue, queue.running if queue.waiting else None)
+            if not queue.waiting and not queue.running:
+                del client.queues[session_key]
+        self._turns.place(client.address, client, client.running if len(client.turns) else None)
+        self._forget_if_idle(client, queue.session)
+
+    def _forget_if_idle(self, client: _Client, share: _Share) -> None:
+        if not client.queues and not client.tasks:
+            self._clients.pop(client.address, None)
+        if not share.tasks:
+            self._sessions.pop(share.key, None)
+
+    def _next_task(self) -> _Task | None:
+        """The next task to run, taken from its queue: the client address with the fewest running,
+        then its session with the fewest running, each in turn among equals."""
+        client = self._turns.first()
+        queue = client.turns.first() if client is not None else None
+        if queue is None:
+            return None
+        task, _ = queue.waiting.popitem(last=False)
+        queue.session.queued -= 1
+        self._queued -= 1
+        return task
+
+    def _start_running(self, task: _Task) -> None:
+        queue = task.queue
+        assert queue is not None
+        queue.running += 1
+        queue.client.running += 1
+        self._running += 1
+        self._place(queue)
+
+    def _stop_running(self, task: _Task) -> None:
+        """``task``'s worker is free (under the lock)."""
+        queue = task.queue
+        assert queue is not None
+        queue.running -= 1
+        queue.client.running -= 1
+        self._running -= 1
+        self._place(queue)
+
+    def _settle(self, task: _Task) -> None:
+        """``task``'s caller has its answer (a result, an error, or a cancel): its share is free."""
+        queue = task.queue
+        if queue is None:
+            return  # never admitted
         with self._lock:
             self._live.discard(task)
+            if task in queue.waiting:  # cancelled while it waited: its place is free at once
+                del queue.waiting[task]
+                queue.session.queued -= 1
+                self._queued -= 1
+            queue.session.tasks -= 1
+            queue.client.tasks -= 1
+            self._place(queue)
 
     def _dispatch(self) -> None:
         """Give waiting tasks to free workers."""
         while True:
             with self._lock:
-                if self._running >= self.workers or not self._waiting:
+                if self._closed or self._running >= self.workers:
                     return
-                task = self._waiting.popleft()
+                task = self._next_task()
+                if task is None:
+                    return
                 if not task.future.set_running_or_notify_cancel():
-                    continue  # cancelled while it waited
-                self._running += 1
+                    self._place(task.queue)  # type: ignore[arg-type]  cancelled as it was picked
+                    continue
+                self._start_running(task)
             try:
                 self._schedule(task)
             except BaseException as exc:  # noqa: BLE001  the pool is closing: this task fails alone
                 with self._lock:
-                    self._running -= 1
+                    self._stop_running(task)
                 task.future.set_exception(exc)
 
     def _finished(self, task: _Task, inner: concurrent.futures.Future[Any]) -> None:
-        with self._lock:
-            self._running -= 1
         try:
-            if inner.cancelled():
-                task.future.set_exception(concurrent.futures.CancelledError())
-                return
-            error = inner.exception()
-            if isinstance(error, concurrent.futures.BrokenExecutor) and not task.retried and not task.cancel_requested:
+            if (
+                not inner.cancelled()
+                and isinstance(inner.exception(), concurrent.futures.BrokenExecutor)
+                and not task.retried
+                and not task.cancel_requested
+            ):
                 # the pool broke under an innocent task (another worker was killed): run it again
                 task.retried = True
-                self._replace(task.pool)
-                with self._lock:
-                    self._running += 1
-                self._schedule(task)
-                return
-            if error is not None:
-                task.future.set_exception(error)
+                try:
+                    self._replace(task.pool)  # type: ignore[arg-type]
+                    self._schedule(task)  # it keeps its worker slot
+                    return
+                except BaseException as exc:  # noqa: BLE001
+                    with self._lock:
+                        self._stop_running(task)
+                    task.future.set_exception(exc)
+                    return
+            with self._lock:
+                self._stop_running(task)
+            if inner.cancelled():
+                task.future.set_exception(concurrent.futures.CancelledError())
+            elif inner.exception() is not None:
+                task.future.set_exception(inner.exception())
             else:
                 task.future.set_result(inner.result())
         except BaseException as exc:  # noqa: BLE001
             if not task.future.done():
-                task.future.set_exception(exc)
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    task.future.set_exception(exc)
         finally:
             self._dispatch()
 
     def cancel(self, future: concurrent.futures.Future[Any]) -> None:
-        """Cancel a submitted task: dropped if it still waits, its worker stopped if it runs."""
-        task: _Task | None = getattr(future, "darkroom_task", None)
-        if future.cancel():
-            with self._lock:  # it waited: its place in the queue is free at once
-                if task in self._waiting:
-                    self._waiting.remove(task)
+        """Cancel a submitted task: dropped from its queue if it still waits (O(1)), its worker
+        stopped if it runs."""
+        if future.cancel():  # it waited: ``_settle`` frees its place and its share at once
             return
+        task: _Task | None = getattr(future, "darkroom_task", None)
         if task is None:
             return
         task.cancel_requested = True
@@ -305,7 +529,7 @@ class DecodePool:
         """Stop taking work, give running tasks ``grace_seconds``, then stop every worker."""
         with self._lock:
             self._closed = True
-            waiting, self._waiting = list(self._waiting), deque()
+            waiting = [task for client in self._clients.values() for q in client.queues.values() for task in q.waiting]
         for task in waiting:
             task.future.cancel()
         self._pool.close()
@@ -323,8 +547,8 @@ class DecodePool:
 
     def worker_pids(self) -> list[int]:
         """The live workers' process ids (for tests and benchmarks)."""
-        workers = self._pool._pool_manager.worker_manager.workers  # pebble keeps no public list
-        return [pid for pid, process in list(workers.items()) if process.is_alive()]
+        started = set(self._context.started)
+        return [process.pid for process in multiprocessing.active_children() if process in started and process.pid]
 
 
 _pool: DecodePool | None = None
@@ -332,7 +556,14 @@ _pool_lock = threading.Lock()
 
 
 def _limits(settings: Settings) -> tuple[object, ...]:
-    return (settings.decode_workers, settings.decode_queue, settings.decode_seconds, settings.decode_memory_bytes)
+    return (
+        settings.decode_workers,
+        settings.decode_queue,
+        settings.decode_session_tasks,
+        settings.decode_client_tasks,
+        settings.decode_seconds,
+        settings.decode_memory_bytes,
+    )
 
 
 def decode_pool(settings: Settings) -> DecodePool:

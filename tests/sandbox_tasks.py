@@ -56,3 +56,14 @@ def inspect_or_name_the_escape(data: bytes, settings: object) -> str:
     except Exception as exc:  # noqa: BLE001  what the fuzzer looks for
         return f"escaped {type(exc).__name__}: {exc}"
     return "ok"
+
+
+def started_then_wait_for(gate: str, seconds: float = 60) -> int:
+    """Stand-in for a decode that lasts until the test opens ``gate`` (creates that path), at most
+    ``seconds``. Returns when it started (CLOCK_MONOTONIC: one clock for every process), so a test
+    can tell the order tasks were dispatched in without measuring any duration."""
+    started = time.monotonic_ns()
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return started

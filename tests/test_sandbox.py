@@ -94,7 +94,7 @@ async def test_cancelling_an_awaited_task_frees_its_slot(make_pool):
 
 
 def test_workers_run_in_parallel_on_every_core(make_pool):
-    pool = make_pool(decode_workers=2)
+    pool = make_pool(decode_workers=2, decode_session_tasks=20, decode_client_tasks=20)
     futures = [pool.submit(sandbox_tasks.worker_pid) for _ in range(20)]
     assert len({pool.result(f) for f in futures}) >= 1
     assert len(pool.worker_pids()) == 2
