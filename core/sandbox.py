@@ -241,8 +241,7 @@ class DecodePool:
         self._lock = threading.Lock()
         for name, value in _WORKER_ENVIRONMENT.items():
             os.environ.setdefault(name, value)  # inherited by the spawned workers
-        self._context = _WorkerContext()
-        self._pool = self._new_pool()
+        self._pool = self._new_pool()  # sets self._context
         self._closed = False
 
     def _new_pool(self) -> ProcessPool:
