@@ -1,8 +1,9 @@
 """One decode per image, and the views every feature shares, each computed at most once.
 
 Images over ``max_pixels`` (``DARKROOM_FEATURE_MAX_PIXELS``) are analysed on a view downscaled to
-fit it (JPEG through libjpeg's draft mode, so the full size is never decoded): features stay exact
-at and below the cap, and the cost of any image is bounded. ``basic`` still reports the full size.
+fit it, decoded band by band so that the full size is never held where the format allows it
+(``core.features.decode``): features stay exact at and below the cap, and the memory of any image
+is bounded by the cap. ``basic`` still reports the full size.
 
 Conventions (FEATURES.md §2): the first frame, upright (EXIF orientation applied: Darkroom shows
 images upright); ``rgb`` is ``convert('RGB')`` (alpha dropped, not composited); ``gray`` is
@@ -12,14 +13,13 @@ images upright); ``rgb`` is ``convert('RGB')`` (alpha dropped, not composited); 
 
 from __future__ import annotations
 
-import io
-import math
 from functools import cached_property
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from core.errors import CorruptImage
+from core.features.decode import decode_for_analysis
 
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
@@ -30,23 +30,16 @@ class ImageViews:
     def __init__(self, data: bytes, max_pixels: int | None = None) -> None:
         self.byte_size = len(data)
         try:
-            image = Image.open(io.BytesIO(data))
-            self.format = image.format
-            full_width, full_height = image.size
-            if max_pixels and full_width * full_height > max_pixels:
-                scale = math.sqrt(max_pixels / (full_width * full_height))
-                box = (max(1, int(full_width * scale)), max(1, int(full_height * scale)))
-                image.draft(image.mode, box)  # JPEG: decode at 1/2..1/8 scale when that still covers it
-                image.load()
-                image = _fit(image, box)
-            else:
-                image.load()  # first frame only
-            upright = ImageOps.exif_transpose(image)
+            decoded = decode_for_analysis(data, max_pixels)
+            stored_size = decoded.image.size
+            ImageOps.exif_transpose(decoded.image, in_place=True)  # in place: no second copy
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise CorruptImage(f"the image cannot be decoded ({type(exc).__name__})") from None
-        self.image: Image.Image = upright if upright is not None else image
+        self.format = decoded.format
+        self.image: Image.Image = decoded.image
         self.is_gray_mode = self.image.mode in GRAY_MODES
-        swapped = self.image.size != image.size and self.image.size == image.size[::-1]
+        full_width, full_height = decoded.full_size
+        swapped = self.image.size != stored_size  # orientations 5..8 turn the picture a quarter
         self.full_size = (full_height, full_width) if swapped else (full_width, full_height)
 
     @property
@@ -126,17 +119,6 @@ class ImageViews:
     def hsv(self) -> np.ndarray:
         """H x W x 3 uint8."""
         return np.asarray(self.hsv_image)
-
-
-def _fit(image: Image.Image, box: tuple[int, int]) -> Image.Image:
-    """``image`` resized to ``box`` (area-averaged), keeping its mode and EXIF."""
-    if image.size == box:
-        return image
-    resample = Image.Resampling.NEAREST if image.mode in ("1", "P") else Image.Resampling.BOX
-    fitted = image.resize(box, resample)
-    fitted.info = image.info
-    fitted.getexif().update(image.getexif())
-    return fitted
 
 
 def entropy_of_counts(counts: np.ndarray) -> float:
