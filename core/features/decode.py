@@ -101,7 +101,9 @@ def resize_in_bands(
     strips: Iterator[Image.Image], mode: str, size: tuple[int, int], view: tuple[int, int]
 ) -> Image.Image:
     """``resize(view, BOX)`` of the ``size`` picture whose consecutive rows, top first, ``strips``
-    yields (in ``mode``), holding only the rows the next band of view rows needs."""
+    yields (in ``mode``), holding only the rows the next band of view rows needs. Pixel for pixel
+    the whole resize, except where a kernel's edge falls exactly on a pixel centre (a scale such as
+    203/202): there float rounding may put that one row of pixels on the other side."""
     width, height = size
     view_width, view_height = view
     scale = height / view_height
