@@ -22,6 +22,9 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 from starlette.datastructures import UploadFile
 
+from core.api.heads import head_limited_protocol
+from core.config import Settings
+
 THUMBNAIL_SIZE = 256
 
 app = FastAPI()
@@ -90,4 +93,7 @@ async def upload(request: Request, session_id: str | None = None) -> Response:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    # The same bounded-head protocol as ui.main, so the comparison is of the apps alone.
+    uvicorn.run(
+        app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", http=head_limited_protocol(Settings())
+    )

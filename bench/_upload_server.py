@@ -8,6 +8,8 @@ import uvicorn
 from fastapi import Request
 
 from core.api.app import create_app
+from core.api.heads import head_limited_protocol
+from core.config import get_settings
 
 app = create_app()
 
@@ -19,4 +21,11 @@ async def bare(request: Request) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", ws_per_message_deflate=False)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        log_level="warning",
+        ws_per_message_deflate=False,
+        http=head_limited_protocol(get_settings()),  # as ui.main serves
+    )

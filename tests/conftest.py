@@ -38,14 +38,23 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """The bare API app served by a real uvicorn in a background thread."""
+    """The bare API app served by a real uvicorn in a background thread, with the product's
+    bounded request heads (``settings``' limits; the defaults without)."""
 
-    def __init__(self, app: object | None = None) -> None:
+    def __init__(self, app: object | None = None, settings: Settings | None = None, ws: str = "auto") -> None:
+        from core.api.heads import head_limited_protocol
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app or create_app(), host="127.0.0.1", port=self.port, log_level="info", ws_per_message_deflate=False
+            app or create_app(),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="info",
+            ws=ws,
+            ws_per_message_deflate=False,
+            http=head_limited_protocol(settings or Settings()),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

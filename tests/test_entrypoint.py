@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -66,6 +67,18 @@ def test_darkroom_websocket_has_no_compression(darkroom_process):
         f"ws://127.0.0.1:{port}/api/ws/upload?session_id={session}", extensions=[ClientPerMessageDeflateFactory()]
     ) as ws:
         assert "permessage-deflate" not in (ws.response.headers.get("Sec-WebSocket-Extensions") or "")
+
+
+def test_darkroom_refuses_a_request_head_over_its_limit_and_keeps_serving(darkroom_process):
+    _, url, port = darkroom_process
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        try:
+            sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1024 * 1024) + b"\r\n\r\n")
+            answer = sock.recv(64)
+        except (BrokenPipeError, ConnectionResetError):
+            answer = b""  # closed while the client was still sending: refused too
+    assert answer.startswith(b"HTTP/1.1 431 ") or answer == b""
+    assert httpx.get(url + "/api/health", timeout=5).status_code == 200
 
 
 def test_darkroom_output_never_shows_a_session_id(darkroom_process):

@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     """The ``darkroom`` command: serve the page and the API in this process until SIGTERM/SIGINT."""
     import uvicorn
 
+    from core.api.heads import head_limited_protocol
     from ui.server import create_root
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         log_level="warning",
+        http=head_limited_protocol(get_settings()),  # request heads bounded in size and time
         ws=WEBSOCKET_IMPLEMENTATION,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
