@@ -95,5 +95,10 @@ async def upload(request: Request, session_id: str | None = None) -> Response:
 if __name__ == "__main__":
     # The same bounded-head protocol as ui.main, so the comparison is of the apps alone.
     uvicorn.run(
-        app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", http=head_limited_protocol(Settings())
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        log_level="warning",
+        http=head_limited_protocol(Settings()),
+        proxy_headers=False,
     )

@@ -28,4 +28,5 @@ if __name__ == "__main__":
         log_level="warning",
         ws_per_message_deflate=False,
         http=head_limited_protocol(get_settings()),  # as ui.main serves
+        proxy_headers=False,
     )

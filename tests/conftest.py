@@ -55,6 +55,7 @@ class LiveServer:
             ws=ws,
             ws_per_message_deflate=False,
             http=head_limited_protocol(settings or Settings()),
+            proxy_headers=False,  # as ui.main: the client address is core.clients' to decide
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         log_level="warning",
         http=head_limited_protocol(get_settings()),  # request heads bounded in size and time
+        proxy_headers=False,  # core.clients trusts X-Forwarded-For only from DARKROOM_TRUSTED_PROXIES
         ws=WEBSOCKET_IMPLEMENTATION,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
