@@ -78,6 +78,9 @@ TASKS_PER_WORKER = 1000
 # Single-threaded maths in the workers: the pool already uses every core, and a thread pool per
 # worker would make the address-space limit depend on the core count.
 _WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# A worker whose task ran out of memory exits with this code instead of answering: an allocation
+# can fail anywhere (a plugin's import, a codec's state), so the worker is not trusted again.
+OUT_OF_MEMORY_EXIT_CODE = 86
 
 
 def _vm_size() -> int:
@@ -107,6 +110,8 @@ def _with_cpu_budget(seconds: float, function: Callable[..., T], *args: Any) -> 
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
     try:
         return function(*args)
+    except MemoryError:
+        os._exit(OUT_OF_MEMORY_EXIT_CODE)  # pebble starts a fresh worker; the task reads as 413
     finally:  # an idle worker must not reach the limit while it sends the result or waits
         resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
 
@@ -507,7 +512,8 @@ class DecodePool:
             return exc
         if isinstance(exc, TimeoutError | concurrent.futures.TimeoutError):
             return TooLarge(f"decoding the image took longer than {self.seconds * WALL_CLOCK_FACTOR:g} s")
-        if isinstance(exc, MemoryError):
+        out_of_memory = isinstance(exc, ProcessExpired) and exc.exitcode == OUT_OF_MEMORY_EXIT_CODE
+        if isinstance(exc, MemoryError) or out_of_memory:
             return TooLarge(f"decoding the image needs more than its {format_bytes(self.memory_bytes)} memory budget")
         if isinstance(exc, ProcessExpired):
             if exc.exitcode in (-signal.SIGKILL, -signal.SIGSEGV, -signal.SIGBUS):

@@ -53,6 +53,14 @@ def test_a_task_over_its_memory_budget_is_413_and_the_pool_carries_on(make_pool)
     assert pool.call(sandbox_tasks.allocate, 1 * MiB) == 1 * MiB
 
 
+def test_a_worker_that_ran_out_of_memory_is_replaced_not_trusted_again(make_pool):
+    pool = make_pool(decode_workers=1, decode_memory_bytes=64 * MiB)
+    first = pool.call(sandbox_tasks.worker_pid)
+    with pytest.raises(TooLarge, match="memory budget"):
+        pool.call(sandbox_tasks.allocate, 512 * MiB)
+    assert pool.call(sandbox_tasks.worker_pid) != first  # a failed allocation may have left it half-initialised
+
+
 def test_a_worker_killed_like_by_the_oom_killer_is_replaced(make_pool):
     pool = make_pool(decode_workers=1)
     first = pool.call(sandbox_tasks.worker_pid)
