@@ -264,9 +264,22 @@ async def prepare_image_async(data: bytes, filename: str | None) -> Prepared:
 
 def _prepare_many(files: Iterable[tuple[str | None, bytes]], stop: threading.Event | None = None) -> Iterable[Prepared]:
     """Prepare files in order, keeping every worker busy but never more than one task each in
-    flight for this caller (a 1000-member archive does not take the whole queue)."""
+    flight for this caller, nor more than the session's decode share (a 1000-member archive does
+    not take the whole queue). Refused for the session's or the address's share while this caller
+    has decodes of its own in flight, a file waits for the oldest of them instead of failing."""
     pool = sandbox()
     window: deque[tuple[str | None, bytes, concurrent.futures.Future[ImageFacts] | Exception]] = deque()
+    most_in_flight = max(1, min(pool.workers, pool.session_tasks - 1))  # the window reaches one more
+
+    def submit(data: bytes) -> concurrent.futures.Future[ImageFacts]:
+        """The file's decode; while this caller's share is full, its oldest decode is settled first."""
+        while True:
+            try:
+                return pool.submit(inspect_image, data, settings())
+            except ServiceBusy:
+                if not window or isinstance(window[0][2], Exception):
+                    raise
+                settled.append(settle())
 
     def settle() -> Prepared:
         name, data, work = window.popleft()
@@ -277,17 +290,20 @@ def _prepare_many(files: Iterable[tuple[str | None, bytes]], stop: threading.Eve
         except Exception as exc:  # noqa: BLE001
             return _rejection(name, exc)
 
+    settled: list[Prepared] = []  # answers settled while waiting for a share, yielded next
     try:
         for name, data in files:
             if stop is not None and stop.is_set():
                 return  # the client left: nothing more is decoded (the window is cancelled below)
             try:
                 check_bytes(data, settings())
-                work: concurrent.futures.Future[ImageFacts] | Exception = pool.submit(inspect_image, data, settings())
+                work: concurrent.futures.Future[ImageFacts] | Exception = submit(data)
             except Exception as exc:  # noqa: BLE001
                 work = exc
+            yield from settled
+            settled.clear()
             window.append((name, data, work))
-            while len(window) > pool.workers or (window and isinstance(window[0][2], Exception)):
+            while len(window) > most_in_flight or (window and isinstance(window[0][2], Exception)):
                 yield settle()
         while window:
             yield settle()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import io
 import threading
 import uuid
+import zipfile
 
 import pytest
 
@@ -16,7 +18,7 @@ from core.admission import SessionLedger
 from core.clients import client_address, client_scope, current_client, parse_proxies
 from core.errors import ServiceBusy
 from core.sessions import current_session_id, session_scope
-from tests.conftest import listed, make_jpeg, upload
+from tests.conftest import listed, make_jpeg, new_session, upload, upload_zip
 
 PROXY = "127.0.0.1/32"  # the tests' own peer, trusted so that X-Forwarded-For names other clients
 
@@ -160,3 +162,31 @@ async def test_store_calls_run_on_their_own_threads_while_long_work_holds_every_
     finally:
         release.set()
         await blocked
+
+
+def zip_of(*members: tuple[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_a_zip_larger_than_the_sessions_decode_share_waits_for_its_own_decodes(api, configure):
+    configure(decode_session_tasks=1, decode_client_tasks=1)  # every member must wait for the one before
+    session_id = new_session(api)
+    archive = zip_of(*((f"{n}.jpg", make_jpeg(seed=n)) for n in range(6)))
+    response = upload_zip(api, session_id, archive)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["accepted"]) == 6 and response.json()["rejected"] == []
+    assert data_service.sandbox().queued(session_id) == 0
+
+
+def test_a_feature_run_stays_inside_its_sessions_decode_share(api, configure):
+    configure(decode_session_tasks=1, decode_client_tasks=1)
+    session_id = new_session(api)
+    for n in range(4):
+        assert upload(api, session_id, (f"{n}.jpg", make_jpeg(seed=n))).status_code == 200
+    table = api.get("/api/features", params={"session_id": session_id, "groups": "hashes"})
+    assert table.status_code == 200, table.text
+    assert len(table.json()["rows"]) == 4

@@ -126,7 +126,8 @@ async def _session_values(names: list[str]) -> tuple[list[ImageRecord], Values]:
         return records, values
     pool = data_service.sandbox()
     max_pixels = data_service.settings().feature_max_pixels
-    slots = asyncio.Semaphore(data_service.settings().feature_workers or pool.workers)
+    # within the session's decode share, so a feature run never refuses its own images
+    slots = asyncio.Semaphore(min(data_service.settings().feature_workers or pool.workers, pool.session_tasks))
 
     async def compute(record: ImageRecord, missing: list[str]) -> tuple[ImageRecord, dict[str, dict[str, Any]]]:
         async with slots:
