@@ -15,6 +15,9 @@ from core.clients import parse_proxies
 MiB = 1024 * 1024
 
 
+PHASH_BITS = 64  # the most two perceptual hashes can differ in
+
+
 class ConfigError(ValueError):
     """A DARKROOM_* variable holds a value that cannot be used."""
 
@@ -327,6 +330,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         raise ConfigError(f"DARKROOM_TRUSTED_PROXIES: {exc}") from None
     if settings.storage not in STORAGE_MODES:
         raise ConfigError(f"DARKROOM_STORAGE={settings.storage!r} is not a storage mode; use one of {STORAGE_MODES}")
+    if settings.near_duplicate_distance > PHASH_BITS:
+        raise ConfigError(
+            f"DARKROOM_NEAR_DUPLICATE_DISTANCE={settings.near_duplicate_distance} is more bits than a pHash has;"
+            f" use 0 to {PHASH_BITS}"
+        )
     return settings
 
 

@@ -51,6 +51,8 @@ def test_port_comes_from_port_unless_darkroom_port_is_set():
         ("DARKROOM_LEGACY_FALLBACK", "maybe"),
         ("DARKROOM_SESSION_IDLE_SECONDS", "-1"),
         ("DARKROOM_STORAGE", "floppy"),
+        ("DARKROOM_NEAR_DUPLICATE_DISTANCE", "65"),
+        ("DARKROOM_TRUSTED_PROXIES", "10.0.0.0/33"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(variable, value):
