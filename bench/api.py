@@ -15,7 +15,11 @@ p99 of both, and the ratio darkroom / bare:
     requests/s                                                         target >= 1.5x
 
 Uploads rotate 64 distinct small PNGs under a fresh name each time, so every upload is decoded,
-thumbnailed and stored as a record of its own.
+thumbnailed and stored as a record of its own. Each session is a user of its own: the server trusts
+127.0.0.1 as a proxy and every request of a session names the session's own client address in
+``X-Forwarded-For``, so the per-address and per-session shares (``Fair share`` in the README) apply
+as they would to that many people; the upload measure spreads its connections over as many
+sessions.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ def darkroom(workdir: Path, extra_env: dict[str, str] | None = None) -> Server:
             "DARKROOM_LEGACY_DIR": str(workdir / "legacy"),
             "DARKROOM_SESSION_QUOTA_BYTES": str(1024 * MiB),
             "DARKROOM_MEMORY_CAP_BYTES": str(4096 * MiB),
+            "DARKROOM_TRUSTED_PROXIES": "127.0.0.1",  # X-Forwarded-For names each session's user
             **(extra_env or {}),
         }
     )
@@ -110,13 +115,32 @@ def small_png(seed: int, width: int = 160, height: int = 120) -> bytes:
     return out.getvalue()
 
 
-def seed_session(client: httpx.Client, pngs: list[bytes], count: int) -> str:
-    session = client.post("/api/sessions").json()["session_id"]
+_users = iter(range(1, 2**24))  # the client addresses handed out, one per session
+
+
+def user_address(user: int) -> str:
+    """The private address (10.x.y.z) of user number ``user``."""
+    return f"10.{user >> 16 & 255}.{user >> 8 & 255}.{user & 255}"
+
+
+@dataclass(frozen=True)
+class Session:
+    """A workspace and the client address its user's requests come from."""
+
+    id: str
+    address: str
+
+
+def seed_session(client: httpx.Client, pngs: list[bytes], count: int) -> Session:
+    """A new session of a user of its own, holding ``count`` of the PNGs."""
+    address = user_address(next(_users))
+    headers = {"X-Forwarded-For": address}
+    session = client.post("/api/sessions", headers=headers).json()["session_id"]
     for index in range(count):
         files = [("files", (f"photo-{index:02d}.png", pngs[index % len(pngs)], "image/png"))]
-        response = client.post("/api/images", params={"session_id": session}, files=files)
+        response = client.post("/api/images", params={"session_id": session}, files=files, headers=headers)
         assert response.status_code == 200, response.text
-    return session
+    return Session(session, address)
 
 
 # -- wrk --
@@ -157,21 +181,23 @@ def wrk(url: str, seconds: int, connections: int, threads: int, script: Path | N
     return Load(rps, p99, failed, why)
 
 
-def upload_script(folder: Path, png_paths: list[Path], sessions: list[str], list_every: int) -> Path:
+def upload_script(folder: Path, png_paths: list[Path], sessions: list[Session], list_every: int) -> Path:
     """A wrk script posting multipart uploads of the PNGs (a fresh name each time) to a session
-    picked at random among ``sessions`` ("" means none); with ``list_every`` > 0 every n-th request
-    lists that session's images instead."""
-    lua_list = ", ".join(f'"{s}"' for s in sessions)
+    picked at random among ``sessions`` (an empty id means none), from that session's address;
+    with ``list_every`` > 0 every n-th request lists that session's images instead."""
+    lua_list = ", ".join(f'"{s.id}"' for s in sessions)
+    lua_addresses = ", ".join(f'"{s.address}"' for s in sessions)
     lua_paths = ", ".join(f'"{p}"' for p in png_paths)
     script = folder / f"upload-{len(sessions)}-{list_every}.lua"
     script.write_text(
         f"""
 local sessions = {{{lua_list}}}
+local addresses = {{{lua_addresses}}}
 local files = {{}}
 for i, path in ipairs({{{lua_paths}}}) do
   local f = assert(io.open(path, "rb")); files[i] = f:read("*a"); f:close()
 end
-local headers = {{["Content-Type"] = "multipart/form-data; boundary={BOUNDARY}"}}
+local content_type = "multipart/form-data; boundary={BOUNDARY}"
 local list_every = {list_every}
 local counter = 0
 local threads = {{}}
@@ -206,11 +232,14 @@ end
 
 function request()
   counter = counter + 1
-  local sid = sessions[math.random(#sessions)]
+  local pick = math.random(#sessions)
+  local sid = sessions[pick]
   local query = sid ~= "" and ("?session_id=" .. sid) or ""
+  local headers = {{["X-Forwarded-For"] = addresses[pick]}}
   if list_every > 0 and counter % list_every == 0 then
-    return wrk.format("GET", "/api/images" .. query)
+    return wrk.format("GET", "/api/images" .. query, headers)
   end
+  headers["Content-Type"] = content_type
   local name = "t" .. tid .. "-" .. counter .. ".png"
   local body = "--{BOUNDARY}\\r\\nContent-Disposition: form-data; name=\\"files\\"; filename=\\"" .. name
     .. "\\"\\r\\nContent-Type: image/png\\r\\n\\r\\n" .. files[counter % #files + 1] .. "\\r\\n--{BOUNDARY}--\\r\\n"
@@ -276,12 +305,12 @@ def warm_up(server: Server, pngs: list[bytes]) -> None:
     """One upload and one list in a session of its own: the decode workers (seconds to spawn on a
     busy machine) are up before wrk measures."""
     with httpx.Client(base_url=server.url, timeout=120) as client:
-        session = seed_session(client, pngs, 1)
+        session = seed_session(client, pngs, 1).id
         client.get("/api/images", params={"session_id": session}).raise_for_status()
 
 
 def measure_scale(
-    args: argparse.Namespace, workdir: Path, script_for: dict[str, Callable[[list[str]], Path]], pngs: list[bytes]
+    args: argparse.Namespace, workdir: Path, script_for: dict[str, Callable[[list[Session]], Path]], pngs: list[bytes]
 ) -> None:
     """The mix (100 sessions uploading and listing) at ``args.connections``: one process in memory
     mode, then two processes sharing one Redis, each loaded with half the connections at once (the
@@ -354,7 +383,7 @@ def main() -> None:
     ours, baseline = darkroom(workdir), bare()
     try:
         with httpx.Client(base_url=ours.url, timeout=60) as client:
-            session = seed_session(client, pngs, LISTED_IMAGES)
+            session = seed_session(client, pngs, LISTED_IMAGES).id
             records = client.get("/api/images", params={"session_id": session}).json()
             thumbnail = client.get(f"/api/images/{records[0]['id']}/thumbnail", params={"session_id": session})
         httpx.post(baseline.url + "/seed/records", json=records).raise_for_status()
@@ -376,9 +405,10 @@ def main() -> None:
         compare(f"GET /api/images ({len(records)} records)", *measure("/api/images" + query))
         compare("GET /api/images/{id}/thumbnail", *measure(f"/api/images/{records[0]['id']}/thumbnail" + query))
         with httpx.Client(base_url=ours.url, timeout=60) as client:
-            upload_session = seed_session(client, pngs, 0)
-        ours_upload = wrk(ours.url, args.seconds, args.connections, args.threads, scripts["upload"]([upload_session]))
-        bare_upload = wrk(baseline.url, args.seconds, args.connections, args.threads, scripts["upload"]([""]))
+            upload_sessions = [seed_session(client, pngs, 0) for _ in range(args.connections)]
+        ours_upload = wrk(ours.url, args.seconds, args.connections, args.threads, scripts["upload"](upload_sessions))
+        anonymous = [Session("", user_address(0))]
+        bare_upload = wrk(baseline.url, args.seconds, args.connections, args.threads, scripts["upload"](anonymous))
         compare("small PNG upload (POST /api/images, one file)", ours_upload, bare_upload)
 
         with httpx.Client(base_url=ours.url, timeout=60) as client:
