@@ -5,6 +5,8 @@ Messages are plain words for the person who sent the input; they never contain a
 
 from __future__ import annotations
 
+from typing import Self
+
 
 class DarkroomError(Exception):
     """Base class: ``status_code`` is what the API answers, ``str(error)`` is the ``detail``."""
@@ -14,6 +16,14 @@ class DarkroomError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def with_message(self, message: str) -> Self:
+        """The same error (class and every attribute, such as ``retry_after``) with a new message."""
+        copy = type(self).__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        copy.args = (message,)
+        copy.message = message
+        return copy
 
     @property
     def headers(self) -> dict[str, str]:
@@ -27,6 +37,18 @@ class BadRequest(DarkroomError):
 
 class NotFound(DarkroomError):
     status_code = 404
+
+
+class RequestTimeout(DarkroomError):
+    """An upload's bytes stopped arriving, or arrived slower than the server's minimum rate."""
+
+    status_code = 408
+
+
+class ClientGone(DarkroomError):
+    """The client closed the connection before its upload was complete (nobody reads the answer)."""
+
+    status_code = 400
 
 
 class TooLarge(DarkroomError):

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core import data_service
 from core.api.app import create_app
 from core.config import Settings
 from tests.conftest import free_port, listed, make_jpeg, new_session, upload
@@ -149,15 +150,18 @@ async def test_memory_mode_reads_answer_while_every_worker_thread_is_busy(
     assert not busy.done()  # the worker was held all along: every read ran on the loop
 
 
-async def test_disk_mode_reads_still_leave_the_loop_for_a_worker_thread(
-    configure: Callable[..., Settings], one_worker_thread: threading.Event, api: httpx.AsyncClient, tmp_path: Path
+async def test_disk_mode_reads_still_leave_the_loop_for_a_store_thread(
+    configure: Callable[..., Settings], api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    configure(storage="disk", storage_dir=tmp_path / "storage")
+    configure(storage="disk", storage_dir=tmp_path / "storage", store_threads=1)
     session_id, _ = await seeded_session(api)
-    busy = await hold_the_worker(one_worker_thread)
-    listing = asyncio.create_task(api.get("/api/images", params={"session_id": session_id}))
-    await spin_the_loop()
-    assert not listing.done()  # it waits for the only worker thread: the file reads never block the loop
-    one_worker_thread.set()
+    release = threading.Event()
+    busy = asyncio.ensure_future(data_service.in_store_thread(release.wait))  # holds the only store thread
+    try:
+        listing = asyncio.create_task(api.get("/api/images", params={"session_id": session_id}))
+        await spin_the_loop()
+        assert not listing.done()  # it waits for the store's thread: the file reads never block the loop
+    finally:
+        release.set()
     await busy
     assert (await listing).status_code == 200

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette import status
 
 from core import data_service
-from core.api.data_input import content_disposition, receive_files
+from core.api.data_input import content_disposition, receive_files, upload_response
 from core.api.export import archive_response
 from core.api.models import UploadResult
 from core.api.origin import refuse_cross_site
@@ -62,7 +62,8 @@ def install_routes(app: FastAPI) -> None:
     @app.post(UPLOAD_PATH, include_in_schema=False, dependencies=[Depends(refuse_cross_site)])
     async def upload(token: str, request: Request) -> JSONResponse:
         """The drop zone's target: photos and ZIP archives, streamed into the page's session with
-        the API's limits (NiceGUI's stock route would spool files over 1 MiB to disk)."""
+        the API's limits and shares (NiceGUI's stock route would spool files over 1 MiB to disk):
+        one of the address's upload slots, the budget for bytes in flight, the minimum rate."""
         with session_scope(_session(token)):
             client_id = client_for_token(token)
             listener = upload_listeners.get(client_id) if client_id else None
@@ -74,12 +75,12 @@ def install_routes(app: FastAPI) -> None:
                 raise
         if listener:
             listener(report, None)
-        return JSONResponse(UploadResult.body(report), status_code=report.status_code)
+        return upload_response(UploadResult.body(report), report)
 
     @app.get(THUMBNAIL_PATH, include_in_schema=False)
     async def thumbnail(token: str, image_id: str) -> Response:
         with session_scope(_session(token)):
-            record, body = await asyncio.to_thread(data_service.load_thumbnail, image_id)
+            record, body = await data_service.run_store(data_service.load_thumbnail, image_id)
         return _image(body, record.thumbnail_mime)
 
     @app.get(PREVIEW_PATH, include_in_schema=False)

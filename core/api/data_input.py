@@ -1,14 +1,17 @@
 """The data API: sessions, uploads (multipart, ZIP, WebSocket), images, health.
 
 Routes stay thin: they read bytes and call ``core.data_service``. Decoding (validation, thumbnails)
-runs in the decode sandbox's worker processes; storage I/O in worker threads, where
-``asyncio.to_thread`` copies the context, so the session set by ``SessionScope`` is what the
-service sees there too.
+runs in the decode sandbox's worker processes; storage I/O in the store's own threads
+(``data_service.in_store_thread`` copies the context, so the session set by ``SessionScope`` is what
+the service sees there too). Upload bodies are read through ``core.inflight``: one slot of the
+client address's share, the budget for bytes in flight, the minimum rate; work done for an upload
+stops when its client leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response, WebSocket
@@ -26,9 +29,11 @@ from core.api.models import (
 )
 from core.api.multipart import boundary_of, iter_file_parts
 from core.api.ws_upload import serve_upload_socket
-from core.errors import BadRequest, DarkroomError, TooLarge
+from core.errors import BadRequest, ClientGone, DarkroomError, ServiceBusy, TooLarge
+from core.inflight import IncomingBody, receiving
 from core.ingest import ALLOWED_FORMATS, is_zip
 from core.presence import presence
+from core.sandbox import RETRY_AFTER_SECONDS as DECODE_RETRY_SECONDS
 from core.sessions import new_session_id, session_scope
 from core.storage.base import ImageRecord
 from core.units import format_bytes
@@ -56,6 +61,14 @@ def _mime(record: ImageRecord) -> str:
     return ALLOWED_FORMATS[record.format]
 
 
+def upload_response(body: dict[str, object], report: data_service.UploadReport) -> JSONResponse:
+    """An upload's answer: 503 only when every file was refused for a busy server (the decoders),
+    and then with ``Retry-After`` like every other 503."""
+    busy = report.status_code == ServiceBusy.status_code
+    headers = {"Retry-After": str(DECODE_RETRY_SECONDS)} if busy else None
+    return JSONResponse(body, status_code=report.status_code, headers=headers)
+
+
 @router.post("/sessions", response_model=SessionCreated, status_code=201, tags=["sessions"])
 async def create_session() -> SessionCreated:
     """A new private workspace. Keep the id secret: whoever has it sees the workspace."""
@@ -79,7 +92,7 @@ async def upload_images(request: Request) -> JSONResponse:
     the status of the first rejection. A file over the size limit stops the upload at once (413)
     and nothing of it is stored."""
     report = await receive_files(request)
-    return JSONResponse(UploadResult.body(report), status_code=report.status_code)
+    return upload_response(UploadResult.body(report), report)
 
 
 async def receive_files(
@@ -89,13 +102,26 @@ async def receive_files(
     the next arrives. With ``archives``, a part that is a ZIP archive is unpacked (the page's drop
     zone takes photos and archives together). Files are stored in the order sent: all at the end
     (so a limit breach mid-stream stores nothing), or with ``progressive`` each as soon as it and
-    those before it are ready (the page shows every photo as it lands)."""
-    settings = data_service.settings()
+    those before it are ready (the page shows every photo as it lands).
+
+    The request takes one of its address's upload slots and its body comes out of the budget for
+    bytes in flight (503 with ``Retry-After`` past either), must arrive at the minimum rate (408),
+    and a part's bytes are given back as it is stored. When the client leaves, pending decodes are
+    cancelled and nothing more is stored."""
     boundary = boundary_of(request)
+    async with receiving(request) as body:
+        return await _receive_parts(request, body, boundary, archives, progressive)
+
+
+async def _receive_parts(
+    request: Request, body: IncomingBody, boundary: bytes, archives: bool, progressive: bool
+) -> data_service.UploadReport:
+    settings = data_service.settings()
     in_validation = data_service.sandbox().workers + 1  # more waits: the body is not read meanwhile
     largest = max(settings.max_file_bytes, settings.zip_max_archive_bytes) if archives else settings.max_file_bytes
     report = data_service.UploadReport()
     pending: list[asyncio.Task[tuple[list[data_service.Prepared], list[data_service.Skipped]]]] = []
+    part_bytes: list[int] = []  # each pending part's size, given back to the budget once it is stored
     committed = 0
 
     async def commit_in_order(wait: bool) -> None:
@@ -105,6 +131,7 @@ async def receive_files(
             committed += 1
             report.skipped.extend(skipped)
             await data_service.run_store(data_service.commit, items, report)
+            body.reservation.release(part_bytes[committed - 1])
 
     try:
         async for part in iter_file_parts(
@@ -115,8 +142,10 @@ async def receive_files(
             max_files=settings.max_files_per_request,
             max_body_bytes=max(settings.session_quota_bytes, largest) + _MULTIPART_SLACK,
             max_archive_bytes=settings.zip_max_archive_bytes if archives else None,
+            chunks=body.chunks(),
         ):
             pending.append(asyncio.create_task(_prepare_part(part.data, part.filename, archives)))
+            part_bytes.append(len(part.data))
             if progressive:
                 await commit_in_order(wait=False)
             busy = [task for task in pending[committed:] if not task.done()]
@@ -124,7 +153,11 @@ async def receive_files(
                 await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
         if not pending:
             raise BadRequest("no files were sent: use one or more form parts named 'files'")
-        await commit_in_order(wait=True)
+        await body.unless_client_leaves(commit_in_order(wait=True))
+    except ClientGone:  # nobody reads the answer: stop the decodes, store nothing more
+        for task in pending[committed:]:
+            task.cancel()
+        raise
     except DarkroomError as exc:
         if progressive:  # every file that arrived whole before the failure is kept
             await commit_in_order(wait=True)
@@ -132,7 +165,7 @@ async def receive_files(
             task.cancel()
         stored = len(report.accepted)
         outcome = f"the {stored} file(s) before it were stored" if stored else "nothing was stored"
-        raise type(exc)(f"{exc.message}; {outcome}") from None
+        raise exc.with_message(f"{exc.message}; {outcome}") from None
     except BaseException:
         for task in pending[committed:]:
             task.cancel()
@@ -148,15 +181,36 @@ async def _prepare_part(
     return [await data_service.prepare_image_async(data, filename)], []
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+def _archive_too_large(limit: int) -> TooLarge:
+    return TooLarge(f"the archive is over the {format_bytes(limit)} limit; nothing was stored")
+
+
+async def _read_body(body: IncomingBody, limit: int) -> bytes:
+    declared = body.request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _archive_too_large(limit)
     chunks: list[bytes] = []
     received = 0
-    async for chunk in request.stream():
+    async for chunk in body.chunks():
         received += len(chunk)
         if received > limit:
-            raise TooLarge(f"the archive is over the {format_bytes(limit)} limit; nothing was stored")
+            raise _archive_too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _store_archive(archive: bytes) -> data_service.UploadReport:
+    """Unpack, validate and store a ZIP archive in the current session; cancelled (the client
+    left), nothing more of it is inflated or decoded and its queued decodes are cancelled."""
+    stop = threading.Event()
+    try:
+        prepared, skipped = await asyncio.to_thread(data_service.prepare_zip, archive, stop)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+    if not prepared:
+        raise data_service._no_images_in_archive(skipped)
+    return await data_service.run_store(data_service.commit, prepared, data_service.UploadReport(skipped=skipped))
 
 
 @router.post(
@@ -169,37 +223,40 @@ async def upload_zip(request: Request) -> JSONResponse:
     """Upload a ZIP archive: a multipart part named ``file``, or the raw archive as an
     ``application/zip`` body. Unsafe archives are refused whole (422); each image inside is
     checked like a single upload; members that are not images are listed in ``skipped``."""
-    settings = data_service.settings()
-    limit = settings.zip_max_archive_bytes
+    limit = data_service.settings().zip_max_archive_bytes
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        parts = [
-            part
-            async for part in iter_file_parts(
-                request,
-                boundary_of(request),
-                {"file"},
-                max_file_bytes=limit,
-                max_files=1,
-                max_body_bytes=limit + _MULTIPART_SLACK,
-            )
-        ]
-        if not parts:
-            raise BadRequest("no archive was sent: use a form part named 'file'")
-        archive = parts[0].data
-    elif content_type in _ZIP_TYPES:
-        archive = await _read_body(request, limit)
-    else:
+    multipart = content_type == "multipart/form-data"
+    if not multipart and content_type not in _ZIP_TYPES:
         raise BadRequest("send the archive as multipart/form-data (part 'file') or as an application/zip body")
-    report = await asyncio.to_thread(data_service.save_and_extract_zip, archive)
-    return JSONResponse(ZipUploadResult.body(report), status_code=report.status_code)
+    boundary = boundary_of(request) if multipart else b""
+    async with receiving(request) as body:
+        if multipart:
+            parts = [
+                part
+                async for part in iter_file_parts(
+                    request,
+                    boundary,
+                    {"file"},
+                    max_file_bytes=limit,
+                    max_files=1,
+                    max_body_bytes=limit + _MULTIPART_SLACK,
+                    chunks=body.chunks(),
+                )
+            ]
+            if not parts:
+                raise BadRequest("no archive was sent: use a form part named 'file'")
+            archive = parts[0].data
+        else:
+            archive = await _read_body(body, limit)
+        report = await body.unless_client_leaves(_store_archive(archive))
+    return upload_response(ZipUploadResult.body(report), report)
 
 
 @router.get("/images", response_model=list[ListedImageModel], responses={400: ERRORS[400]}, tags=["images"])
 async def list_images() -> Response:
     """The workspace's images, in upload order, each with its shared ``annotations``."""
     # Each record is serialised once; the decorator's response_model documents the shape.
-    return Response(await data_service.run_store(data_service.listing_json), media_type="application/json")
+    return Response(await data_service.listing_json_async(), media_type="application/json")
 
 
 @router.get(
@@ -237,14 +294,14 @@ async def get_thumbnail(image_id: str) -> Response:
 @router.delete("/images/{image_id}", status_code=204, responses={400: ERRORS[400], 404: ERRORS[404]}, tags=["images"])
 async def delete_image(image_id: str) -> Response:
     """Delete one image and everything computed from it."""
-    await asyncio.to_thread(data_service.delete_image, image_id)
+    await data_service.in_store_thread(data_service.delete_image, image_id)
     return Response(status_code=204)
 
 
 @router.delete("/session", status_code=204, responses={400: ERRORS[400]}, tags=["sessions"])
 async def clear_session() -> Response:
     """Delete everything in the workspace (a session id is required)."""
-    await asyncio.to_thread(data_service.clear_session)
+    await data_service.in_store_thread(data_service.clear_session)
     return Response(status_code=204)
 
 
@@ -269,9 +326,7 @@ async def websocket_upload(websocket: WebSocket, session: Session) -> None:
     ``{"filename": ..., "size": ...}`` then binary chunks; the server answers ``progress`` per chunk
     and one ``result`` per file, and ``summary`` after ``{"type": "done"}``. Limits are enforced
     mid-stream: a breach is answered with an ``error`` message and the socket is closed (1009).
-    While it is open, the script is listed in the workspace's presence."""
-    if session is None:
-        await serve_upload_socket(websocket)
-        return
-    with presence.attached(session, "script"):
-        await serve_upload_socket(websocket)
+    While it is open, the script is listed in the workspace's presence (once its address's share
+    of upload sockets let it in)."""
+    attach = (lambda: presence.attached(session, "script")) if session is not None else None
+    await serve_upload_socket(websocket, attach=attach)

@@ -17,7 +17,7 @@ slices joined once per part, and per-part decisions are taken once, when its hea
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
@@ -87,9 +87,12 @@ async def iter_file_parts(
     max_files: int,
     max_body_bytes: int,
     max_archive_bytes: int | None = None,
+    chunks: AsyncIterable[bytes] | None = None,
 ) -> AsyncIterator[FilePart]:
     """Yield each part named in ``field_names`` as soon as it is complete. With
     ``max_archive_bytes``, a file whose content starts like a ZIP archive may grow to that size.
+    The body is read from ``chunks`` (default: ``request.stream()``; uploads pass
+    ``core.inflight.IncomingBody.chunks()``, which is only started once the declared length passed).
     Raises TooLarge (413) or BadRequest (400) as soon as a limit is passed."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_body_bytes:
@@ -175,7 +178,7 @@ async def iter_file_parts(
         },
     )
     received = 0
-    async for chunk in request.stream():
+    async for chunk in request.stream() if chunks is None else chunks:
         received += len(chunk)
         if received > max_body_bytes:
             raise TooLarge(f"at most {format_bytes(max_body_bytes)} can be sent at once")

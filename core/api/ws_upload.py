@@ -10,6 +10,16 @@ Every queue has a bound. The socket is not read while ``workers + 1`` files are 
 or their bytes pass the per-socket cap or the session's remaining quota, so a fast client is slowed
 down by TCP instead of filling the server's memory. When the client leaves, pending decodes are
 cancelled (their workers are stopped).
+
+Fair share (``core.inflight``): a socket takes one of its client address's upload slots before it
+reads anything; past the share it gets an ``error`` (503, ``retry_after``) and close 1013 (try again
+later). An announced file reserves its size in the budget shared with multipart bodies (past it: a
+503 ``result`` with ``retry_after`` for that file). Its bytes must arrive at the minimum rate, timed
+from when the server starts reading them; a file that stalls gets an ``error`` (408) and the socket
+is closed (1008). A socket with no file arriving and no work of its own in progress that receives
+nothing for ``DARKROOM_UPLOAD_IDLE_SECONDS`` gets an ``error`` (408) and is closed (1008). One timer
+per socket, moved on each message, does both. Every reservation is given back when its file is
+stored, refused or the socket ends.
 """
 
 from __future__ import annotations
@@ -17,18 +27,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 from starlette import status
 
 from core import data_service
-from core.errors import BadRequest, DarkroomError, ServiceBusy, TooLarge
+from core.errors import BadRequest, DarkroomError, RequestTimeout, ServiceBusy, TooLarge
+from core.inflight import MinimumRate, SessionRoom, budget, budget_key, server_room, upload_slot
 from core.ingest import is_zip
-from core.sessions import current_session_id
-from core.storage.base import ImageRecord, workspace_full
+from core.sandbox import RETRY_AFTER_SECONDS as DECODE_RETRY_SECONDS
+from core.storage.base import ImageRecord
 from core.units import format_bytes
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # uvicorn's default ``ws_max_size``
@@ -37,45 +48,11 @@ MAX_HEADER_CHARS = 4096
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
 
 ReportListener = Callable[[data_service.UploadReport], None]
+Attachment = Callable[[], AbstractContextManager[object]]
 
 
-class InFlight:
-    """Bytes announced by upload sockets and not yet stored, per session and in all: a session's
-    sockets together stay inside its quota, and all sockets together inside the memory cap (the
-    bytes are in RAM whatever the storage mode), however many sockets a client opens."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_session: dict[str, int] = {}
-        self.total = 0
-
-    def reserve(self, key: str, size: int, session_room: int, server_room: int) -> str | None:
-        """Reserve ``size`` bytes for ``key``; None when done, else what is full."""
-        with self._lock:
-            if self._by_session.get(key, 0) + size > session_room:
-                return "session"
-            if self.total + size > server_room:
-                return "server"
-            self._by_session[key] = self._by_session.get(key, 0) + size
-            self.total += size
-            return None
-
-    def held(self, key: str) -> int:
-        with self._lock:
-            return self._by_session.get(key, 0)
-
-    def release(self, key: str, size: int) -> None:
-        with self._lock:
-            left = self._by_session.get(key, 0) - size
-            if left > 0:
-                self._by_session[key] = left
-            else:
-                self._by_session.pop(key, None)
-            self.total -= size
-
-
-in_flight = InFlight()
-LEGACY_KEY = "legacy"
+in_flight = budget  # the one budget for bytes in flight (``core.inflight``), as tests and benchmarks name it
+WS_1013_TRY_AGAIN_LATER = 1013  # RFC 6455 registry; starlette.status has no name for it
 
 
 class ProtocolError(BadRequest):
@@ -88,6 +65,10 @@ class ProtocolError(BadRequest):
 
 class _Done(Exception):
     """The client said it has nothing more to send."""
+
+
+def _idle(seconds: float) -> RequestTimeout:
+    return RequestTimeout(f"the upload socket received nothing for {seconds:g} s; it is closed")
 
 
 class WebSocketUpload:
@@ -106,8 +87,8 @@ class WebSocketUpload:
         self.send_lock = asyncio.Lock()
         self.pending: set[asyncio.Task[None]] = set()
         self.queued_bytes = 0
-        self.key = current_session_id() or LEGACY_KEY
-        self.reserved = 0  # bytes of this socket in ``in_flight``, released as files are stored
+        self.key = budget_key()
+        self.reserved = 0  # bytes of this socket in the budget, released as files are stored
         self.counts = {"accepted": 0, "rejected": 0, "duplicates": 0}
         self.filename: str | None = None
         self.headers = 0  # file headers read: a result's "file" is its header's index, from 0
@@ -116,6 +97,11 @@ class WebSocketUpload:
         self.chunks: list[bytes] = []
         self.received = 0
         self.discarding = 0  # bytes still expected for a file refused from its header
+        self.deadline: asyncio.Timeout | None = None  # the socket's one timer (idle, or the file's rate)
+        self.loop = asyncio.get_running_loop()
+        self.last_activity = self.loop.time()
+        self.rate = MinimumRate.of(self.settings)  # of the file whose bytes are arriving
+        self.file_started = self.last_activity
 
     async def send(self, message: dict[str, Any]) -> None:
         async with self.send_lock:
@@ -123,15 +109,55 @@ class WebSocketUpload:
 
     # -- reading --
     async def serve(self) -> None:
+        """Read the client's messages until it is done, under the socket's timer."""
         await self.send({"type": "ready", "max_file_bytes": self.largest, "max_message_bytes": MAX_MESSAGE_BYTES})
+        try:
+            async with asyncio.timeout(None) as deadline:
+                self.deadline = deadline
+                self._rearm()
+                try:
+                    await self._read()
+                except _Done:
+                    await self.finish()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            if self.filename is not None:
+                raise self.rate.too_slow() from None
+            raise _idle(self.settings.upload_idle_seconds) from None
+        finally:
+            self.deadline = None
+
+    async def _read(self) -> None:
         while True:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", status.WS_1000_NORMAL_CLOSURE))
+            self.last_activity = self.loop.time()
             if message.get("bytes") is not None:
                 await self.add_bytes(message["bytes"])
             elif message.get("text") is not None:
                 await self.start_file(message["text"])
+            self._rearm()
+
+    def _rearm(self) -> None:
+        """Move the timer: a file's bytes are due at its minimum rate; with no file arriving and no
+        work in progress, the next message within the idle time; with work in progress, none."""
+        if self.deadline is None:
+            return
+        if self.filename is not None:
+            allowed = self.rate.allowed()
+            self.deadline.reschedule(None if allowed is None else self.file_started + allowed)
+        elif self.pending:
+            self.deadline.reschedule(None)  # the client waits for its results
+        else:
+            self.deadline.reschedule(self.last_activity + self.settings.upload_idle_seconds)
+
+    def _work_done(self, task: asyncio.Task[None]) -> None:
+        self.pending.discard(task)
+        if not self.pending:
+            self.last_activity = self.loop.time()  # the idle time runs from the last result
+            self._rearm()
 
     async def start_file(self, text: str) -> None:
         header = _parse_header(text)
@@ -147,25 +173,22 @@ class WebSocketUpload:
         filename = raw_name if isinstance(raw_name, str) and raw_name else "upload"
         self.index, self.headers = self.headers, self.headers + 1
         if size > self.largest:
-            detail = f"the file is over the {format_bytes(self.largest)} limit per file; do not send it"
-            await self._refuse_before_bytes(filename, TooLarge.status_code, detail, size)
+            refusal = TooLarge(f"the file is over the {format_bytes(self.largest)} limit per file")
+            await self._refuse_before_bytes(filename, refusal, size)
             return
         stored = await data_service.run_store(data_service.session_bytes_held)
-        quota = self.settings.session_quota_bytes
-        full = in_flight.reserve(self.key, size, quota - stored, self.settings.memory_cap_bytes)
-        if full == "session":
-            held = stored + in_flight.held(self.key)
-            refusal = workspace_full(held, quota, size)
-            await self._refuse_before_bytes(filename, refusal.status_code, f"{refusal.message}; do not send it", size)
-            return
-        if full == "server":
-            busy = "the server is receiving too many uploads right now; send it again in a moment"
-            await self._refuse_before_bytes(filename, ServiceBusy.status_code, busy, size)
+        session = SessionRoom(stored, self.settings.session_quota_bytes)
+        try:
+            budget.reserve(self.key, size, await server_room(), session)
+        except DarkroomError as refusal:
+            await self._refuse_before_bytes(filename, refusal, size)
             return
         self.reserved += size
         await self._wait_for_room(size)
         self.filename, self.size, self.chunks, self.received = filename, size, [], 0
         self.queued_bytes += size
+        self.rate = MinimumRate.of(self.settings)
+        self.file_started = self.loop.time()  # its bytes are timed from when the server reads them
         if size == 0:
             self._finish_file()
 
@@ -178,22 +201,33 @@ class WebSocketUpload:
         self.received += len(data)
         if self.received > self.size:
             raise TooLarge(f"more bytes arrived than the {self.size} declared for {self.filename!r}")
+        # the timer refuses a stalled file; this refuses one whose bytes came late all the same
+        self.rate.arrived(len(data), self.loop.time() - self.file_started - self.rate.waited)
         self.chunks.append(data)
         await self.send({"type": "progress", "filename": self.filename, "received": self.received, "size": self.size})
         if self.received == self.size:
             self._finish_file()
 
     async def _wait_for_room(self, size: int) -> None:
-        """Backpressure: stop reading until the files already received are validated."""
+        """Backpressure: stop reading until the files already received are validated (the client
+        is not timed meanwhile: the server holds it back)."""
         limit = data_service.sandbox().workers + 1
         while self.pending and (len(self.pending) >= limit or self.queued_bytes + size > MAX_QUEUED_BYTES):
+            if self.deadline is not None:
+                self.deadline.reschedule(None)
             await asyncio.wait(self.pending, return_when=asyncio.FIRST_COMPLETED)
 
-    async def _refuse_before_bytes(self, filename: str, status_code: int, detail: str, size: int) -> None:
+    async def _refuse_before_bytes(self, filename: str, refusal: DarkroomError, size: int) -> None:
         """Answer a file refused from its header; bytes sent for it anyway are read and dropped."""
         self.counts["rejected"] += 1
         self.discarding = size
-        await self._result(self.index, filename, status_code, detail=detail)
+        await self._result(
+            self.index,
+            filename,
+            refusal.status_code,
+            detail=f"{refusal.message}; do not send it",
+            retry_after=getattr(refusal, "retry_after", None),
+        )
 
     # -- validating and storing --
     def _finish_file(self) -> None:
@@ -201,7 +235,7 @@ class WebSocketUpload:
         self.filename, self.chunks = None, []
         task = asyncio.create_task(self._store(self.index, filename, data))
         self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
+        task.add_done_callback(self._work_done)
 
     async def _store(self, index: int, filename: str | None, data: bytes) -> None:
         archive = self.archives and is_zip(data)
@@ -216,7 +250,7 @@ class WebSocketUpload:
         finally:
             self.queued_bytes -= len(data)
             self.reserved -= len(data)
-            in_flight.release(self.key, len(data))
+            budget.release(self.key, len(data))
         if self.on_report is not None:
             self.on_report(report)
         for record in report.accepted:
@@ -230,7 +264,11 @@ class WebSocketUpload:
                 await self._result(index, duplicate.filename, 200, archive, duplicate_of=duplicate.existing)
         for rejection in report.rejected:
             self.counts["rejected"] += 1
-            await self._result(index, rejection.filename, rejection.status, archive, detail=rejection.detail)
+            busy = rejection.status == ServiceBusy.status_code  # the decoders were busy
+            retry_after = DECODE_RETRY_SECONDS if busy else None
+            await self._result(
+                index, rejection.filename, rejection.status, archive, detail=rejection.detail, retry_after=retry_after
+            )
         for skip in report.skipped:
             await self.send({"type": "skipped", "file": index, "filename": skip.filename, "detail": skip.reason})
 
@@ -243,19 +281,21 @@ class WebSocketUpload:
         image: ImageRecord | None = None,
         duplicate_of: ImageRecord | None = None,
         detail: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
-        await self.send(
-            {
-                "type": "result",
-                "file": index,  # the index of the file's header on this socket
-                "member": member,  # a file from inside the ZIP sent as file ``index``
-                "filename": filename,
-                "status": status_code,
-                "image": image.to_public() if image else None,
-                "duplicate_of": duplicate_of.to_public() if duplicate_of else None,
-                "detail": detail,
-            }
-        )
+        result: dict[str, Any] = {
+            "type": "result",
+            "file": index,  # the index of the file's header on this socket
+            "member": member,  # a file from inside the ZIP sent as file ``index``
+            "filename": filename,
+            "status": status_code,
+            "image": image.to_public() if image else None,
+            "duplicate_of": duplicate_of.to_public() if duplicate_of else None,
+            "detail": detail,
+        }
+        if retry_after is not None:  # a 503: when to send the file again, as HTTP's Retry-After
+            result["retry_after"] = retry_after
+        await self.send(result)
 
     async def finish(self) -> None:
         if self.filename is not None:
@@ -270,7 +310,7 @@ class WebSocketUpload:
     def abandon_partial(self) -> None:
         """The file whose bytes were still arriving will not be stored: its reservation goes."""
         if self.filename is not None:
-            in_flight.release(self.key, self.size)
+            budget.release(self.key, self.size)
             self.reserved -= self.size
             self.filename, self.chunks = None, []
 
@@ -279,7 +319,7 @@ class WebSocketUpload:
         self.cancel_pending()
         await asyncio.gather(*self.pending, return_exceptions=True)  # their ``finally`` releases theirs
         if self.reserved:
-            in_flight.release(self.key, self.reserved)
+            budget.release(self.key, self.reserved)
             self.reserved = 0
 
 
@@ -299,37 +339,67 @@ def _parse_header(text: str) -> dict[str, Any]:
 
 
 async def serve_upload_socket(
-    websocket: WebSocket, *, archives: bool = False, on_report: ReportListener | None = None
+    websocket: WebSocket,
+    *,
+    archives: bool = False,
+    on_report: ReportListener | None = None,
+    attach: Attachment | None = None,
 ) -> None:
     """Accept ``websocket`` and run the upload protocol for the current session until the client
     is done or leaves. With ``archives``, a file that is a ZIP archive is unpacked (the page's drop
-    zone); ``on_report`` sees each file's outcome as it is stored."""
+    zone); ``on_report`` sees each file's outcome as it is stored; ``attach`` is entered around the
+    upload (the script's presence), once the address's share of upload sockets let it in."""
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(upload_slot())
+        except ServiceBusy as busy:
+            await _refuse_socket(websocket, busy)
+            return
+        if attach is not None:
+            held.enter_context(attach())
+        await websocket.accept()
+        upload = WebSocketUpload(websocket, archives, on_report)
+        try:
+            await _serve(websocket, upload)
+        finally:
+            await upload.release()
+
+
+async def _refuse_socket(websocket: WebSocket, busy: ServiceBusy) -> None:
+    """Past the address's share: say so and when to try again, then close 1013, before reading."""
     await websocket.accept()
-    upload = WebSocketUpload(websocket, archives, on_report)
-    try:
-        await _serve(websocket, upload)
-    finally:
-        await upload.release()
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        await websocket.send_text(json.dumps(_error_message(busy)))
+        await websocket.close(code=WS_1013_TRY_AGAIN_LATER, reason=busy.message[:120])
+
+
+def _error_message(exc: DarkroomError) -> dict[str, Any]:
+    message: dict[str, Any] = {"type": "error", "status": exc.status_code, "detail": exc.message}
+    if isinstance(exc, ServiceBusy):
+        message["retry_after"] = exc.retry_after
+    return message
+
+
+def _close_code(exc: DarkroomError) -> int:
+    if isinstance(exc, ProtocolError):
+        return exc.close_code
+    if isinstance(exc, TooLarge):
+        return status.WS_1009_MESSAGE_TOO_BIG
+    if isinstance(exc, ServiceBusy):
+        return WS_1013_TRY_AGAIN_LATER
+    return status.WS_1008_POLICY_VIOLATION  # and RequestTimeout: a file that stalled
 
 
 async def _serve(websocket: WebSocket, upload: WebSocketUpload) -> None:
     try:
-        try:
-            await upload.serve()
-        except _Done:
-            await upload.finish()
-            await websocket.close(code=status.WS_1000_NORMAL_CLOSURE)
+        await upload.serve()
+        await websocket.close(code=status.WS_1000_NORMAL_CLOSURE)
     except DarkroomError as exc:
         upload.cancel_pending()
-        if isinstance(exc, ProtocolError):
-            code = exc.close_code
-        elif isinstance(exc, TooLarge):
-            code = status.WS_1009_MESSAGE_TOO_BIG
-        else:
-            code = status.WS_1008_POLICY_VIOLATION
+        upload.abandon_partial()  # a stalled file's reservation goes before the answer is sent
         with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            await upload.send({"type": "error", "status": exc.status_code, "detail": exc.message})
-            await websocket.close(code=code, reason=exc.message[:120])
+            await upload.send(_error_message(exc))
+            await websocket.close(code=_close_code(exc), reason=exc.message[:120])
     except WebSocketDisconnect:
         upload.cancel_pending()  # the client left: its decodes stop, nothing more is stored
     except BaseException:
