@@ -319,9 +319,10 @@ class Dashboard:
         if self.stale or not self.rows:
             await self.refresh()
         stamp = time.strftime("%Y%m%d-%H%M%S")
+        columns, rows = self.columns, self.rows  # encoded on a thread: a loop over the whole table
         if fmt == "csv":
-            body = to_csv(self.columns, self.rows).encode()
+            body = await asyncio.to_thread(lambda: to_csv(columns, rows).encode())
             ui.download.content(body, f"darkroom-features-{stamp}.csv", "text/csv")
         else:
-            body = json.dumps({"columns": self.columns, "rows": self.rows}, indent=1).encode()
+            body = await asyncio.to_thread(lambda: json.dumps({"columns": columns, "rows": rows}, indent=1).encode())
             ui.download.content(body, f"darkroom-features-{stamp}.json", "application/json")

@@ -90,8 +90,10 @@ class Gallery:
         return True
 
     def clear(self) -> None:
-        for image_id in list(self.cards):
-            self.remove(image_id)
+        """Every card goes at once (one by one, each removal scans the grid's children: O(n²))."""
+        self.grid.clear()
+        self.cards.clear()
+        self.records.clear()
 
     def show_empty_hint(self) -> None:
         self.empty.set_visibility(not self.cards)

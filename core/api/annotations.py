@@ -19,7 +19,7 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from core import data_service
 from core.annotations import (
@@ -141,16 +141,21 @@ async def patch_annotations(
 
 
 @router.get("/annotations", responses={400: ERRORS[400]})
-async def list_annotations(session: Session) -> JSONResponse:
+async def list_annotations(session: Session) -> Response:
     """Every annotated image of the workspace (``images``: id -> annotations) and its tags, most used
     first (``tags``: ``[{"tag", "count"}]``)."""
-    found = await data_service.run_store(data_service.list_annotations)
-    return _no_cache(
-        {
-            "images": {image_id: value.to_public() for image_id, value in found.items()},
-            "tags": [{"tag": tag, "count": count} for tag, count in tag_counts(found)],
-        }
-    )
+    body = await data_service.in_store_thread(_annotations_body)  # a loop over the whole workspace
+    return Response(body, media_type="application/json", headers={"Cache-Control": "private, no-store"})
+
+
+def _annotations_body() -> bytes:
+    """The encoded answer of ``GET /api/annotations`` for the current session (a store thread's work)."""
+    found = data_service.list_annotations()
+    body = {
+        "images": {image_id: value.to_public() for image_id, value in found.items()},
+        "tags": [{"tag": tag, "count": count} for tag, count in tag_counts(found)],
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _session_required(session: str | None) -> str:
