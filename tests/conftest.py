@@ -81,9 +81,14 @@ def live_server() -> Iterator[LiveServer]:
     server.stop()
 
 
-# Every test client is 127.0.0.1: the per-address shares (sessions, their rate) would count the whole
-# suite as one client. Tests of those shares set them again.
-UNLIMITED_CLIENT = {"client_sessions": 10**9, "client_sessions_per_minute": 10**9}
+# Every test client is 127.0.0.1: the per-address shares (sessions, their rate, open uploads,
+# decodes) would count the whole suite as one client. Tests of those shares set them again.
+UNLIMITED_CLIENT = {
+    "client_sessions": 10**9,
+    "client_sessions_per_minute": 10**9,
+    "client_uploads": 10**9,
+    "decode_client_tasks": 10**9,
+}
 
 
 @pytest.fixture
