@@ -415,6 +415,7 @@ async def features_big(attack: Attack) -> None:
 RESERVING_SOCKETS = 50
 RESERVING_SESSIONS = 5
 RESERVE_RETRY_SECONDS = 1.0
+WS_TRY_AGAIN_LATER = 1013  # RFC 6455's close code for "try again later", the socket's 503
 
 
 async def ws_reserve(attack: Attack) -> None:
@@ -422,6 +423,7 @@ async def ws_reserve(attack: Attack) -> None:
     sending nothing; each one closed is opened again."""
     sessions = [new_session_id() for _ in range(RESERVING_SESSIONS)]
     announced = attack.settings.max_file_bytes
+    holding = {"now": 0, "most": 0}  # sockets past ``ready``, announced and waiting
 
     async def hold(index: int) -> None:
         url = attack.ws_url("/api/ws/upload", sessions[index % len(sessions)])
@@ -447,26 +449,37 @@ async def ws_reserve(attack: Attack) -> None:
                     attack.tally.ws_message(ready)
                 else:
                     await ws.send(json.dumps({"filename": f"held-{index}.jpg", "size": size}))
-                with contextlib.suppress(ConnectionClosed):
-                    async for raw in ws:
-                        message = json.loads(raw)
-                        if message.get("type") in ("result", "error"):
-                            attack.tally.ws_message(message)
+                    holding["now"] += 1
+                    holding["most"] = max(holding["most"], holding["now"])
+                try:
+                    with contextlib.suppress(ConnectionClosed):
+                        async for raw in ws:
+                            message = json.loads(raw)
+                            if message.get("type") in ("result", "error"):
+                                attack.tally.ws_message(message)
+                finally:
+                    holding["now"] -= ready.get("type") != "error"
                 attack.tally.ws_close(ws.close_code)
-                return ws.close_code == 1013
+                return ws.close_code == WS_TRY_AGAIN_LATER
         except InvalidStatus as refused:
             attack.tally.http(refused.response.status_code, refused.response.headers, "ws handshake ")
         except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
             attack.tally.add(f"ws {type(exc).__name__}")
         return True
 
-    async with asyncio.TaskGroup() as group:
-        for index in range(RESERVING_SOCKETS):
-            group.create_task(hold(index))
+    try:
+        async with asyncio.TaskGroup() as group:
+            for index in range(RESERVING_SOCKETS):
+                group.create_task(hold(index))
+    finally:
+        attack.notes.append(
+            f"at most {holding['most']} sockets held a reservation at once; {holding['now']} still did at the end"
+        )
 
 
 HELD_BODIES = 4
 HELD_FILES = 10  # of noise PNGs just under max_file_bytes: ~237 MiB a body
+HELD_RETRY_SECONDS = 1.0  # a body answered is sent again after this
 
 
 async def held_multipart(attack: Attack) -> None:
@@ -498,6 +511,7 @@ async def held_multipart(attack: Attack) -> None:
                     attack.tally.add("closed")
             finally:
                 close_quietly(writer)
+            await asyncio.sleep(HELD_RETRY_SECONDS)
 
     async with asyncio.TaskGroup() as group:
         for index in range(HELD_BODIES):
