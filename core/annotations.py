@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import BadRequest, DarkroomError, TooLarge
+from core.text import clean_text, one_line
 
 MAX_TAG_CHARS = 64
 MAX_TAGS = 32
@@ -40,8 +40,6 @@ EDITS_PER_SECOND = 10.0  # sustained rate per tab or client
 EDIT_BURST = 30  # edits a client may make at once before the rate applies
 MAX_TRACKED_CLIENTS = 10_000  # the rate limiter's memory is bounded too
 PATCH_FIELDS = ("tags_add", "tags_remove", "rating", "note", "expected_version")
-
-_REMOVED_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}  # control characters, lone surrogates, line and paragraph separators
 
 
 class InvalidAnnotation(DarkroomError):
@@ -172,18 +170,13 @@ class AnnotationPatch:
 
 
 # -- validation --
-def clean_text(raw: str, keep: str = "") -> str:
-    """``raw`` without control characters (except those in ``keep``), NFC-normalised."""
-    text = unicodedata.normalize("NFC", raw)
-    return "".join(c for c in text if c in keep or unicodedata.category(c) not in _REMOVED_CATEGORIES)
-
-
 def clean_tag(raw: object) -> str:
-    """A tag as stored: control characters removed, whitespace runs made one space, trimmed.
+    """A tag as stored: ``core.text.one_line`` (control and format characters removed, white space
+    runs made one space, trimmed).
     Raises BadRequest (not text), InvalidAnnotation (empty) or TooLarge (over 64 characters)."""
     if not isinstance(raw, str):
         raise BadRequest("a tag must be a string")
-    tag = " ".join(clean_text(raw).split())
+    tag = one_line(raw)
     if not tag:
         raise InvalidAnnotation("a tag cannot be empty")
     if len(tag) > MAX_TAG_CHARS:
@@ -192,7 +185,7 @@ def clean_tag(raw: object) -> str:
 
 
 def clean_note(raw: object) -> str:
-    """A note as stored: control characters removed except newlines and tabs, at most 4 KiB."""
+    """A note as stored: ``core.text.clean_text`` keeping newlines and tabs, at most 4 KiB."""
     if not isinstance(raw, str):
         raise BadRequest("'note' must be a string")
     note = clean_text(raw, keep="\n\t").strip()

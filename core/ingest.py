@@ -16,7 +16,6 @@ import hashlib
 import io
 import math
 import re
-import unicodedata
 import warnings
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from PIL import Image, ImageFile
 from core.config import Settings
 from core.errors import CorruptImage, DarkroomError, TooLarge, UnsupportedImage
 from core.prechecks import check_area, check_structure
+from core.text import one_line
 from core.units import format_bytes
 
 pillow_heif.register_heif_opener()  # HEIC/HEIF photos from phones; AVIF is Pillow's own plugin
@@ -99,14 +99,9 @@ class IngestedImage:
 
 
 def clean_filename(raw: str | None, max_length: int = 200, fallback: str = "image") -> str:
-    """A display name safe to echo anywhere: control and format characters removed, white space
-    folded, cut to ``max_length`` characters keeping the extension."""
-    text = "".join(
-        " " if ch in "\t\n\r" else ch
-        for ch in (raw or "")
-        if ch in "\t\n\r" or unicodedata.category(ch) not in {"Cc", "Cf", "Cs", "Co", "Cn"}
-    )
-    text = " ".join(text.split())
+    """A display name safe to echo anywhere: ``core.text.one_line`` (control and format characters
+    removed, white space folded), cut to ``max_length`` characters keeping the extension."""
+    text = one_line(raw or "")
     if len(text) > max_length:
         stem, dot, ext = text.rpartition(".")
         if dot and 0 < len(ext) <= 10:

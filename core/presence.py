@@ -1,5 +1,7 @@
 """Who is in a workspace: every open tab, plus every script connected over the WebSocket now or in
 the last minute. Each member gets a generated name and colour ("Blue Heron") and can rename itself.
+A script is one member however many sockets it opens: its sockets are counted on the member of its
+client address in that workspace, so reconnects and parallel uploads cannot fill the list.
 
 Presence is per session and only ever answered for the caller's own session: a member list, its
 changes (``PRESENCE_CHANGED`` events to that session's subscribers only) and nothing else. No count
@@ -25,9 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from core.annotations import clean_text
 from core.errors import BadRequest, TooLarge
 from core.events import PRESENCE_CHANGED, Event, bus
+from core.text import one_line
 
 SCRIPT_SEEN_SECONDS = 60.0  # a script stays listed this long after its last WebSocket activity
 MAX_MEMBERS = 100  # per workspace: tabs and scripts together
@@ -86,16 +88,18 @@ class Member:
     kind: MemberKind
     last_seen: float
     connections: int = 1
+    client: str | None = None  # a script's client address: its sockets are this one member
 
     def to_public(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "colour": self.colour, "kind": self.kind}
 
 
 def clean_name(raw: object) -> str:
-    """A display name: control characters removed, spaces collapsed, 1-40 characters."""
+    """A display name: ``core.text.one_line`` (control and format characters removed, spaces
+    collapsed), 1-40 characters."""
     if not isinstance(raw, str):
         raise BadRequest("a name must be a string")
-    name = " ".join(clean_text(raw).split())
+    name = one_line(raw)
     if not name:
         raise BadRequest("a name cannot be empty")
     if len(name) > MAX_NAME_CHARS:
@@ -118,6 +122,7 @@ class Presence:
         self._publish = publish or bus.publish
         self._sessions: dict[str, dict[str, Member]] = {}
         self._joined: dict[str, float] = {}  # member id -> wall time it came (the shared list's order)
+        self._scripts: dict[tuple[str, str], str] = {}  # (session id, client address) -> member id
         self._lock = threading.Lock()
         self._sweep = sweep
         self._sweeper: threading.Thread | None = None
@@ -157,11 +162,15 @@ class Presence:
             if m.kind == "script" and m.connections <= 0 and now - m.last_seen > SCRIPT_SEEN_SECONDS
         ]
         for member_id in gone:
-            del members[member_id]
-            self._joined.pop(member_id, None)
+            self._drop(session_id, members.pop(member_id))
         if not members:
             self._sessions.pop(session_id, None)
         return list(members.values()), gone
+
+    def _drop(self, session_id: str, member: Member) -> None:
+        self._joined.pop(member.id, None)
+        if member.client is not None and self._scripts.get((session_id, member.client)) == member.id:
+            del self._scripts[(session_id, member.client)]
 
     # -- the shared mirror (redis mode; called without the lock: it does network I/O) --
     def _entry(self, member: Member, now: float, wall: float) -> str:
@@ -249,29 +258,61 @@ class Presence:
         self._publish(Event(PRESENCE_CHANGED, session_id, {"members": public}))
 
     # -- the API --
-    def join(self, session_id: str, kind: MemberKind, member_id: str | None = None, name: str | None = None) -> Member:
+    def join(
+        self,
+        session_id: str,
+        kind: MemberKind,
+        member_id: str | None = None,
+        name: str | None = None,
+        client: str | None = None,
+    ) -> Member:
         """Add a tab or script (or, given the ``member_id`` it had, bring it back under the same name).
-        ``name``: a name it chose before (kept across a reload). Raises TooLarge when 100 are in."""
+        ``name``: a name it chose before (kept across a reload). ``client``: a script's client
+        address; every socket of one address in one workspace is one member, counted once however
+        many it opens or how often it reconnects (a new ``name`` renames it). Raises TooLarge when
+        100 are in."""
         clean = clean_name(name) if name is not None else None
         with self._lock:
+            if member_id is None and kind == "script" and client is not None:
+                member_id = self._scripts.get((session_id, client))
             member = self._sessions.get(session_id, {}).get(member_id) if member_id else None
             if member is not None:
                 member.connections += 1
                 member.last_seen = self.clock()
-                return member
+                renamed = clean is not None and clean != member.name
+                if renamed:
+                    member.name = clean
+        if member is not None:
+            if renamed or member.connections == 1:  # a new name, or a lingering script's lease renewed
+                self._mirror(session_id, write=[member])
+            if renamed:
+                self._changed(session_id)
+            return member
         current = self._public(session_id)
         if len(current) >= MAX_MEMBERS:
             raise TooLarge(f"this workspace already has {MAX_MEMBERS} tabs and scripts in it")
         with self._lock:
             if len(self._sessions.get(session_id, {})) >= MAX_MEMBERS:  # joins racing since the count
                 raise TooLarge(f"this workspace already has {MAX_MEMBERS} tabs and scripts in it")
+            if kind == "script" and client is not None and (session_id, client) in self._scripts:
+                return self._rejoin_raced(session_id, client)
             member = self._new_member(current, kind, clean)
+            if kind == "script" and client is not None:
+                member.client = client
+                self._scripts[(session_id, client)] = member.id
             self._sessions.setdefault(session_id, {})[member.id] = member
             self._joined[member.id] = self.wall()
             if self._shared is not None:
                 self._start_sweeper()
         self._mirror(session_id, write=[member])
         self._changed(session_id)
+        return member
+
+    def _rejoin_raced(self, session_id: str, client: str) -> Member:
+        # Called with the lock held: another socket of the same script joined since this one looked.
+        member = self._sessions[session_id][self._scripts[(session_id, client)]]
+        member.connections += 1
+        member.last_seen = self.clock()
         return member
 
     def leave(self, session_id: str, member_id: str) -> None:
@@ -285,8 +326,7 @@ class Presence:
             if member.connections > 0:
                 return
             if member.kind == "tab":
-                del self._sessions[session_id][member_id]
-                self._joined.pop(member_id, None)
+                self._drop(session_id, self._sessions[session_id].pop(member_id))
                 if not self._sessions[session_id]:
                     del self._sessions[session_id]
             else:
@@ -346,14 +386,16 @@ class Presence:
         """The workspace was deleted: nobody is in it."""
         with self._lock:
             gone = self._sessions.pop(session_id, {})
-            for member_id in gone:
-                self._joined.pop(member_id, None)
+            for member in gone.values():
+                self._drop(session_id, member)
         self._mirror(session_id, remove=list(gone))
 
     @contextmanager
-    def attached(self, session_id: str, kind: MemberKind = "script", name: str | None = None) -> Iterator[Member]:
-        """A member for the duration of a connection (a script's WebSocket)."""
-        member = self.join(session_id, kind, name=name)
+    def attached(
+        self, session_id: str, kind: MemberKind = "script", name: str | None = None, client: str | None = None
+    ) -> Iterator[Member]:
+        """A member for the duration of a connection (a script's WebSocket; ``client`` as in ``join``)."""
+        member = self.join(session_id, kind, name=name, client=client)
         try:
             yield member
         finally:

@@ -249,6 +249,13 @@ class DecodePool:
         self._pool = self._new_pool()  # sets self._context
         self._closed = False
 
+    @property
+    def one_caller(self) -> int:
+        """How many decodes one upload (a request or a socket) keeps in flight: enough to feed
+        every worker and have one ready, never more than a session's or an address's share, so
+        that an upload's own files wait for each other instead of being refused."""
+        return max(1, min(self.workers + 1, self.session_tasks, self.client_tasks))
+
     def _new_pool(self) -> ProcessPool:
         self._context = _WorkerContext()  # this pool's workers only
         return ProcessPool(

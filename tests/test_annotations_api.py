@@ -3,6 +3,7 @@ limits, the CSV export, records carrying annotations, and a script's edit reachi
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -221,6 +222,36 @@ def test_events_socket_shows_a_script_in_presence_and_streams_edits(api, live_se
     # A script stays listed for a minute after it disconnects ("seen in the last minute").
     names = [m["name"] for m in api.get("/api/presence", params={"session_id": session}).json()["members"]]
     assert names == ["Renamed job"]
+
+
+def test_one_scripts_150_sockets_are_one_presence_member(api, live_server, configure):
+    configure(trusted_proxies="127.0.0.1/32")  # so that X-Forwarded-For can name a second script
+    session = new_session(api)
+    script = {"X-Forwarded-For": "203.0.113.7"}
+    with contextlib.ExitStack() as sockets:
+        ids = set()
+        for index in range(150):  # events and upload sockets, all open at once
+            path = "events" if index % 2 else "upload"
+            ws = sockets.enter_context(
+                connect(
+                    f"{live_server.ws_url}/api/ws/{path}?session_id={session}",
+                    compression=None,
+                    additional_headers=script,
+                )
+            )
+            first = json.loads(ws.recv(timeout=10))
+            assert first["type"] == ("hello" if path == "events" else "ready"), first
+            if path == "events":
+                ids.add(first["you"]["id"])
+        members = api.get("/api/presence", params={"session_id": session}).json()["members"]
+        assert len(ids) == 1 and [m["id"] for m in members] == list(ids)
+        with connect(
+            f"{live_server.ws_url}/api/ws/events?session_id={session}",
+            compression=None,
+            additional_headers={"X-Forwarded-For": "198.51.100.1"},
+        ) as other:
+            assert json.loads(other.recv(timeout=10))["you"]["id"] not in ids  # another script is another
+            assert len(api.get("/api/presence", params={"session_id": session}).json()["members"]) == 2
 
 
 def test_events_socket_needs_a_session(live_server):

@@ -139,6 +139,43 @@ def test_attached_member_leaves_when_the_block_ends(presence, clock):
     assert presence.members(A) == []
 
 
+def test_one_scripts_sockets_are_one_member_however_many_it_opens(presence, clock, events):
+    sockets = [presence.join(A, "script", client="203.0.113.7") for _ in range(150)]
+    assert len({m.id for m in sockets}) == 1 and sockets[0].connections == 150
+    assert len(presence.members(A)) == 1
+    assert len([e for e in events if e.kind == PRESENCE_CHANGED]) == 1  # one join told, not 150
+    other = presence.join(A, "script", client="198.51.100.1")  # another script: another member
+    assert [m.id for m in presence.members(A)] == [sockets[0].id, other.id]
+    assert presence.join(B, "script", client="203.0.113.7").id != sockets[0].id  # per workspace
+
+
+def test_a_reconnecting_script_comes_back_as_the_member_it_was(presence, clock):
+    first = presence.join(A, "script", client="203.0.113.7", name="Importer")
+    presence.leave(A, first.id)
+    clock.now += SCRIPT_SEEN_SECONDS - 1  # still listed: it reconnects within the minute
+    again = presence.join(A, "script", client="203.0.113.7")
+    assert again is first and again.name == "Importer" and presence.members(A) == [first]
+    renamed = presence.join(A, "script", client="203.0.113.7", name="Nightly")  # a new name renames it
+    assert renamed is first and first.name == "Nightly"
+
+
+def test_reconnects_cannot_fill_the_list(presence, clock):
+    for _ in range(3 * MAX_MEMBERS):
+        member = presence.join(A, "script", client="203.0.113.7")
+        presence.leave(A, member.id)
+    assert len(presence.members(A)) == 1
+    presence.join(A, "tab")  # the workspace's tabs still get in
+
+
+def test_a_script_gone_a_minute_comes_back_as_a_new_member(presence, clock):
+    first = presence.join(A, "script", client="203.0.113.7")
+    presence.leave(A, first.id)
+    clock.now += SCRIPT_SEEN_SECONDS + 1
+    presence.sweep()
+    assert presence.members(A) == []
+    assert presence.join(A, "script", client="203.0.113.7").id != first.id
+
+
 # -- redis mode: two processes' presences share one Redis --
 @pytest.fixture
 def shared(redis_server, clock):

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import io
+import json
 import threading
 import uuid
 import zipfile
 
 import pytest
+from websockets.sync.client import connect
 
 from core import data_service
 from core.admission import SessionLedger
@@ -190,3 +192,29 @@ def test_a_feature_run_stays_inside_its_sessions_decode_share(api, configure):
     table = api.get("/api/features", params={"session_id": session_id, "groups": "hashes"})
     assert table.status_code == 200, table.text
     assert len(table.json()["rows"]) == 4
+
+
+def test_a_multipart_upload_larger_than_the_sessions_decode_share_waits_for_its_own_decodes(api, configure):
+    configure(decode_session_tasks=1, decode_client_tasks=1)
+    session_id = new_session(api)
+    response = upload(api, session_id, *((f"{n}.jpg", make_jpeg(seed=n)) for n in range(4)))
+    assert response.status_code == 200, response.text
+    assert len(response.json()["accepted"]) == 4 and response.json()["rejected"] == []
+
+
+def test_an_upload_socket_larger_than_the_sessions_decode_share_waits_for_its_own_decodes(api, live_server, configure):
+    configure(decode_session_tasks=1, decode_client_tasks=1)
+    session_id = new_session(api)
+    with connect(f"{live_server.ws_url}/api/ws/upload?session_id={session_id}", compression=None) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "ready"
+        for n in range(4):  # sent back to back: the server reads the next file once one is decoded
+            data = make_jpeg(seed=n)
+            ws.send(json.dumps({"filename": f"{n}.jpg", "size": len(data)}))
+            ws.send(data)
+        ws.send(json.dumps({"type": "done"}))
+        results = []
+        while (message := json.loads(ws.recv(timeout=30)))["type"] != "summary":
+            if message["type"] == "result":
+                results.append(message)
+    assert [r["status"] for r in results] == [200] * 4, results
+    assert message["accepted"] == 4

@@ -32,6 +32,7 @@ from core.annotations import (
 )
 from core.api.deps import Session
 from core.api.models import ERRORS
+from core.clients import current_client
 from core.errors import BadRequest, DarkroomError, TooLarge
 from core.events import EventQueue, bus
 from core.presence import Member, presence
@@ -265,7 +266,7 @@ async def websocket_events(
     await websocket.accept()
     queue, unsubscribe = bus.subscribe_queue(session, maxsize=MAX_QUEUED_EVENTS)
     try:
-        member = await data_service.run_store(presence.join, session, "script", None, name)
+        member = await data_service.run_store(presence.join, session, "script", None, name, current_client())
     except DarkroomError as exc:
         unsubscribe()
         with contextlib.suppress(RuntimeError, WebSocketDisconnect):

@@ -29,6 +29,7 @@ from core.api.models import (
 )
 from core.api.multipart import boundary_of, iter_file_parts
 from core.api.ws_upload import serve_upload_socket
+from core.clients import current_client
 from core.errors import BadRequest, ClientGone, DarkroomError, ServiceBusy, TooLarge
 from core.inflight import IncomingBody, receiving
 from core.ingest import ALLOWED_FORMATS, is_zip
@@ -117,7 +118,7 @@ async def _receive_parts(
     request: Request, body: IncomingBody, boundary: bytes, archives: bool, progressive: bool
 ) -> data_service.UploadReport:
     settings = data_service.settings()
-    in_validation = data_service.sandbox().workers + 1  # more waits: the body is not read meanwhile
+    in_validation = data_service.sandbox().one_caller  # more waits: the body is not read meanwhile
     largest = max(settings.max_file_bytes, settings.zip_max_archive_bytes) if archives else settings.max_file_bytes
     report = data_service.UploadReport()
     pending: list[asyncio.Task[tuple[list[data_service.Prepared], list[data_service.Skipped]]]] = []
@@ -328,5 +329,6 @@ async def websocket_upload(websocket: WebSocket, session: Session) -> None:
     mid-stream: a breach is answered with an ``error`` message and the socket is closed (1009).
     While it is open, the script is listed in the workspace's presence (once its address's share
     of upload sockets let it in)."""
-    attach = (lambda: presence.attached(session, "script")) if session is not None else None
+    client = current_client()
+    attach = (lambda: presence.attached(session, "script", client=client)) if session is not None else None
     await serve_upload_socket(websocket, attach=attach)

@@ -6,9 +6,10 @@ as binary messages; ``{"type": "done"}`` ends the upload. The server answers ``r
 ``done``. A protocol breach is answered with an ``error`` message and a close code
 (1007 bad JSON, 1008 a malformed header or order, 1009 too large).
 
-Every queue has a bound. The socket is not read while ``workers + 1`` files are being validated
-or their bytes pass the per-socket cap or the session's remaining quota, so a fast client is slowed
-down by TCP instead of filling the server's memory. When the client leaves, pending decodes are
+Every queue has a bound. The socket is not read while ``DecodePool.one_caller`` files (workers + 1,
+within the session's and the address's decode shares) are being validated or their bytes pass the
+per-socket cap or the session's remaining quota, so a fast client is slowed down by TCP instead of
+filling the server's memory. When the client leaves, pending decodes are
 cancelled (their workers are stopped).
 
 Fair share (``core.inflight``): a socket takes one of its client address's upload slots before it
@@ -211,7 +212,7 @@ class WebSocketUpload:
     async def _wait_for_room(self, size: int) -> None:
         """Backpressure: stop reading until the files already received are validated (the client
         is not timed meanwhile: the server holds it back)."""
-        limit = data_service.sandbox().workers + 1
+        limit = data_service.sandbox().one_caller
         while self.pending and (len(self.pending) >= limit or self.queued_bytes + size > MAX_QUEUED_BYTES):
             if self.deadline is not None:
                 self.deadline.reschedule(None)
@@ -253,10 +254,11 @@ class WebSocketUpload:
             budget.release(self.key, len(data))
         if self.on_report is not None:
             self.on_report(report)
+        same_bytes = {d.filename: d.existing for d in reversed(report.duplicates)}  # the first of each name
         for record in report.accepted:
             self.counts["accepted"] += 1
-            same_bytes = next((d.existing for d in report.duplicates if d.filename == record.filename), None)
-            await self._result(index, record.filename, 200, archive, image=record, duplicate_of=same_bytes)
+            duplicate_of = same_bytes.get(record.filename)
+            await self._result(index, record.filename, 200, archive, image=record, duplicate_of=duplicate_of)
         accepted_names = {record.filename for record in report.accepted}
         for duplicate in report.duplicates:
             if duplicate.filename not in accepted_names:

@@ -127,28 +127,28 @@ async def _session_values(names: list[str]) -> tuple[list[ImageRecord], Values]:
     pool = data_service.sandbox()
     max_pixels = data_service.settings().feature_max_pixels
     # within the session's decode share, so a feature run never refuses its own images
-    slots = asyncio.Semaphore(min(data_service.settings().feature_workers or pool.workers, pool.session_tasks))
+    workers = min(data_service.settings().feature_workers or pool.workers, pool.session_tasks, len(todo))
+    queue = iter(todo)  # shared by the workers: each takes the next image when it is free
 
-    async def compute(record: ImageRecord, missing: list[str]) -> tuple[ImageRecord, dict[str, dict[str, Any]]]:
-        async with slots:
-            _, data = await asyncio.to_thread(data_service.load_image, record.id)
+    async def work() -> None:
+        nonlocal done
+        for record, missing in queue:
+            _, data = await data_service.run_store(data_service.load_image, record.id)
             try:
                 computed = await pool.run(compute_features, data, missing, max_pixels)
             except DarkroomError as exc:
-                raise type(exc)(f"{record.filename}: {exc.message}") from None
+                raise exc.with_message(f"{record.filename}: {exc.message}") from None
             await asyncio.to_thread(_remember, record.id, computed)  # sizing a HOG vector is not the loop's work
-            return record, computed
-
-    pending = [asyncio.ensure_future(compute(record, missing)) for record, missing in todo]
-    try:
-        for finished in asyncio.as_completed(pending):
-            record, computed = await finished
             values[record.id].update(computed)
             done += 1
             _publish_progress(session_id, done, total)
+
+    running = [asyncio.ensure_future(work()) for _ in range(max(1, workers))]  # a fixed few, not one per image
+    try:
+        await asyncio.gather(*running)
     finally:
-        for future in pending:
-            future.cancel()
+        for task in running:
+            task.cancel()
     return records, values
 
 

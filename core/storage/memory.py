@@ -28,8 +28,11 @@ class _Blob:
 
     data: bytes
     thumbnail: bytes
-    first_id: str
-    refs: int = 0
+    ids: dict[str, None] = field(default_factory=dict)  # the records sharing it, in upload order
+
+    @property
+    def first_id(self) -> str:
+        return next(iter(self.ids))
 
     @property
     def nbytes(self) -> int:
@@ -100,15 +103,15 @@ class MemoryStore(ImageStore):
             blob = namespace.blobs.get(image.sha256)
             shared = blob is not None
             if blob is None:
-                blob = _Blob(image.data, image.thumbnail, entry.record.id)
+                blob = _Blob(image.data, image.thumbnail)
             self._reserve(namespace, entry.nbytes + (0 if shared else blob.nbytes))
-            blob.refs += 1
+            first = namespace.images.get(blob.first_id) if shared else None
+            blob.ids[entry.record.id] = None
             namespace.blobs[image.sha256] = blob
             namespace.images[entry.record.id] = entry
             namespace.by_name[(image.sha256, image.filename)] = entry.record.id
             self._namespaces[key] = namespace
             self._never_used.pop(key, None)
-            first = namespace.images.get(blob.first_id) if shared else None
             return AddOutcome(entry.record, same_bytes_as=first.record if first else None)
 
     def _blob(self, key: str, image_id: str) -> _Blob:
@@ -143,13 +146,11 @@ class MemoryStore(ImageStore):
             del namespace.images[image_id]
             del namespace.by_name[(record.sha256, record.filename)]
             blob = namespace.blobs[record.sha256]
-            blob.refs -= 1
+            del blob.ids[image_id]  # the next one in upload order becomes the first, in O(1)
             released = entry.nbytes
-            if blob.refs == 0:
+            if not blob.ids:
                 del namespace.blobs[record.sha256]
                 released += blob.nbytes
-            elif blob.first_id == image_id:
-                blob.first_id = next(i for i, e in namespace.images.items() if e.record.sha256 == record.sha256)
             self._release(namespace, released)
 
     def clear(self, key: str) -> int:
