@@ -307,10 +307,15 @@ def _thumbnail(image: Image.Image, fmt: str, orientation: int, size: int) -> tup
     return out.getvalue(), "image/jpeg"
 
 
+# Modes whose pixels ``Image.reduce`` may average (a palette's indices may not be).
+_REDUCIBLE_MODES = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
+
+
 def _displayable(image: Image.Image, size: int) -> Image.Image:
-    """First frame as RGB, or RGBA when it has transparency. Integer and float images are scaled
-    to their own range, after a box reduction to about twice ``size`` (so a 49-megapixel float
-    TIFF is normalised as 0.3 megapixels, not as 392 MB of float64)."""
+    """First frame as RGB, or RGBA when it has transparency, after a box reduction to about twice
+    ``size`` where the mode allows it, so the thumbnail never copies the full frame. Integer and
+    float images are scaled to their own range after that reduction (so a 49-megapixel float TIFF
+    is normalised as 0.3 megapixels, not as 392 MB of float64)."""
     mode = image.mode
     if mode in ("I", "F") or mode.startswith("I;16"):
         if mode.startswith("I;16"):
@@ -323,6 +328,10 @@ def _displayable(image: Image.Image, size: int) -> Image.Image:
         scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
         return Image.fromarray(scaled.astype(np.uint8), "L").convert("RGB")
     has_alpha = "A" in image.getbands() or "transparency" in image.info
+    if mode in _REDUCIBLE_MODES:  # reduced first: converting a 50 MP frame would copy 200 MB
+        factor = max(1, max(image.size) // (2 * size))
+        if factor > 1:
+            image = image.reduce(factor)
     return image.convert("RGBA" if has_alpha else "RGB")
 
 
