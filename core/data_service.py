@@ -54,6 +54,7 @@ from core.ingest import (
     with_facts,
 )
 from core.invites import invites
+from core.prechecks import pixels_at_a_glance
 from core.presence import presence
 from core.sandbox import DecodePool, decode_pool
 from core.sessions import current_session_id
@@ -236,8 +237,8 @@ def prepare_image(data: bytes, filename: str | None) -> Prepared:
     """Validate one file and make its thumbnail in the decode sandbox (blocks: call it from a
     worker thread). Needs no session."""
     try:
-        check_bytes(data, settings())  # refusals that need no decoder cost no worker
-        return with_facts(data, filename, sandbox().call(inspect_image, data, settings()))
+        fmt = check_bytes(data, settings())  # refusals that need no decoder cost no worker
+        return with_facts(data, filename, sandbox().call(inspect_image, data, settings(), heavy=_heavy(data, fmt)))
     except Exception as exc:  # noqa: BLE001  every failure is this file's answer, never a 5xx
         return _rejection(filename, exc)
 
@@ -245,19 +246,40 @@ def prepare_image(data: bytes, filename: str | None) -> Prepared:
 async def prepare_archive_async(data: bytes, filename: str | None) -> tuple[list[Prepared], list[Skipped]]:
     """``prepare_file`` of an archive for the event loop: cancelling stops its inflating and
     decoding, member by member (the thread running it is told to stop)."""
+    return await run_stoppable(prepare_file, data, filename)
+
+
+async def run_stoppable(call: Callable[..., T], *args: object) -> T:
+    """``call(*args, stop)`` in a worker thread. Cancelled (the client left), it sets ``stop`` and
+    waits for the thread to notice (between members and files) before it gives up, so the bytes the
+    thread holds stay counted in the upload budget until they are really gone."""
     stop = threading.Event()
+    work = asyncio.ensure_future(asyncio.to_thread(call, *args, stop))
     try:
-        return await asyncio.to_thread(prepare_file, data, filename, stop)
+        return await asyncio.shield(work)
     except asyncio.CancelledError:
         stop.set()
+        with contextlib.suppress(BaseException):
+            await work
         raise
+
+
+def _heavy(data: bytes, fmt: str) -> bool:
+    """Whether the decode of these bytes is a heavy task (``DecodePool.is_heavy``)."""
+    return sandbox().is_heavy(fmt, pixels_at_a_glance(data, fmt))
+
+
+def heavy_record(record: ImageRecord) -> bool:
+    """Whether decoding a stored image again (a preview, its features) is a heavy task."""
+    return sandbox().is_heavy(record.format, record.width * record.height)
 
 
 async def prepare_image_async(data: bytes, filename: str | None) -> Prepared:
     """``prepare_image`` for the event loop: awaits the sandbox; cancelling stops the decode."""
     try:
-        check_bytes(data, settings())
-        return with_facts(data, filename, await sandbox().run(inspect_image, data, settings()))
+        fmt = check_bytes(data, settings())
+        facts = await sandbox().run(inspect_image, data, settings(), heavy=_heavy(data, fmt))
+        return with_facts(data, filename, facts)
     except Exception as exc:  # noqa: BLE001
         return _rejection(filename, exc)
 
@@ -271,11 +293,11 @@ def _prepare_many(files: Iterable[tuple[str | None, bytes]], stop: threading.Eve
     window: deque[tuple[str | None, bytes, concurrent.futures.Future[ImageFacts] | Exception]] = deque()
     most_in_flight = max(1, min(pool.workers, pool.session_tasks - 1))  # the window reaches one more
 
-    def submit(data: bytes) -> concurrent.futures.Future[ImageFacts]:
+    def submit(data: bytes, fmt: str) -> concurrent.futures.Future[ImageFacts]:
         """The file's decode; while this caller's share is full, its oldest decode is settled first."""
         while True:
             try:
-                return pool.submit(inspect_image, data, settings())
+                return pool.submit(inspect_image, data, settings(), heavy=_heavy(data, fmt))
             except ServiceBusy:
                 if not window or isinstance(window[0][2], Exception):
                     raise
@@ -296,8 +318,8 @@ def _prepare_many(files: Iterable[tuple[str | None, bytes]], stop: threading.Eve
             if stop is not None and stop.is_set():
                 return  # the client left: nothing more is decoded (the window is cancelled below)
             try:
-                check_bytes(data, settings())
-                work: concurrent.futures.Future[ImageFacts] | Exception = submit(data)
+                fmt = check_bytes(data, settings())
+                work: concurrent.futures.Future[ImageFacts] | Exception = submit(data, fmt)
             except Exception as exc:  # noqa: BLE001
                 work = exc
             yield from settled
@@ -527,8 +549,8 @@ def load_preview(image_id: str, size: int = 1280) -> tuple[bytes, str]:
     name = f"preview:{size}"
     cached = cache_get(image_id, name)
     if cached is None:
-        _, data = load_image(image_id)
-        cached = sandbox().call(make_preview, data, size)
+        record, data = load_image(image_id)
+        cached = sandbox().call(make_preview, data, size, heavy=heavy_record(record))
         with contextlib.suppress(QuotaExceeded, CapacityExceeded):  # a full workspace still gets a preview
             cache_put(image_id, name, cached, len(cached[0]) + 64)
     assert isinstance(cached, tuple)

@@ -599,3 +599,52 @@ _CHECKERS = {
     "AVIF": lambda data, settings: _check_bmff(data, settings, "AVIF"),
     "HEIF": lambda data, settings: _check_bmff(data, settings, "HEIF"),
 }
+
+
+# --- size at a glance (for the decode scheduler) ------------------------------------------------
+
+_GLANCE_JPEG_SEGMENTS = 64  # segments skipped looking for the frame header before giving up
+
+
+def pixels_at_a_glance(data: bytes, fmt: str) -> int | None:
+    """Width x height as the first header declares it, read in O(1) (a JPEG: at most
+    ``_GLANCE_JPEG_SEGMENTS`` segment headers) without checking anything; None when the format
+    does not tell so cheaply (TIFF, HEIF, AVIF) or the header is cut off. The decode scheduler
+    uses it to tell big decodes from small ones; the checks above and the decoder decide what is
+    allowed."""
+    try:
+        if fmt == "PNG" and data[12:16] == b"IHDR":
+            width, height = struct.unpack_from(">II", data, 16)
+        elif fmt == "GIF":
+            width, height = struct.unpack_from("<HH", data, 6)
+        elif fmt == "BMP":
+            width, height = struct.unpack_from("<ii", data, 18)
+        elif fmt == "WEBP":
+            kind, size = struct.unpack_from("<4sI", data, 12)
+            if kind == b"VP8X":
+                width, height = _u24(data, 24) + 1, _u24(data, 27) + 1
+            else:
+                found = (_vp8_size if kind == b"VP8 " else _vp8l_size)(data, 20, size)
+                if found is None:
+                    return None
+                width, height = found
+        elif fmt == "JPEG":
+            pos = 2
+            for _ in range(_GLANCE_JPEG_SEGMENTS):
+                while data[pos] == 0xFF and data[pos + 1] == 0xFF:  # fill bytes
+                    pos += 1
+                if data[pos] != 0xFF:
+                    return None
+                marker = data[pos + 1]
+                if marker in _JPEG_SOF:
+                    height, width = struct.unpack_from(">HH", data, pos + 5)
+                    break
+                (length,) = struct.unpack_from(">H", data, pos + 2)
+                pos += 2 + length
+            else:
+                return None
+        else:
+            return None
+    except (struct.error, IndexError):
+        return None
+    return abs(width) * abs(height)

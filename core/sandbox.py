@@ -25,6 +25,13 @@ address's sessions: one client's queued 50 MP PNGs never make another client's J
 them. Picking costs O(workers), never a scan of the sessions; cancelling a waiting task is O(1);
 an owner with nothing in flight is forgotten, so memory follows live work only.
 
+Big decodes. A task may be ``heavy``: an image over ``DARKROOM_DECODE_HEAVY_PIXELS`` by its header
+(``core.prechecks.pixels_at_a_glance``), or of a format whose size is not read at a glance; never a
+JPEG, which is decoded reduced. At most ``workers - 1`` heavy tasks run at once (one, on a single
+worker): while they do, a free worker goes to the first queue in the order above whose next task is
+light. So 50 MP PNGs from any number of clients never take every worker from a 200 KB JPEG, and the
+workers together hold at most that many full-size frames.
+
 Admission. A task is refused with 503 and ``Retry-After``, with a message about the caller's own
 share, when its session already has ``DARKROOM_DECODE_SESSION_TASKS`` decodes running or queued,
 or its client address ``DARKROOM_DECODE_CLIENT_TASKS`` over all its sessions. Beyond that the
@@ -51,7 +58,7 @@ import sys
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 from pebble import ProcessExpired, ProcessPool
@@ -172,6 +179,11 @@ class _Turns(Generic[Member]):
                 return next(iter(level.values()))
         return None
 
+    def __iter__(self) -> Iterator[Member]:
+        """Every member, in turn order (the order ``first`` would give them)."""
+        for level in self._levels:
+            yield from level.values()
+
     def __len__(self) -> int:
         return len(self._level_of)
 
@@ -212,8 +224,8 @@ class _Client:
 class _Task:
     """One submitted call: its caller's future, and pebble's once a worker runs it."""
 
-    def __init__(self, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.function, self.args = function, args
+    def __init__(self, function: Callable[..., Any], args: tuple[Any, ...], heavy: bool = False) -> None:
+        self.function, self.args, self.heavy = function, args, heavy
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.inner: concurrent.futures.Future[Any] | None = None
         self.pool: ProcessPool | None = None
@@ -230,6 +242,8 @@ class DecodePool:
     def __init__(self, settings: Settings) -> None:
         self.workers = settings.decode_workers or os.cpu_count() or 1
         self.capacity = self.workers + settings.decode_queue
+        self.heavy_slots = max(1, self.workers - 1)  # one worker stays free for small decodes
+        self.heavy_pixels = settings.decode_heavy_pixels
         self.session_tasks = settings.decode_session_tasks
         self.client_tasks = settings.decode_client_tasks
         self.seconds = settings.decode_seconds
@@ -237,6 +251,7 @@ class DecodePool:
         self.limits = _limits(settings)
         self.submitted = 0  # tasks accepted since the pool started (tests and benchmarks count work with it)
         self._running = 0
+        self._heavy_running = 0
         self._queued = 0
         self._levels = self.workers + 1  # a client or session runs 0..workers tasks
         self._turns: _Turns[_Client] = _Turns(self._levels)
@@ -314,12 +329,18 @@ class DecodePool:
             return len(self._sessions), len(self._clients)
 
     # -- admission --
-    def submit(self, function: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
-        """Queue ``function(*args)`` for a worker, owned by the current session and client address.
+    def is_heavy(self, fmt: str, pixels: int | None) -> bool:
+        """Whether decoding an image of ``fmt`` with ``pixels`` (None: not known) is a heavy task:
+        over ``DARKROOM_DECODE_HEAVY_PIXELS`` or of unknown size, except a JPEG (decoded reduced)."""
+        return fmt != "JPEG" and (pixels is None or pixels > self.heavy_pixels)
+
+    def submit(self, function: Callable[..., T], *args: Any, heavy: bool = False) -> concurrent.futures.Future[T]:
+        """Queue ``function(*args)`` for a worker, owned by the current session and client address;
+        ``heavy`` (a big image, see ``is_heavy``): it runs on at most ``heavy_slots`` workers at once.
         ServiceBusy (503) past the session's or the address's share, or when the pool is full and
         the session already has tasks in flight. Tasks wait here, not in pebble's pipe: handing
         pebble more tasks than workers stalls its channel (measured: 4x slower with 16 queued)."""
-        task: _Task = _Task(function, args)
+        task: _Task = _Task(function, args, heavy)
         session_key, address = current_session_id() or LEGACY_OWNER, current_client()
         task.future.add_done_callback(lambda _: self._settle(task))
         with self._lock:
@@ -383,11 +404,20 @@ class DecodePool:
 
     def _next_task(self) -> _Task | None:
         """The next task to run, taken from its queue: the client address with the fewest running,
-        then its session with the fewest running, each in turn among equals."""
+        then its session with the fewest running, each in turn among equals. While the heavy slots
+        are taken, the first queue in that order whose next task is light."""
         client = self._turns.first()
         queue = client.turns.first() if client is not None else None
         if queue is None:
             return None
+        if self._heavy_running >= self.heavy_slots and next(iter(queue.waiting)).heavy:
+            # O(queues waiting): at most the pool's bound on tasks, never the number of sessions
+            queue = next(
+                (light for waiting in self._turns for light in waiting.turns if not next(iter(light.waiting)).heavy),
+                None,
+            )
+            if queue is None:
+                return None  # only heavy tasks wait: the next one goes when a heavy one ends
         task, _ = queue.waiting.popitem(last=False)
         queue.session.queued -= 1
         self._queued -= 1
@@ -399,6 +429,7 @@ class DecodePool:
         queue.running += 1
         queue.client.running += 1
         self._running += 1
+        self._heavy_running += task.heavy
         self._place(queue)
 
     def _stop_running(self, task: _Task) -> None:
@@ -408,10 +439,12 @@ class DecodePool:
         queue.running -= 1
         queue.client.running -= 1
         self._running -= 1
+        self._heavy_running -= task.heavy
         self._place(queue)
 
     def _settle(self, task: _Task) -> None:
         """``task``'s caller has its answer (a result, an error, or a cancel): its share is free."""
+        task.args = ()  # nothing runs it any more: its bytes are not kept for the future's holders
         queue = task.queue
         if queue is None:
             return  # never admitted
@@ -464,6 +497,7 @@ class DecodePool:
                         self._stop_running(task)
                     task.future.set_exception(exc)
                     return
+            task.args = ()  # answered: its bytes go now, not when the last reference to its future does
             with self._lock:
                 self._stop_running(task)
             if inner.cancelled():
@@ -492,9 +526,9 @@ class DecodePool:
             task.inner.cancel()  # pebble stops the worker running it and starts a fresh one
 
     # -- results --
-    def call(self, function: Callable[..., T], *args: Any) -> T:
+    def call(self, function: Callable[..., T], *args: Any, heavy: bool = False) -> T:
         """Run ``function(*args)`` in a worker and wait (from a thread, never the event loop)."""
-        return self.result(self.submit(function, *args))
+        return self.result(self.submit(function, *args, heavy=heavy))
 
     def result(self, future: concurrent.futures.Future[T]) -> T:
         """Wait for a submitted task (from a thread); every failure becomes a DarkroomError."""
@@ -503,9 +537,9 @@ class DecodePool:
         except BaseException as exc:  # noqa: BLE001
             raise self._translate(exc) from None
 
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
+    async def run(self, function: Callable[..., T], *args: Any, heavy: bool = False) -> T:
         """Run ``function(*args)`` in a worker and await it; cancelling stops that worker's task."""
-        future = self.submit(function, *args)
+        future = self.submit(function, *args, heavy=heavy)
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:

@@ -260,3 +260,82 @@ async def test_the_owner_reaches_the_pool_from_awaited_and_threaded_calls(make_p
     assert await awaited == 0 and await threaded == 0
     pool.result(held)
     assert_nothing_left(pool, session)
+
+
+# -- big decodes: at most workers - 1 at once, a light decode takes the free worker --
+
+
+def heavy(pool: DecodePool, gate: Gate) -> concurrent.futures.Future[int]:
+    return pool.submit(sandbox_tasks.started_then_wait_for, str(gate.path), heavy=True)
+
+
+def test_a_light_decode_takes_the_free_worker_while_big_ones_wait(make_pool, gate):
+    pool = make_pool(decode_workers=2, decode_session_tasks=8, decode_client_tasks=8)
+    assert pool.heavy_slots == 1
+    attacker, innocent = new_session_id(), new_session_id()
+    with acting_as(attacker, ATTACKER_ADDRESS):
+        big = [heavy(pool, gate) for _ in range(4)]  # one runs; the second worker is kept
+    assert pool.queued(attacker) == 3
+    with acting_as(innocent, INNOCENT_ADDRESS):
+        small = pool.submit(sandbox_tasks.sleep, 0)
+    assert pool.result(small) == 0  # answered while the gate is shut: it never waited for a big one
+    assert pool.queued(attacker) == 3
+    gate.open()
+    answered(pool, big)
+    assert_nothing_left(pool, attacker, innocent)
+
+
+def test_a_light_decode_behind_big_ones_in_its_own_queue_waits_its_turn_there(make_pool, gate):
+    pool = make_pool(decode_workers=2, decode_session_tasks=8, decode_client_tasks=8)
+    session = new_session_id()
+    with acting_as(session, ATTACKER_ADDRESS):
+        big = [heavy(pool, gate) for _ in range(2)]
+        small = gate.submit(pool)  # after the queued big one: a session's own decodes stay in order
+    assert pool.queued(session) == 2
+    gate.open()
+    first, second = answered(pool, big)
+    assert first < second < pool.result(small)
+    assert_nothing_left(pool, session)
+
+
+def test_a_light_decode_of_another_queue_runs_while_every_head_is_big(make_pool, gate):
+    pool = make_pool(decode_workers=2, decode_session_tasks=8, decode_client_tasks=8)
+    one, two, three = new_session_id(), new_session_id(), new_session_id()
+    with acting_as(one, ATTACKER_ADDRESS):
+        running = heavy(pool, gate)
+    with acting_as(two, ATTACKER_ADDRESS):
+        waiting = heavy(pool, gate)  # its turn comes first, but the heavy slot is taken
+    with acting_as(three, INNOCENT_ADDRESS):
+        small = pool.submit(sandbox_tasks.sleep, 0)
+    assert pool.result(small) == 0
+    assert pool.queued(two) == 1
+    gate.open()
+    assert pool.result(running) < pool.result(waiting)
+    assert_nothing_left(pool, one, two, three)
+
+
+def test_one_worker_still_runs_big_decodes_one_at_a_time(make_pool, gate):
+    pool = make_pool(decode_session_tasks=8, decode_client_tasks=8)
+    assert pool.heavy_slots == 1
+    session = new_session_id()
+    with acting_as(session, ATTACKER_ADDRESS):
+        big = [heavy(pool, gate) for _ in range(2)]
+    gate.open()
+    first, second = answered(pool, big)
+    assert first < second
+    assert_nothing_left(pool, session)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "pixels", "expected"),
+    [
+        ("PNG", 16_000_001, True),
+        ("PNG", 16_000_000, False),
+        ("TIFF", None, True),  # its size is not read at a glance: treated as big
+        ("JPEG", 50_000_000, False),  # decoded reduced, never big
+        ("JPEG", None, False),
+    ],
+)
+def test_heavy_is_over_the_pixel_setting_or_of_unknown_size_and_never_a_jpeg(make_pool, fmt, pixels, expected):
+    pool = make_pool(decode_heavy_pixels=16_000_000)
+    assert pool.is_heavy(fmt, pixels) is expected

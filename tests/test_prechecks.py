@@ -24,6 +24,7 @@ from core.prechecks import (
     MAX_JPEG_JUNK_BYTES,
     MAX_TIFF_SEGMENTS,
     check_structure,
+    pixels_at_a_glance,
 )
 from tests import hostile_builders as hb
 from tests.conftest import DATA, HOSTILE, make_jpeg
@@ -483,3 +484,51 @@ def _bmff_image(fmt: str) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (64, 48), (10, 20, 30)).save(out, fmt)
     return out.getvalue()
+
+
+# -- size at a glance (the decode scheduler's hint) --
+
+
+def _saved(fmt: str, size: tuple[int, int], mode: str = "RGB", **options: object) -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, "red").save(out, fmt, **options)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "options"),
+    [
+        ("PNG", "RGB", {}),
+        ("GIF", "P", {}),
+        ("BMP", "RGB", {}),
+        ("JPEG", "RGB", {}),
+        ("JPEG", "RGB", {"exif": Image.Exif().tobytes(), "progressive": True}),
+        ("WEBP", "RGB", {"quality": 50}),  # VP8
+        ("WEBP", "RGB", {"lossless": True}),  # VP8L
+        ("WEBP", "RGBA", {"quality": 50}),  # VP8X
+    ],
+)
+def test_pixels_at_a_glance_reads_the_declared_size(fmt, mode, options):
+    data = _saved(fmt, (123, 45), mode, **options)
+    assert pixels_at_a_glance(data, sniff_format(data)) == 123 * 45
+
+
+def test_pixels_at_a_glance_gives_none_where_the_header_does_not_tell_cheaply():
+    tiff = _saved("TIFF", (10, 10))
+    assert pixels_at_a_glance(tiff, "TIFF") is None
+    png = _saved("PNG", (10, 10))
+    assert pixels_at_a_glance(png[:18], "PNG") is None  # cut inside IHDR
+    jpeg = _saved("JPEG", (10, 10))
+    assert pixels_at_a_glance(jpeg[:30], "JPEG") is None  # cut before the frame header
+    assert pixels_at_a_glance(b"\xff\xd8" + b"\xff\xfe\x00\x02" * 1000, "JPEG") is None  # segments only
+
+
+def test_pixels_at_a_glance_reads_a_declared_50_megapixel_png_without_decoding():
+    data = _png_header(10_000, 5_000)
+    assert pixels_at_a_glance(data, "PNG") == 50_000_000
+
+
+def _png_header(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr
+    return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", zlib.crc32(chunk[4:]))

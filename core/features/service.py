@@ -86,7 +86,8 @@ def extract(image_id: str, groups: str | list[str] | None = None, include_vector
     if missing:
         _, data = data_service.load_image(image_id)
         max_pixels = data_service.settings().feature_max_pixels
-        computed = data_service.sandbox().call(compute_features, data, missing, max_pixels)
+        heavy = data_service.heavy_record(record)
+        computed = data_service.sandbox().call(compute_features, data, missing, max_pixels, heavy=heavy)
         _remember(image_id, computed)
         values.update(computed)
     return _present(record, names, values, include_vectors)
@@ -135,7 +136,8 @@ async def _session_values(names: list[str]) -> tuple[list[ImageRecord], Values]:
         for record, missing in queue:
             _, data = await data_service.run_store(data_service.load_image, record.id)
             try:
-                computed = await pool.run(compute_features, data, missing, max_pixels)
+                heavy = data_service.heavy_record(record)
+                computed = await pool.run(compute_features, data, missing, max_pixels, heavy=heavy)
             except DarkroomError as exc:
                 raise exc.with_message(f"{record.filename}: {exc.message}") from None
             await asyncio.to_thread(_remember, record.id, computed)  # sizing a HOG vector is not the loop's work
