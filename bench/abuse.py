@@ -354,7 +354,8 @@ async def post_and_leave(attack: Attack, target: str, body: Body, content_type: 
         with contextlib.suppress(ConnectionError):
             await send_pieces(writer, [head, *body.pieces])
         try:
-            response = await asyncio.wait_for(read_response_head(reader), ZIP_LINGER_SECONDS)
+            async with asyncio.timeout(ZIP_LINGER_SECONDS):  # not wait_for: in 3.11 it can swallow the cancel
+                response = await read_response_head(reader)
             attack.tally.http(response.status, response.headers)
         except TimeoutError:
             attack.tally.add("left")

@@ -52,13 +52,14 @@ class Settings:
     decode_seconds: float = 5.0
     decode_workers: int = 0
     decode_queue: int = 64
+    decode_heavy_pixels: int = 16_000_000
     feature_max_pixels: int = 4_194_304
     max_sessions: int = 10_000
     decode_session_tasks: int = 8
     decode_client_tasks: int = 16
     trusted_proxies: str = ""
     store_threads: int = 8
-    upload_budget_bytes: int = 512 * MiB
+    upload_budget_bytes: int = 384 * MiB
     upload_min_bytes_per_second: int = 16 * 1024
     upload_grace_seconds: float = 20.0
     upload_idle_seconds: float = 60.0
@@ -175,6 +176,13 @@ OPTIONS: list[tuple[str, str, str]] = [
         "Most decodes waiting for a worker at once; more: 503 with `Retry-After`.",
     ),
     (
+        "decode_heavy_pixels",
+        "DARKROOM_DECODE_HEAVY_PIXELS",
+        "Decodes of images over this many pixels (and of TIFF, HEIF and AVIF, whose size is not read at a "
+        "glance; never JPEG, decoded reduced) run on at most all workers but one at once, so one worker is "
+        "always free for ordinary photos and the workers' memory stays bounded.",
+    ),
+    (
         "feature_max_pixels",
         "DARKROOM_FEATURE_MAX_PIXELS",
         "Features of larger images are computed on a view downscaled to this many pixels (exact below it).",
@@ -212,8 +220,8 @@ OPTIONS: list[tuple[str, str, str]] = [
     (
         "upload_budget_bytes",
         "DARKROOM_UPLOAD_BUDGET_BYTES",
-        "Bytes of unfinished uploads (multipart bodies and WebSocket files) held at once, at most what the "
-        "memory cap has left; past it: 503 with `Retry-After`.",
+        "Bytes of unfinished uploads (multipart bodies and WebSocket files, and what a ZIP's members unpack "
+        "to) held at once, at most what the memory cap has left; past it: 503 with `Retry-After`.",
     ),
     (
         "upload_min_bytes_per_second",

@@ -152,6 +152,13 @@ class Reservation:
             budget.reserve(self.key, size - self.reserved, await server_room())
             self.reserved = size
 
+    async def grow(self, size: int) -> None:
+        """Reserve ``size`` bytes more than the body: what an archive's members unpack to while
+        they are held beside it (raises as ``reserve``)."""
+        if size > 0:
+            budget.reserve(self.key, size, await server_room())
+            self.reserved += size
+
     def release(self, size: int) -> None:
         """Give back ``size`` bytes (at most what is held): they were stored or dropped."""
         size = min(size, self.held)

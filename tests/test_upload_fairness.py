@@ -292,6 +292,23 @@ def test_a_disconnected_zip_upload_stops_decoding(api, live_server, configure):
     assert pool.submitted - before == decoded  # and nothing more started after it settled
 
 
+def test_a_zip_upload_reserves_what_its_members_unpack_to_while_it_is_stored(api, live_server, configure):
+    members = 600
+    configure(decode_workers=1, decode_session_tasks=2, zip_max_entries=members)
+    session = new_session(api)
+    archive = _archive_of(members)
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened:
+        unpacked = sum(info.file_size for info in opened.infolist())
+    leaving = socket.create_connection(("127.0.0.1", live_server.port))
+    body = file_part("many.zip", field="file") + archive + f"\r\n--{BOUNDARY}--\r\n".encode()
+    leaving.sendall(multipart_head(live_server.port, session, len(body), "/api/images/zip") + body)
+    # the members are held beside the archive until stored: both count against the budget
+    assert eventually(lambda: budget.held(session) >= len(archive) + unpacked)
+    leaving.close()
+    assert eventually(lambda: budget.total == 0)
+    assert listed(api, session) == []
+
+
 # -- Retry-After on every 503 --
 def test_every_503_of_the_upload_paths_carries_retry_after(configure):
     report = data_service.UploadReport(rejected=[data_service.Rejection("a.jpg", 503, "the decoders are busy")])

@@ -11,7 +11,6 @@ stops when its client leaves.
 from __future__ import annotations
 
 import asyncio
-import threading
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response, WebSocket
@@ -29,9 +28,10 @@ from core.api.models import (
 )
 from core.api.multipart import boundary_of, iter_file_parts
 from core.api.ws_upload import serve_upload_socket
+from core.archive import read_central_directory
 from core.clients import current_client
 from core.errors import BadRequest, ClientGone, DarkroomError, ServiceBusy, TooLarge
-from core.inflight import IncomingBody, receiving
+from core.inflight import IncomingBody, Reservation, receiving
 from core.ingest import ALLOWED_FORMATS, is_zip
 from core.presence import presence
 from core.sandbox import RETRY_AFTER_SECONDS as DECODE_RETRY_SECONDS
@@ -145,8 +145,9 @@ async def _receive_parts(
             max_archive_bytes=settings.zip_max_archive_bytes if archives else None,
             chunks=body.chunks(),
         ):
+            unpacked = await _cover_members(body.reservation, part.data) if archives and is_zip(part.data) else 0
             pending.append(asyncio.create_task(_prepare_part(part.data, part.filename, archives)))
-            part_bytes.append(len(part.data))
+            part_bytes.append(len(part.data) + unpacked)
             if progressive:
                 await commit_in_order(wait=False)
             busy = [task for task in pending[committed:] if not task.done()]
@@ -158,6 +159,8 @@ async def _receive_parts(
     except ClientGone:  # nobody reads the answer: stop the decodes, store nothing more
         for task in pending[committed:]:
             task.cancel()
+        # their threads let go of the bytes before the budget gets them back
+        await asyncio.gather(*pending[committed:], return_exceptions=True)
         raise
     except DarkroomError as exc:
         if progressive:  # every file that arrived whole before the failure is kept
@@ -200,15 +203,26 @@ async def _read_body(body: IncomingBody, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _store_archive(archive: bytes) -> data_service.UploadReport:
+async def _cover_members(reservation: Reservation, archive: bytes) -> int:
+    """Reserve what the archive's members declare they unpack to (the archive guards hold them to
+    it): they are held beside the archive until stored. Returns the bytes reserved (0 for an
+    archive the guards will refuse anyway)."""
+    try:
+        entries = await asyncio.to_thread(read_central_directory, archive, data_service.settings())
+    except DarkroomError:
+        return 0  # unpacking refuses it with the same message
+    settings = data_service.settings()
+    # at most what the budget has beside the archive: the largest legal archive is never refused for it
+    unpacked = min(sum(entry.size for entry in entries), max(0, settings.upload_budget_bytes - len(archive)))
+    await reservation.grow(unpacked)
+    return unpacked
+
+
+async def _store_archive(archive: bytes, reservation: Reservation) -> data_service.UploadReport:
     """Unpack, validate and store a ZIP archive in the current session; cancelled (the client
     left), nothing more of it is inflated or decoded and its queued decodes are cancelled."""
-    stop = threading.Event()
-    try:
-        prepared, skipped = await asyncio.to_thread(data_service.prepare_zip, archive, stop)
-    except asyncio.CancelledError:
-        stop.set()
-        raise
+    await _cover_members(reservation, archive)
+    prepared, skipped = await data_service.run_stoppable(data_service.prepare_zip, archive)
     if not prepared:
         raise data_service._no_images_in_archive(skipped)
     return await data_service.run_store(data_service.commit, prepared, data_service.UploadReport(skipped=skipped))
@@ -249,7 +263,7 @@ async def upload_zip(request: Request) -> JSONResponse:
             archive = parts[0].data
         else:
             archive = await _read_body(body, limit)
-        report = await body.unless_client_leaves(_store_archive(archive))
+        report = await body.unless_client_leaves(_store_archive(archive, body.reservation))
     return upload_response(ZipUploadResult.body(report), report)
 
 
