@@ -11,12 +11,14 @@ body is never read:
   any other part at most ``MAX_FIELD_BYTES``.
 
 The part's name comes from ``filename``; ``filename*`` is ignored, as RFC 7578 §4.2 requires of
-form data. Work per byte is constant: the parser scans each chunk once, kept data is a list of
-slices joined once per part, and per-part decisions are taken once, when its headers end.
+form data. Work per byte is constant: the parser scans each chunk once, kept data is written into
+one growing buffer per part that becomes the part's bytes without a copy (so a part is never held
+twice), and per-part decisions are taken once, when its headers end.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 
@@ -52,7 +54,8 @@ class _PartState:
     wanted: bool = False  # a part named in ``field_names``: its bytes are kept
     is_file: bool = False
     limit: int = MAX_FIELD_BYTES
-    chunks: list[bytes] = field(default_factory=list)
+    # grown in place and handed over without a copy (``getvalue``): a part is held once, not twice
+    buffer: io.BytesIO = field(default_factory=io.BytesIO)
     size: int = 0
     head: bytes = b""
 
@@ -157,13 +160,13 @@ async def iter_file_parts(
         if state.size > state.limit:
             raise _too_large(state.limit) if state.is_file else BadRequest("a form field is too long")
         if state.wanted:
-            state.chunks.append(data[start:end])
+            state.buffer.write(memoryview(data)[start:end])
 
     def on_part_end() -> None:
         if not state.wanted:
             return
-        done.append(FilePart(state.name, state.filename, b"".join(state.chunks)))
-        state.chunks = []
+        done.append(FilePart(state.name, state.filename, state.buffer.getvalue()))
+        state.buffer = io.BytesIO()
 
     parser = MultipartParser(
         boundary,
