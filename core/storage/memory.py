@@ -67,6 +67,7 @@ class MemoryStore(ImageStore):
         self.capacity_bytes = capacity_bytes
         self._namespaces: dict[str, _Namespace] = {}
         self._bytes_total = 0
+        self._images_total = 0  # images over every namespace
         self._lock = threading.Lock()
         self._never_used: dict[str, None] = {}  # touched, nothing added yet: oldest first
 
@@ -109,6 +110,7 @@ class MemoryStore(ImageStore):
             blob.ids[entry.record.id] = None
             namespace.blobs[image.sha256] = blob
             namespace.images[entry.record.id] = entry
+            self._images_total += 1
             namespace.by_name[(image.sha256, image.filename)] = entry.record.id
             self._namespaces[key] = namespace
             self._never_used.pop(key, None)
@@ -144,6 +146,7 @@ class MemoryStore(ImageStore):
             namespace = self._namespaces[key]
             record = entry.record
             del namespace.images[image_id]
+            self._images_total -= 1
             del namespace.by_name[(record.sha256, record.filename)]
             blob = namespace.blobs[record.sha256]
             del blob.ids[image_id]  # the next one in upload order becomes the first, in O(1)
@@ -160,6 +163,7 @@ class MemoryStore(ImageStore):
             if namespace is None:
                 return 0
             self._bytes_total -= namespace.bytes_held
+            self._images_total -= len(namespace.images)
             return len(namespace.images)
 
     def touch(self, key: str) -> None:
@@ -174,7 +178,9 @@ class MemoryStore(ImageStore):
         with self._lock:
             expired = [k for k, ns in self._namespaces.items() if now - ns.last_used >= idle_seconds]
             for key in expired:
-                self._bytes_total -= self._namespaces.pop(key).bytes_held
+                namespace = self._namespaces.pop(key)
+                self._bytes_total -= namespace.bytes_held
+                self._images_total -= len(namespace.images)
                 self._never_used.pop(key, None)
             return expired
 
@@ -199,7 +205,7 @@ class MemoryStore(ImageStore):
         with self._lock:
             return StoreTotals(
                 sessions=len(self._namespaces),
-                images=sum(len(ns.images) for ns in self._namespaces.values()),
+                images=self._images_total,  # counted as they come and go: O(1), whatever the sessions
                 bytes_held=self._bytes_total,
                 capacity_bytes=self.capacity_bytes,
             )
