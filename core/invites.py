@@ -131,8 +131,13 @@ class _RedisInvites:
 
 
 class InviteBook:
+    """Invites in this process's memory (or Redis, ``share_through``). Every call costs O(the
+    session's own invites), never a scan of every session's: tokens are kept in creation order,
+    so the expired ones leave from the front, and indexed by session."""
+
     def __init__(self) -> None:
-        self._invites: dict[str, Invite] = {}
+        self._invites: dict[str, Invite] = {}  # by token, oldest first
+        self._by_session: dict[str, dict[str, None]] = {}  # session -> its tokens
         self._lock = threading.Lock()
         self._shared: _RedisInvites | None = None
 
@@ -142,8 +147,25 @@ class InviteBook:
         self._shared = _RedisInvites(client) if client is not None else None
 
     def _prune(self, now: float) -> None:
-        for token in [t for t, invite in self._invites.items() if invite.expires_at <= now]:
-            del self._invites[token]
+        """Drop expired invites from the front (amortised O(1)). One made with a shorter time to
+        live behind a longer one waits for it, or for its session's end; it never resolves."""
+        while self._invites:
+            token, invite = next(iter(self._invites.items()))
+            if invite.expires_at > now:
+                return
+            self._remove(token)
+
+    def _remove(self, token: str) -> None:
+        invite = self._invites.pop(token)
+        tokens = self._by_session[invite.session_id]
+        del tokens[token]
+        if not tokens:
+            del self._by_session[invite.session_id]
+
+    def _live(self, session_id: str, now: float) -> list[Invite]:
+        """``session_id``'s unexpired invites, oldest first (at most MAX_ACTIVE_PER_SESSION)."""
+        invites = (self._invites[token] for token in self._by_session.get(session_id, ()))
+        return [invite for invite in invites if invite.expires_at > now]
 
     def create(self, session_id: str, ttl_seconds: float, now: float | None = None) -> Invite:
         now = time.time() if now is None else now
@@ -151,10 +173,11 @@ class InviteBook:
             return self._shared.create(session_id, ttl_seconds, now)
         with self._lock:
             self._prune(now)
-            if sum(1 for i in self._invites.values() if i.session_id == session_id) >= MAX_ACTIVE_PER_SESSION:
+            if len(self._live(session_id, now)) >= MAX_ACTIVE_PER_SESSION:
                 raise _too_many()
             invite = Invite(secrets.token_urlsafe(24), session_id, now, now + ttl_seconds)
             self._invites[invite.token] = invite
+            self._by_session.setdefault(session_id, {})[invite.token] = None
             return invite
 
     def resolve(self, token: str, now: float | None = None) -> str | None:
@@ -174,7 +197,7 @@ class InviteBook:
             return self._shared.active(session_id, now)
         with self._lock:
             self._prune(now)
-            return sorted((i for i in self._invites.values() if i.session_id == session_id), key=lambda i: i.created_at)
+            return sorted(self._live(session_id, now), key=lambda i: i.created_at)
 
     def revoke(self, session_id: str, token: str) -> bool:
         """Revoke one of ``session_id``'s invites; another session's token is left alone."""
@@ -184,17 +207,22 @@ class InviteBook:
             invite = self._invites.get(token)
             if invite is None or invite.session_id != session_id:
                 return False
-            del self._invites[token]
+            self._remove(token)
             return True
 
     def revoke_all(self, session_id: str) -> int:
         if self._shared is not None:
             return self._shared.revoke_all(session_id)
         with self._lock:
-            tokens = [t for t, i in self._invites.items() if i.session_id == session_id]
+            tokens = self._by_session.pop(session_id, {})
             for token in tokens:
                 del self._invites[token]
             return len(tokens)
+
+    def held(self) -> int:
+        """Invites this process keeps in memory, expired ones not yet dropped included (tests)."""
+        with self._lock:
+            return len(self._invites)
 
 
 invites = InviteBook()
