@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 from urllib.parse import unquote
@@ -347,20 +348,18 @@ def _raw_post(port: int, path: str, headers: dict[str, str], body_size: int, chu
     head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
     sock.sendall(head.encode())
     sent = 0
-    sock.settimeout(0.001)
     response = b""
+    sock.setblocking(False)  # send what the server takes, and stop once it has answered
     try:
         while sent < body_size:
-            try:
+            readable, writable, _ = select.select([sock], [sock], [], 10)
+            if not readable and not writable:
+                raise TimeoutError("the server neither reads the body nor answers")
+            if readable:
                 response += sock.recv(65536)
-                if response:
-                    break
-            except (TimeoutError, BlockingIOError):
-                pass
-            piece = chunk[: body_size - sent]
-            sock.sendall(piece)
-            sent += len(piece)
-    except (BrokenPipeError, ConnectionResetError):
+                break  # an answer, or the connection closed
+            sent += sock.send(chunk[: body_size - sent])
+    except (BrokenPipeError, ConnectionResetError, BlockingIOError):
         pass
     sock.settimeout(10)
     try:
