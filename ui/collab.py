@@ -30,6 +30,7 @@ EVENTS = (ANNOTATION_CHANGED, PRESENCE_CHANGED)
 NAME_KEY = "darkroom_member_name"  # a name the tab chose, kept across reloads in tab storage
 MAX_SHOWN_MEMBERS = 8  # in the header; the rest are counted
 MAX_CHART_TAGS = 10  # the dashboard colours the most used tags; the others are "other tags"
+REDRAW_DELAY = 0.25  # seconds: a burst of annotation changes recolours the charts once
 TAG_COLOURS = ("#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#d81b60", "#3949ab", "#6d4c41")
 UNTAGGED_COLOUR = "#b0bec5"
 ANY = "any"
@@ -170,11 +171,15 @@ class Collab:
         self.member: Member | None = None
         self.members: list[dict[str, Any]] = []
         self.annotations: dict[str, dict[str, Any]] = {}
+        self.tag_counts: dict[str, int] = {}  # images per tag, kept as annotations come and go
+        self.tag_options: set[str] = set()  # the tag filter's options as last set
+        self.passing: set[str] = set()  # ids of the cards the filters show
         self.strips: dict[str, CardStrip] = {}
         self.editor: DetailEditor | None = None
         self.flags: dict[str, list[str]] = {}
         self.flags_task: asyncio.Task[None] | None = None
         self.redraw_dashboard: Callable[[], None] | None = None
+        self.redraw_pending = False
         self.tag_target: str | None = None
 
     # -- presence --
@@ -261,11 +266,23 @@ class Collab:
         return self.annotations.get(image_id) or empty_annotations()
 
     def tag_names(self) -> list[str]:
-        counts: dict[str, int] = {}
-        for value in self.annotations.values():
-            for tag in value["tags"]:
-                counts[tag] = counts.get(tag, 0) + 1
+        """Every tag in the workspace, the most used first: O(tags), never a walk of the images."""
+        counts = self.tag_counts
         return sorted(counts, key=lambda tag: (-counts[tag], tag.casefold()))
+
+    def _remember(self, image_id: str, annotations: dict[str, Any] | None) -> None:
+        """Keep ``annotations`` (None: forget them) for ``image_id`` and its tags in the counts."""
+        old = self.annotations.pop(image_id, None)
+        for tag in old["tags"] if old else ():
+            left = self.tag_counts[tag] - 1
+            if left:
+                self.tag_counts[tag] = left
+            else:
+                del self.tag_counts[tag]
+        if annotations is not None:
+            self.annotations[image_id] = annotations
+            for tag in annotations["tags"]:
+                self.tag_counts[tag] = self.tag_counts.get(tag, 0) + 1
 
     def extend_card(self, image: dict[str, Any]) -> None:
         """Add the annotation strip to a new gallery card (inside the card)."""
@@ -274,19 +291,22 @@ class Collab:
         value = known if known is not None else image.get("annotations") or empty_annotations()
         self.strips[image_id] = CardStrip(self, image_id)
         self.show(image_id, value, filter_now=False)
-        if any(tag not in self.tag_filter.options for tag in value["tags"]):
+        if any(tag not in self.tag_options for tag in value["tags"]):
             self.refresh_tag_options()  # a page that opens on an annotated workspace can filter at once
         self.apply_filters([image_id])
 
     def forget(self, image_id: str) -> None:
         self.strips.pop(image_id, None)
-        self.annotations.pop(image_id, None)
+        self._remember(image_id, None)
         self.flags.pop(image_id, None)
+        self.passing.discard(image_id)
 
     def forget_all(self) -> None:
         self.strips.clear()
         self.annotations.clear()
+        self.tag_counts.clear()
         self.flags.clear()
+        self.passing.clear()
 
     def extend_detail(self, image_id: str) -> None:
         """The annotation editor in the detail of ``image_id`` (inside the detail card)."""
@@ -297,7 +317,7 @@ class Collab:
         known = self.annotations.get(image_id)
         if known is not None and known["version"] > annotations["version"]:
             return  # an older answer arriving after a newer event
-        self.annotations[image_id] = annotations
+        self._remember(image_id, annotations)
         strip = self.strips.get(image_id)
         if strip is not None:
             strip.show(annotations)
@@ -307,7 +327,21 @@ class Collab:
             self.refresh_tag_options()
             self.apply_filters([image_id])
             if self.redraw_dashboard is not None and self.colour_by.value == COLOUR_BY_TAG:
+                self._redraw_soon()
+
+    def _redraw_soon(self) -> None:
+        """Recolour the charts once for a burst of annotation changes (each redraw walks every row)."""
+        if self.redraw_pending:
+            return
+        self.redraw_pending = True
+
+        async def redraw() -> None:
+            await asyncio.sleep(REDRAW_DELAY)
+            self.redraw_pending = False
+            if self.redraw_dashboard is not None and self.client.id in Client.instances:
                 self.redraw_dashboard()
+
+        background_tasks.create(redraw(), name="darkroom-recolour")
 
     def chip(self, image_id: str, tag: str, dense: bool = False) -> ui.chip:
         chip = ui.chip(tag, removable=True, color=None).style(f"background: {tag_colour(tag)}; color: white")
@@ -395,8 +429,9 @@ class Collab:
 
     def refresh_tag_options(self) -> None:
         names = self.tag_names()
-        chosen = [tag for tag in (self.tag_filter.value or []) if tag in names]
+        chosen = [tag for tag in (self.tag_filter.value or []) if tag in self.tag_counts]
         self.tag_filter.set_options(names, value=chosen)
+        self.tag_options = set(names)
 
     def _filters_changed(self) -> None:
         if self.flag_filter.value != ANY:
@@ -425,18 +460,29 @@ class Collab:
         return True
 
     def apply_filters(self, image_ids: list[str] | None = None) -> None:
+        """Show or hide the cards of ``image_ids`` (None: every card, when a filter changed). An
+        event about one image costs O(1), whatever the workspace's size."""
         cards = self.cards()
-        for image_id in image_ids if image_ids is not None else list(cards):
+        if image_ids is None:
+            image_ids = list(cards)
+            self.passing.clear()
+        for image_id in image_ids:
             card = cards.get(image_id)
-            if card is not None:
-                card.set_visibility(self.matches(image_id))
-        if self.filtering():
-            shown = sum(1 for image_id in cards if self.matches(image_id))
-            self.filter_note.set_text(f"showing {shown} of {len(cards)}")
-        else:
-            self.filter_note.set_text("")
-        if self.flag_filter.value != ANY and any(image_id not in self.flags for image_id in cards):
+            if card is None:
+                self.passing.discard(image_id)
+                continue
+            shown = self.matches(image_id)
+            card.set_visibility(shown)
+            if shown:
+                self.passing.add(image_id)
+            else:
+                self.passing.discard(image_id)
+        self._show_filter_note(len(cards))
+        if self.flag_filter.value != ANY and any(image_id not in self.flags for image_id in image_ids):
             self.ensure_flags()
+
+    def _show_filter_note(self, cards: int) -> None:
+        self.filter_note.set_text(f"showing {len(self.passing)} of {cards}" if self.filtering() else "")
 
     def ensure_flags(self) -> None:
         """Compute CleanVision's quality flags of the images that lack them (once, in the background)."""

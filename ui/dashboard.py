@@ -31,6 +31,7 @@ MAX_BINS = 40  # histogram bars; fewer for few images (square-root rule)
 FLAGGED_COLOUR = "#e53935"
 CLEAN_COLOUR = "#1e88e5"
 _REFRESH_DELAY = 0.5  # seconds: a burst of uploads becomes one refresh
+_REMOVAL_DELAY = 0.25  # seconds: a burst of deletes becomes one redraw of the table and charts
 
 
 def scalar_columns(columns: list[str], rows: list[dict[str, Any]]) -> list[str]:
@@ -134,6 +135,7 @@ class Dashboard:
         self.on_open = on_open
         self.rows: list[dict[str, Any]] = []
         self.columns: list[str] = []
+        self.removed: set[str] = set()  # ids deleted since the rows were last drawn
         self.stale = True
         self.computing = False
         self.visible = False
@@ -203,8 +205,19 @@ class Dashboard:
             background_tasks.create(self._refresh_later(), name="darkroom-dashboard-refresh")
 
     def image_removed(self, image_id: str) -> None:
-        """Take a deleted image out of the charts and the table at once (no recomputation needed)."""
-        kept = [row for row in self.rows if row["id"] != image_id]
+        """Take a deleted image out of the charts and the table (no recomputation needed). Deletes
+        are gathered for ``_REMOVAL_DELAY``, so a script deleting a whole workspace one image at a
+        time costs a few redraws a second, not one walk of the table per image."""
+        if not self.removed:
+            background_tasks.create(self._remove_later(), name="darkroom-dashboard-removal")
+        self.removed.add(image_id)
+
+    async def _remove_later(self) -> None:
+        await asyncio.sleep(_REMOVAL_DELAY)
+        removed, self.removed = self.removed, set()
+        if self.client.id not in Client.instances:
+            return
+        kept = [row for row in self.rows if row["id"] not in removed]
         if len(kept) != len(self.rows):
             self.rows = kept
             self._show_rows()

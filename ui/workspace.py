@@ -97,16 +97,17 @@ class Workspace:
         )
         for image in listed:
             self.gallery.add(image)
-        self._keep_alive(notify=True)
-        self._update_counts()
+        await self._keep_alive(notify=True)
+        await self._update_counts()
         keep_alive = max(0.2, min(60.0, self.settings.session_idle_seconds / 3))
         ui.timer(keep_alive, self._keep_alive)
 
-    def _keep_alive(self, notify: bool = False) -> None:
+    async def _keep_alive(self, notify: bool = False) -> None:
         """Keep the workspace from expiring. A server at its share of workspaces (503) is told once
-        at page load; uploads then say the same, and the timer tries again."""
+        at page load; uploads then say the same, and the timer tries again. A store that does I/O
+        is touched from a store thread, never the event loop."""
         try:
-            run_in_session(self.client, data_service.touch_session)
+            await data_service.run_store(run_in_session, self.client, data_service.touch_session)
         except DarkroomError as exc:
             if notify:
                 ui.notify(exc.message, type="warning", timeout=10000)
@@ -134,7 +135,7 @@ class Workspace:
                 except Exception:  # noqa: BLE001  one bad update must not stop the live view
                     log.exception("could not apply a %s event to the page", event.kind)
             if changed:
-                self._update_counts()
+                await self._update_counts()
 
     def _apply(self, event: Event) -> bool:
         """Show one event; True when the workspace's content changed."""
@@ -238,9 +239,9 @@ class Workspace:
             ui.icon(icon)
             ui.label(text).props("data-testid=storage-notice")
 
-    def _update_counts(self) -> None:
+    async def _update_counts(self) -> None:
         count = self.gallery.count
-        held = run_in_session(self.client, data_service.session_bytes_held)
+        held = await data_service.run_store(run_in_session, self.client, data_service.session_bytes_held)
         self.usage.set_text(
             f"{count} image{'s' if count != 1 else ''} · {format_bytes(held)} of "
             f"{format_bytes(self.settings.session_quota_bytes)}"
