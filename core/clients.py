@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
 
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 UNKNOWN_CLIENT = "unknown"  # no peer address (a test transport, a Unix socket)
@@ -80,12 +79,28 @@ def client_address(peer: str | None, forwarded_for: list[str], proxies: tuple[Ne
 
 
 def address_of(scope: Scope, trusted_proxies: str) -> str:
-    """``client_address`` of an ASGI connection scope."""
+    """``client_address`` of an ASGI connection scope. Runs on every request: the answer for a
+    peer and a short ``X-Forwarded-For`` is remembered, so the hot path parses no address."""
     peer = scope.get("client")
-    host = peer[0] if peer else None
-    proxies = parse_proxies(trusted_proxies)
-    forwarded = Headers(scope=scope).getlist(FORWARDED_FOR) if proxies else []
-    return client_address(host, forwarded, proxies)
+    if not peer:
+        return UNKNOWN_CLIENT
+    forwarded: tuple[bytes, ...] = ()
+    if trusted_proxies:  # ASGI header names are lower-case bytes
+        forwarded = tuple(value for name, value in scope["headers"] if name == _FORWARDED_FOR_BYTES)
+        if sum(len(value) for value in forwarded) > _CACHED_FORWARDED_BYTES:  # never kept in the cache
+            return _resolve(peer[0], forwarded, trusted_proxies)
+    return _resolve_cached(peer[0], forwarded, trusted_proxies)
+
+
+def _resolve(host: str, forwarded: tuple[bytes, ...], trusted_proxies: str) -> str:
+    values = [value.decode("latin-1") for value in forwarded]
+    return client_address(host, values, parse_proxies(trusted_proxies))
+
+
+# Bounded in entries and in bytes (keys with long headers are not cached): at most ~2 MiB.
+_resolve_cached = lru_cache(maxsize=4096)(_resolve)
+_FORWARDED_FOR_BYTES = FORWARDED_FOR.encode("ascii")
+_CACHED_FORWARDED_BYTES = 256
 
 
 @contextmanager
@@ -115,5 +130,8 @@ class ClientScope:
             return
         from core import data_service  # the service's settings (tests replace them); no import cycle
 
-        with client_scope(address_of(scope, data_service.settings().trusted_proxies)):
+        token = CURRENT_CLIENT.set(address_of(scope, data_service.settings().trusted_proxies))
+        try:
             await self.app(scope, receive, send)
+        finally:
+            CURRENT_CLIENT.reset(token)

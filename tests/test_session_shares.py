@@ -17,7 +17,7 @@ from websockets.sync.client import connect
 
 from core import data_service
 from core.admission import SessionLedger
-from core.clients import client_address, client_scope, current_client, parse_proxies
+from core.clients import address_of, client_address, client_scope, current_client, parse_proxies
 from core.errors import ServiceBusy
 from core.sessions import current_session_id, session_scope
 from tests.conftest import listed, make_jpeg, new_session, upload, upload_zip
@@ -135,6 +135,22 @@ def test_the_ledger_forgets_idle_rate_buckets_and_bounds_what_it_keeps():
 )
 def test_the_client_address_believes_x_forwarded_for_only_from_trusted_proxies(peer, forwarded, proxies, expected):
     assert client_address(peer, forwarded, parse_proxies(proxies)) == expected
+
+
+def test_a_request_scope_names_its_client_the_same_whether_or_not_the_answer_was_remembered():
+    def scope(peer: str, *forwarded: bytes) -> dict:
+        headers = [(b"host", b"darkroom")] + [(b"x-forwarded-for", value) for value in forwarded]
+        return {"type": "http", "client": (peer, 50000), "headers": headers}
+
+    hops = b"6.6.6.6, 198.51.100.1"
+    for _ in range(2):  # the second answer comes from the cache
+        assert address_of(scope("10.1.1.1", hops, b"10.2.2.2"), "10.0.0.0/8") == "198.51.100.1"
+        assert address_of(scope("10.1.1.1", hops), "") == "10.1.1.1"  # no proxy trusted
+        assert address_of(scope("192.0.2.9", hops), "10.0.0.0/8") == "192.0.2.9"
+    long_header = b", ".join(b"10.9.%d.%d" % (i // 256, i % 256) for i in range(100)) + b", 198.51.100.7"
+    assert len(long_header) > 256  # too long to be remembered, resolved all the same
+    assert address_of(scope("10.1.1.1", long_header), "10.0.0.0/8") == "198.51.100.7"
+    assert address_of({"type": "http", "client": None, "headers": []}, "") == "unknown"
 
 
 def test_a_bad_trusted_proxy_setting_is_refused_with_its_variable_named():
