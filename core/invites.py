@@ -148,7 +148,8 @@ class InviteBook:
 
     def _prune(self, now: float) -> None:
         """Drop expired invites from the front (amortised O(1)). One made with a shorter time to
-        live behind a longer one waits for it, or for its session's end; it never resolves."""
+        live behind a longer one waits for it, for its session's next call, or for its session's end;
+        it never resolves."""
         while self._invites:
             token, invite = next(iter(self._invites.items()))
             if invite.expires_at > now:
@@ -163,9 +164,13 @@ class InviteBook:
             del self._by_session[invite.session_id]
 
     def _live(self, session_id: str, now: float) -> list[Invite]:
-        """``session_id``'s unexpired invites, oldest first (at most MAX_ACTIVE_PER_SESSION)."""
-        invites = (self._invites[token] for token in self._by_session.get(session_id, ()))
-        return [invite for invite in invites if invite.expires_at > now]
+        """``session_id``'s unexpired invites, oldest first (at most MAX_ACTIVE_PER_SESSION). Its
+        expired ones are dropped here: short-lived invites made behind a long-lived one cannot pile
+        up, so a session holds at most MAX_ACTIVE_PER_SESSION + 1 invites after any create."""
+        tokens = self._by_session.get(session_id, {})
+        for token in [t for t in tokens if self._invites[t].expires_at <= now]:
+            self._remove(token)
+        return [self._invites[token] for token in self._by_session.get(session_id, ())]
 
     def create(self, session_id: str, ttl_seconds: float, now: float | None = None) -> Invite:
         now = time.time() if now is None else now

@@ -50,3 +50,12 @@ def test_revoking_a_sessions_invites_leaves_the_others_alone():
     assert all(book.resolve(invite.token, now=1.0) is None for invite in mine)
     assert book.resolve(theirs.token, now=1.0) == other
     assert book.held() == 1
+
+
+def test_short_lived_invites_behind_a_long_lived_one_do_not_pile_up():
+    book, owner = InviteBook(), new_session_id()
+    book.create(owner, ttl_seconds=3600, now=0.0)  # keeps the front of the book from being pruned
+    for second in range(0, 2000, 2):
+        book.create(owner, ttl_seconds=1, now=float(second))  # expired by the next create
+    assert book.held() <= MAX_ACTIVE_PER_SESSION + 1
+    assert len(book.active(owner, now=2001.0)) == 1
