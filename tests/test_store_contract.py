@@ -231,10 +231,16 @@ def test_totals_add_up_the_sessions_through_adds_deletes_and_clears(make_session
     store.add(A, image(0, "copy.jpg"))  # shared bytes
     store.add(B, image(5))
     assert store.totals().bytes_held == store.bytes_held(A) + store.bytes_held(B)
+    assert store.totals().images == 5
     store.delete(A, a[0].id)  # its bytes stay, held for "copy.jpg"
     assert store.totals().bytes_held == store.bytes_held(A) + store.bytes_held(B)
+    assert store.totals().images == 4
     store.clear(A)
     assert store.totals().bytes_held == store.bytes_held(B) > 0
+    assert store.totals().images == 1
+    store.add(A, image(7))
+    store.expire_idle(idle_seconds=0)  # both sessions: the count follows them out
+    assert store.totals().images == 0
 
 
 @pytest.mark.parametrize("fmt", ["AVIF", "HEIF", "WEBP", "TIFF", "BMP", "GIF", "PNG"])
