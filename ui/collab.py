@@ -30,7 +30,7 @@ EVENTS = (ANNOTATION_CHANGED, PRESENCE_CHANGED)
 NAME_KEY = "darkroom_member_name"  # a name the tab chose, kept across reloads in tab storage
 MAX_SHOWN_MEMBERS = 8  # in the header; the rest are counted
 MAX_CHART_TAGS = 10  # the dashboard colours the most used tags; the others are "other tags"
-REDRAW_DELAY = 0.25  # seconds: a burst of annotation changes recolours the charts once
+REDRAW_DELAY = 0.25  # seconds: a burst of annotation changes reorders the tag options and recolours once
 TAG_COLOURS = ("#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#d81b60", "#3949ab", "#6d4c41")
 UNTAGGED_COLOUR = "#b0bec5"
 ANY = "any"
@@ -270,8 +270,10 @@ class Collab:
         counts = self.tag_counts
         return sorted(counts, key=lambda tag: (-counts[tag], tag.casefold()))
 
-    def _remember(self, image_id: str, annotations: dict[str, Any] | None) -> None:
-        """Keep ``annotations`` (None: forget them) for ``image_id`` and its tags in the counts."""
+    def _remember(self, image_id: str, annotations: dict[str, Any] | None) -> bool:
+        """Keep ``annotations`` (None: forget them) for ``image_id`` and its tags in the counts.
+        True when a tag appeared in the workspace or left it (the tag filter's options change)."""
+        changed = False
         old = self.annotations.pop(image_id, None)
         for tag in old["tags"] if old else ():
             left = self.tag_counts[tag] - 1
@@ -279,10 +281,13 @@ class Collab:
                 self.tag_counts[tag] = left
             else:
                 del self.tag_counts[tag]
+                changed = True
         if annotations is not None:
             self.annotations[image_id] = annotations
             for tag in annotations["tags"]:
+                changed = changed or tag not in self.tag_counts
                 self.tag_counts[tag] = self.tag_counts.get(tag, 0) + 1
+        return changed
 
     def extend_card(self, image: dict[str, Any]) -> None:
         """Add the annotation strip to a new gallery card (inside the card)."""
@@ -317,20 +322,22 @@ class Collab:
         known = self.annotations.get(image_id)
         if known is not None and known["version"] > annotations["version"]:
             return  # an older answer arriving after a newer event
-        self._remember(image_id, annotations)
+        tags_changed = self._remember(image_id, annotations)
         strip = self.strips.get(image_id)
         if strip is not None:
             strip.show(annotations)
         if self.editor is not None and self.editor.image_id == image_id and not self.editor.box.is_deleted:
             self.editor.show(annotations)
         if filter_now:
-            self.refresh_tag_options()
+            if tags_changed:  # a new tag can be filtered on at once
+                self.refresh_tag_options()
             self.apply_filters([image_id])
-            if self.redraw_dashboard is not None and self.colour_by.value == COLOUR_BY_TAG:
-                self._redraw_soon()
+            self._redraw_soon()
 
     def _redraw_soon(self) -> None:
-        """Recolour the charts once for a burst of annotation changes (each redraw walks every row)."""
+        """Once for a burst of annotation changes: order the tag filter's options by their new
+        counts (each refresh sends every tag to the browser) and recolour the charts by tag (each
+        redraw walks every row)."""
         if self.redraw_pending:
             return
         self.redraw_pending = True
@@ -338,7 +345,10 @@ class Collab:
         async def redraw() -> None:
             await asyncio.sleep(REDRAW_DELAY)
             self.redraw_pending = False
-            if self.redraw_dashboard is not None and self.client.id in Client.instances:
+            if self.client.id not in Client.instances:
+                return
+            self.refresh_tag_options()
+            if self.redraw_dashboard is not None and self.colour_by.value == COLOUR_BY_TAG:
                 self.redraw_dashboard()
 
         background_tasks.create(redraw(), name="darkroom-recolour")
