@@ -13,7 +13,7 @@ the client leaves.
 Bytes of an unfinished upload must keep arriving (``MinimumRate``): after
 ``DARKROOM_UPLOAD_GRACE_SECONDS``, at ``DARKROOM_UPLOAD_MIN_BYTES_PER_SECOND`` on average, counted
 over the time the server waits for them (never while it holds the client back). One timer per
-wait, no polling: a client that stalls entirely is refused when its allowance runs out (408).
+upload, no polling: a client that stalls entirely is refused when its allowance runs out (408).
 
 One client address may have ``DARKROOM_CLIENT_UPLOADS`` upload sockets and upload requests open at
 once (``upload_slot``); more: 503 with ``Retry-After``, before any byte is read.
@@ -24,16 +24,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from core import data_service
 from core.clients import current_client
 from core.config import Settings
-from core.errors import ClientGone, DarkroomError, RequestTimeout, ServiceBusy, TooLarge
+from core.errors import ClientGone, RequestTimeout, ServiceBusy, TooLarge
 from core.sessions import current_session_id
 from core.storage.base import storage_full, workspace_full
 from core.units import format_bytes
@@ -179,6 +179,9 @@ class MinimumRate:
         self.grace_seconds = grace_seconds
         self.received = 0
         self.waited = 0.0  # seconds spent waiting for the client's bytes
+        self._deadline: asyncio.TimerHandle | None = None
+        self._waiting: tuple[asyncio.Task[Any], float] | None = None  # the task waiting, since when
+        self._expired = False
 
     @classmethod
     def of(cls, settings: Settings) -> MinimumRate:
@@ -206,18 +209,51 @@ class MinimumRate:
 
     async def wait(self, next_bytes: Awaitable[T]) -> T:
         """Await the client's next bytes for at most the time it has left (RequestTimeout after);
-        the wait counts as the client's."""
+        the wait counts as the client's. One timer per upload, not one per read: it is armed for
+        the latest moment the current wait may end, and a deadline only moves later as bytes
+        arrive, so when it fires early it is armed again for what is left (``_check``)."""
+        left = self.seconds_left()
+        if left is None:
+            return await next_bytes
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
         started = loop.time()
+        cancelling = task.cancelling()
+        self._waiting = (task, started)
+        if self._deadline is None:
+            self._deadline = loop.call_at(started + left, self._check)
         try:
-            async with asyncio.timeout(self.seconds_left()) as deadline:
-                return await next_bytes
-        except TimeoutError:
-            if deadline.expired():
+            return await next_bytes
+        except asyncio.CancelledError:
+            if self._expired and task.uncancel() <= cancelling:  # our cancel, not the caller's
                 raise self.too_slow() from None
             raise
         finally:
+            self._waiting = None
             self.waited += loop.time() - started
+
+    def _check(self) -> None:
+        """The timer fired: refuse the upload if it is waiting past its allowance, else arm the
+        timer for the rest of the allowance (not waiting now: the next wait arms it)."""
+        self._deadline = None
+        if self._waiting is None or self._expired:
+            return
+        task, since = self._waiting
+        loop = asyncio.get_running_loop()
+        left = self.seconds_left()
+        left = 0.0 if left is None else left - (loop.time() - since)
+        if left > 0:
+            self._deadline = loop.call_later(left, self._check)
+        else:
+            self._expired = True
+            task.cancel()
+
+    def close(self) -> None:
+        """The upload ended: its timer goes."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     def too_slow(self) -> RequestTimeout:
         return RequestTimeout(
@@ -266,17 +302,26 @@ def upload_slot() -> Iterator[None]:
     address = current_client()
     limit = data_service.settings().client_uploads
     if not slots.take(address, limit):
-        raise ServiceBusy(
-            f"your address already has {limit} uploads open at once; wait for one to finish", RETRY_AFTER_SECONDS
-        )
+        raise _no_slot(limit)
     try:
         yield
     finally:
         slots.give_back(address)
 
 
+def _no_slot(limit: int) -> ServiceBusy:
+    return ServiceBusy(
+        f"your address already has {limit} uploads open at once; wait for one to finish", RETRY_AFTER_SECONDS
+    )
+
+
 def client_gone() -> ClientGone:
     return ClientGone("the connection closed before the upload was complete")
+
+
+# Work awaited after a body is read watches the connection only once it has run this long: most
+# uploads are answered sooner and cost no watcher task; a client that left is noticed this late.
+WATCH_AFTER_SECONDS = 0.05
 
 
 class IncomingBody:
@@ -289,46 +334,63 @@ class IncomingBody:
         self.rate = MinimumRate.of(settings)
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body's chunks as they arrive. Raises ServiceBusy / CapacityExceeded / TooLarge
+        """The body's chunks as they arrive (read from the ASGI ``receive``, like Starlette's
+        ``request.stream()``). Raises ServiceBusy / CapacityExceeded / TooLarge
         (``UploadBudget.reserve``) when the budget cannot take them, RequestTimeout when they
         arrive too slowly, ClientGone when the client leaves."""
         declared = self.request.headers.get("content-length", "")
         if declared.isdigit():
             await self.reservation.cover(int(declared))
-        stream = self.request.stream()
+        receive = self.request.receive
         received = 0
-        try:
-            while True:
-                try:
-                    chunk = await self.rate.wait(anext(stream, None))
-                except ClientDisconnect:
-                    raise client_gone() from None
-                if chunk is None:
-                    return
+        while True:
+            message = await self.rate.wait(receive())
+            if message["type"] == "http.disconnect":
+                raise client_gone()
+            chunk = message.get("body", b"")
+            if chunk:
                 self.rate.arrived(len(chunk))
                 received += len(chunk)
                 if received > self.reservation.reserved:  # no Content-Length, or a server that allows more
                     await self.reservation.cover(received + RESERVE_STEP_BYTES)
                 yield chunk
-        finally:
-            await stream.aclose()
+            if not message.get("more_body", False):
+                return
 
-    async def unless_client_leaves(self, work: Coroutine[Any, Any, T]) -> T:
+    async def unless_client_leaves(self, work: Awaitable[T]) -> T:
         """Await ``work`` (once the body is read); when the client leaves first, ``work`` is
-        cancelled and ClientGone raised."""
-        task = asyncio.ensure_future(work)
-        watcher = asyncio.ensure_future(_client_left(self.request))
+        cancelled and ClientGone raised. After ``WATCH_AFTER_SECONDS`` a watcher task waits for the
+        disconnect and cancels this task (``work`` unwinds in it, as a cancelled task would)."""
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        cancelling = task.cancelling()
+        watcher: asyncio.Task[None] | None = None
+        left = False
+
+        def on_left(done: asyncio.Task[None]) -> None:
+            nonlocal left
+            if not done.cancelled() and done.exception() is None:
+                left = True
+                task.cancel()
+
+        def watch() -> None:
+            nonlocal watcher
+            watcher = loop.create_task(_client_left(self.request))
+            watcher.add_done_callback(on_left)
+
+        start = loop.call_later(WATCH_AFTER_SECONDS, watch)
         try:
-            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                return task.result()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, DarkroomError):
-                await task
-            raise client_gone()
+            return await work
+        except asyncio.CancelledError:
+            if left and task.uncancel() <= cancelling:  # the watcher's cancel, not the caller's
+                raise client_gone() from None
+            raise
         finally:
-            watcher.cancel()
-            task.cancel()
+            start.cancel()
+            if watcher is not None:
+                watcher.remove_done_callback(on_left)
+                watcher.cancel()
 
 
 async def _client_left(request: Request) -> None:
@@ -340,13 +402,27 @@ async def _client_left(request: Request) -> None:
     await asyncio.Event().wait()  # a server that keeps handing out messages: never seen leaving
 
 
-@contextlib.asynccontextmanager
-async def receiving(request: Request) -> AsyncIterator[IncomingBody]:
-    """The upload request's slot of its address and its body's reservation, for the block: taken
-    before any byte is read, given back when it ends, however it ends."""
-    with upload_slot():
-        body = IncomingBody(request, data_service.settings())
-        try:
-            yield body
-        finally:
-            body.reservation.close()
+class _Receiving:
+    """``receiving``'s context manager (a class: no generator frame per request)."""
+
+    def __init__(self, request: Request) -> None:
+        self.body = IncomingBody(request, data_service.settings())
+        self.address = current_client()
+        limit = data_service.settings().client_uploads
+        if not slots.take(self.address, limit):
+            raise _no_slot(limit)
+
+    def __enter__(self) -> IncomingBody:
+        return self.body
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.body.rate.close()
+        self.body.reservation.close()
+        slots.give_back(self.address)
+
+
+def receiving(request: Request) -> _Receiving:
+    """The upload request's slot of its address and its body's reservation, for a ``with`` block:
+    taken before any byte is read, given back when it ends, however it ends. ServiceBusy (503,
+    ``Retry-After``) when the address has no upload slot left (as ``upload_slot``)."""
+    return _Receiving(request)

@@ -110,7 +110,7 @@ async def receive_files(
     and a part's bytes are given back as it is stored. When the client leaves, pending decodes are
     cancelled and nothing more is stored."""
     boundary = boundary_of(request)
-    async with receiving(request) as body:
+    with receiving(request) as body:
         return await _receive_parts(request, body, boundary, archives, progressive)
 
 
@@ -244,7 +244,7 @@ async def upload_zip(request: Request) -> JSONResponse:
     if not multipart and content_type not in _ZIP_TYPES:
         raise BadRequest("send the archive as multipart/form-data (part 'file') or as an application/zip body")
     boundary = boundary_of(request) if multipart else b""
-    async with receiving(request) as body:
+    with receiving(request) as body:
         if multipart:
             parts = [
                 part
