@@ -4,6 +4,7 @@ that stops when its client leaves, and ``Retry-After`` on every 503 (``core.infl
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import socket
@@ -13,14 +14,15 @@ import zipfile
 from collections.abc import Callable, Iterator
 
 import pytest
+from starlette.requests import Request
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from core import data_service
 from core.api.data_input import upload_response
 from core.config import MiB
-from core.errors import DarkroomError, ServiceBusy
-from core.inflight import LEGACY_KEY, MinimumRate, Reservation, budget, slots
+from core.errors import ClientGone, DarkroomError, ServiceBusy
+from core.inflight import LEGACY_KEY, WATCH_AFTER_SECONDS, IncomingBody, MinimumRate, Reservation, budget, slots
 from tests.conftest import listed, make_jpeg, new_session, upload
 
 BOUNDARY = "fairshareboundary"
@@ -239,6 +241,86 @@ def test_the_minimum_rate_applies_after_the_grace_period_to_the_time_spent_waiti
         rate.arrived(10, waited=4.0)
     assert late.value.status_code == 408
     assert MinimumRate(bytes_per_second=0, grace_seconds=1.0).seconds_left() is None  # 0: no minimum
+
+
+async def test_one_rate_timer_refuses_a_stalled_read_after_rearming_for_time_the_bytes_bought():
+    rate = MinimumRate(bytes_per_second=10_000, grace_seconds=0.2)
+    assert await rate.wait(_after(0.05, b"x" * 5000)) == b"x" * 5000  # buys 0.5 s more
+    rate.arrived(5000)
+    # longer than the first deadline (0.2 s after the first wait began): the timer fires early,
+    # finds time left and is armed again, so this read is not refused
+    assert await rate.wait(_after(0.3, b"y")) == b"y"
+    rate.arrived(1)
+    with pytest.raises(DarkroomError) as stalled:  # nothing more ever comes
+        await rate.wait(asyncio.Event().wait())
+    assert stalled.value.status_code == 408 and "slower than" in stalled.value.message
+    rate.close()
+
+
+async def test_the_rate_timer_never_fires_on_the_server_s_own_time():
+    rate = MinimumRate(bytes_per_second=10_000, grace_seconds=0.1)
+    await rate.wait(_after(0, b"x"))
+    rate.arrived(1)
+    await asyncio.sleep(0.3)  # past the deadline, but the server holds the client back: no refusal
+    assert await rate.wait(_after(0, b"y")) == b"y"
+    rate.close()
+
+
+async def test_a_caller_s_own_cancel_of_a_read_stays_a_cancel():
+    rate = MinimumRate(bytes_per_second=10_000, grace_seconds=5.0)
+    reader = asyncio.ensure_future(rate.wait(asyncio.Event().wait()))
+    await asyncio.sleep(0.05)
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    rate.close()
+
+
+async def _after(seconds: float, value: bytes) -> bytes:
+    await asyncio.sleep(seconds)
+    return value
+
+
+def _request_whose_client(leaves_after: float | None) -> tuple[Request, list[str]]:
+    """A Starlette request whose body is read: its client leaves after ``leaves_after`` seconds
+    (None: it stays). The list records each ``receive`` call."""
+    calls: list[str] = []
+
+    async def receive() -> dict:
+        calls.append("receive")
+        if leaves_after is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(leaves_after)
+        return {"type": "http.disconnect"}
+
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": []}, receive), calls
+
+
+async def test_work_after_the_body_is_cancelled_when_the_client_leaves():
+    request, _ = _request_whose_client(leaves_after=0.05)
+    body = IncomingBody(request, data_service.settings())
+    work = asyncio.Event()
+    with pytest.raises(ClientGone):
+        await body.unless_client_leaves(work.wait())  # never set: only the client's leaving ends it
+
+
+async def test_quick_work_after_the_body_never_watches_the_connection():
+    request, calls = _request_whose_client(leaves_after=None)
+    body = IncomingBody(request, data_service.settings())
+    assert await body.unless_client_leaves(_after(0, b"done")) == b"done"
+    await asyncio.sleep(WATCH_AFTER_SECONDS * 2)
+    assert calls == []  # answered before the watch would start: no watcher task was made
+
+
+async def test_a_caller_s_own_cancel_of_work_after_the_body_stays_a_cancel():
+    request, calls = _request_whose_client(leaves_after=None)
+    body = IncomingBody(request, data_service.settings())
+    waiting = asyncio.ensure_future(body.unless_client_leaves(asyncio.Event().wait()))
+    await asyncio.sleep(WATCH_AFTER_SECONDS * 2)
+    assert calls == ["receive"]  # the watcher is on
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
 
 
 # -- the share of open uploads per client address --
