@@ -16,12 +16,16 @@ the context).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 UNKNOWN_CLIENT = "unknown"  # no peer address (a test transport, a Unix socket)
 FORWARDED_FOR = "x-forwarded-for"
@@ -84,12 +88,17 @@ def address_of(scope: Scope, trusted_proxies: str) -> str:
     peer = scope.get("client")
     if not peer:
         return UNKNOWN_CLIENT
-    forwarded: tuple[bytes, ...] = ()
-    if trusted_proxies:  # ASGI header names are lower-case bytes
-        forwarded = tuple(value for name, value in scope["headers"] if name == _FORWARDED_FOR_BYTES)
-        if sum(len(value) for value in forwarded) > _CACHED_FORWARDED_BYTES:  # never kept in the cache
-            return _resolve(peer[0], forwarded, trusted_proxies)
-    return _resolve_cached(peer[0], forwarded, trusted_proxies)
+    if not trusted_proxies:
+        return _resolve_cached(peer[0], (), trusted_proxies)
+    forwarded: list[bytes] = []
+    size = 0
+    for name, value in scope["headers"]:  # ASGI header names are lower-case bytes
+        if name == _FORWARDED_FOR_BYTES:
+            forwarded.append(value)
+            size += len(value)
+    if size > _CACHED_FORWARDED_BYTES:  # never kept in the cache
+        return _resolve(peer[0], tuple(forwarded), trusted_proxies)
+    return _resolve_cached(peer[0], tuple(forwarded), trusted_proxies)
 
 
 def _resolve(host: str, forwarded: tuple[bytes, ...], trusted_proxies: str) -> str:
@@ -113,6 +122,20 @@ def client_scope(address: str) -> Iterator[str]:
         CURRENT_CLIENT.reset(token)
 
 
+def _settings() -> Settings:
+    """The service's current settings (tests replace them); imported on first use, as
+    ``core.data_service`` imports this module."""
+    global _service_settings
+    if _service_settings is None:
+        from core import data_service
+
+        _service_settings = data_service.settings
+    return _service_settings()
+
+
+_service_settings: Callable[[], Settings] | None = None
+
+
 def current_client() -> str:
     return CURRENT_CLIENT.get()
 
@@ -128,9 +151,7 @@ class ClientScope:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        from core import data_service  # the service's settings (tests replace them); no import cycle
-
-        token = CURRENT_CLIENT.set(address_of(scope, data_service.settings().trusted_proxies))
+        token = CURRENT_CLIENT.set(address_of(scope, _settings().trusted_proxies))
         try:
             await self.app(scope, receive, send)
         finally:

@@ -105,8 +105,10 @@ class HeadLimitedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_open = False
-        self._cancel_head_deadline()
-        if not self._head_over_limit():
+        if self._head_deadline is not None:
+            self._cancel_head_deadline()
+        # a head that came in one read no larger than the limit is within it (the hot path)
+        if (not self._head_spans_reads and self._read_bytes <= self.max_head_bytes) or not self._head_over_limit():
             super().on_headers_complete()
         elif self.parser.should_upgrade():
             self._refuse_head()  # the upgrade that follows finds the transport closing
@@ -137,10 +139,8 @@ class HeadLimitedProtocol(HttpToolsProtocol):
             self._arm_head_deadline()
 
     def _head_over_limit(self) -> bool:
-        """Whether the head just completed is larger than the limit. A head that came in one read
-        no larger than the limit is within it; any other is measured as parsed."""
-        if not self._head_spans_reads and self._read_bytes <= self.max_head_bytes:
-            return False
+        """Whether the head just completed, in more than one read or one larger than the limit, is
+        larger than the limit, measured as parsed."""
         size = len(self.url) + _REQUEST_LINE_SEPARATORS
         for name, value in self.headers:
             size += len(name) + len(value) + _HEADER_SEPARATORS
