@@ -1,6 +1,7 @@
 """API requests/s and p99 under load, as ratios to a bare FastAPI app measured in the same run.
 
     python bench/api.py [--seconds 8] [--connections 50] [--threads 1] [--scale]
+    python bench/api.py --against REF [--rounds 5] [--seconds 8]
 
 Load comes from Debian's ``wrk`` (a Python client would measure itself). The server is the real
 ``python -m ui.main`` (NiceGUI mounted, memory mode); the baseline is ``bench/_bare_api_server.py``,
@@ -20,6 +21,12 @@ thumbnailed and stored as a record of its own. Each session is a user of its own
 ``X-Forwarded-For``, so the per-address and per-session shares (``Fair share`` in the README) apply
 as they would to that many people; the upload measure spreads its connections over as many
 sessions.
+
+``--against REF`` answers "did this change cost speed?": the same list, thumbnail, upload and mix
+measures, on this checkout and on a git worktree of REF, both running side by side and measured in
+alternating rounds (two runs of the plain mode minutes apart differ by more than the 5% asked for
+on this machine). Printed: each side's median, the median of the per-round ratios after / before,
+and whether the worst of them loses at most 5%.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import io
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,6 +62,8 @@ MIX_SESSIONS = 100
 TARGET_RATIO = 0.8
 TARGET_MIX_P99_MS = 250.0
 TARGET_SCALE_RATIO = 1.5
+TARGET_LOSS = 0.05  # --against: after may lose at most this much on any measure
+DEFAULT_ROUNDS = 5
 BOUNDARY = "darkroombench7d1f0c"
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
@@ -62,10 +72,10 @@ _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 class Server:
     """A server process on a free port, ready once ``/api/health`` answers."""
 
-    def __init__(self, args: list[str], port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], port: int, env: dict[str, str] | None = None, root: Path = ROOT) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env or dict(os.environ))
+        self.process = subprocess.Popen([sys.executable, *args], cwd=root, env=env or dict(os.environ))
         try:
             wait_until_healthy(self.url, self.process, " ".join(args))
         except RuntimeError:
@@ -82,8 +92,9 @@ class Server:
                 self.process.wait()
 
 
-def darkroom(workdir: Path, extra_env: dict[str, str] | None = None) -> Server:
-    """``python -m ui.main``, as a user runs it, with room for a long upload run in one session."""
+def darkroom(workdir: Path, extra_env: dict[str, str] | None = None, root: Path = ROOT) -> Server:
+    """``python -m ui.main`` of the checkout at ``root``, as a user runs it, with room for a long
+    upload run in one session."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "NICEGUI", "DARKROOM_"))}
     env.update(
         {
@@ -95,7 +106,7 @@ def darkroom(workdir: Path, extra_env: dict[str, str] | None = None) -> Server:
         }
     )
     port = free_port()
-    return Server(["-m", "ui.main", "--port", str(port)], port, env)
+    return Server(["-m", "ui.main", "--port", str(port)], port, env, root)
 
 
 def bare() -> Server:
@@ -356,12 +367,113 @@ def measure_scale(
         redis_server.stop()
 
 
+# -- before / after (--against REF) --
+@dataclass
+class Target:
+    """One server's URLs and scripts for the compared measures."""
+
+    server: Server
+    urls: dict[str, str]
+    scripts: dict[str, Path | None]
+
+
+def prepare_target(server: Server, pngs: list[bytes], script_for: dict[str, Callable[[list[Session]], Path]]) -> Target:
+    """Seed ``server`` as ``main`` does: a listed session, 50 uploaders and the mix's sessions."""
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        listed = seed_session(client, pngs, LISTED_IMAGES)
+        records = client.get("/api/images", params={"session_id": listed.id}).json()
+        uploaders = [seed_session(client, pngs, 0) for _ in range(50)]
+        mixers = [seed_session(client, pngs, 0) for _ in range(MIX_SESSIONS)]
+    query = f"?session_id={listed.id}"
+    urls = {
+        "list": f"{server.url}/api/images{query}",
+        "thumbnail": f"{server.url}/api/images/{records[0]['id']}/thumbnail{query}",
+        "upload": server.url,
+        "mix": server.url,
+    }
+    scripts = {
+        "list": None,
+        "thumbnail": None,
+        "upload": script_for["upload"](uploaders),
+        "mix": script_for["mix"](mixers),
+    }
+    return Target(server, urls, scripts)
+
+
+def measure_against(
+    args: argparse.Namespace,
+    workdir: Path,
+    script_for: dict[str, Callable[[list[Session]], Path]],
+    pngs: list[bytes],
+) -> None:
+    """This checkout ("after") against ``args.against`` ("before", a git worktree of that ref):
+    both servers run side by side, idle in turn, and each measure alternates between them for
+    ``args.rounds`` rounds (the order flips every round), so a slow spell of the machine falls on
+    both. Prints each side's median and the median of the per-round ratios after / before."""
+    before_root = workdir / "before"
+    git = ["git", "-C", str(ROOT), "worktree"]
+    subprocess.run([*git, "add", "--detach", str(before_root), args.against], check=True, capture_output=True)
+    servers: list[Server] = []
+    try:
+        for root in (before_root, ROOT):
+            servers.append(darkroom(workdir, root=root))
+            warm_up(servers[-1], pngs)
+        targets = [
+            prepare_target(server, pngs, {kind: _tagged(script_for[kind], f"side{side}") for kind in script_for})
+            for side, server in enumerate(servers)
+        ]
+        print(f"before: {args.against}; after: this checkout; {args.rounds} rounds of {args.seconds} s per side")
+        worst = float("inf")
+        for measure in ("list", "thumbnail", "upload", "mix"):
+            for target in targets:  # warm both
+                wrk(target.urls[measure], 1, args.connections, args.threads, target.scripts[measure])
+            loads: tuple[list[Load], list[Load]] = ([], [])
+            for round_ in range(args.rounds):
+                for side in (0, 1) if round_ % 2 == 0 else (1, 0):
+                    target = targets[side]
+                    url, script = target.urls[measure], target.scripts[measure]
+                    loads[side].append(wrk(url, args.seconds, args.connections, args.threads, script))
+            before, after = ([load.requests_per_second for load in side] for side in loads)
+            ratios = [b / a for a, b in zip(before, after, strict=True)]
+            worst = min(worst, statistics.median(ratios))
+            print(
+                f"{measure:9s} before {statistics.median(before):7.0f} req/s  after {statistics.median(after):7.0f}"
+                f" req/s  after/before {statistics.median(ratios):.3f}"
+                f" (rounds: {' '.join(f'{r:.2f}' for r in ratios)}; failed {sum(x.failed for x in loads[0])}"
+                f" / {sum(x.failed for x in loads[1])})"
+            )
+        verdict = "ok" if worst >= 1 - TARGET_LOSS else "LOSES MORE THAN TARGET"
+        print(f"worst after/before {worst:.3f} (target >= {1 - TARGET_LOSS:.2f}) {verdict}")
+    finally:
+        for server in servers:
+            server.stop()
+        subprocess.run([*git, "remove", "--force", str(before_root)], capture_output=True)
+
+
+def _tagged(make: Callable[[list[Session]], Path], tag: str) -> Callable[[list[Session]], Path]:
+    """``make``, its script saved under a name of its own (``upload_script`` names it by shape)."""
+
+    def tagged(sessions: list[Session]) -> Path:
+        script = make(sessions)
+        return script.rename(script.with_name(f"{script.stem}-{tag}{script.suffix}"))
+
+    return tagged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=8, help="length of each measure (default 8)")
     parser.add_argument("--connections", type=int, default=50, help="open connections (default 50)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: leave a core to the server)")
     parser.add_argument("--scale", action="store_true", help="also compare 2 processes + Redis with 1 in memory mode")
+    parser.add_argument(
+        "--against",
+        metavar="REF",
+        help="instead: compare this checkout with git REF (before and after a change), side by side in rounds",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=DEFAULT_ROUNDS, help=f"--against: rounds per measure (default {DEFAULT_ROUNDS})"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
@@ -380,6 +492,12 @@ def main() -> None:
         f"wrk: {args.connections} connections, {args.threads} thread(s), {args.seconds:g} s per measure; "
         f"uploads: {len(pngs[0]) / 1024:.0f} KiB PNGs ({UPLOAD_VARIANTS} variants)"
     )
+    if args.against:
+        try:
+            measure_against(args, workdir, scripts, pngs)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     ours, baseline = darkroom(workdir), bare()
     try:
         with httpx.Client(base_url=ours.url, timeout=60) as client:
