@@ -299,20 +299,23 @@ slots = UploadSlots()
 def upload_slot() -> Iterator[None]:
     """Hold one of the current client address's upload slots for the block. ServiceBusy (503,
     ``Retry-After``) when the address already has ``DARKROOM_CLIENT_UPLOADS`` open."""
-    address = current_client()
-    limit = data_service.settings().client_uploads
-    if not slots.take(address, limit):
-        raise _no_slot(limit)
+    address = _take_slot()
     try:
         yield
     finally:
         slots.give_back(address)
 
 
-def _no_slot(limit: int) -> ServiceBusy:
-    return ServiceBusy(
-        f"your address already has {limit} uploads open at once; wait for one to finish", RETRY_AFTER_SECONDS
-    )
+def _take_slot() -> str:
+    """Take one of the current client address's upload slots and return the address (give it back
+    with ``slots.give_back``). ServiceBusy when the address already has its share open."""
+    address = current_client()
+    limit = data_service.settings().client_uploads
+    if not slots.take(address, limit):
+        raise ServiceBusy(
+            f"your address already has {limit} uploads open at once; wait for one to finish", RETRY_AFTER_SECONDS
+        )
+    return address
 
 
 def client_gone() -> ClientGone:
@@ -407,10 +410,7 @@ class _Receiving:
 
     def __init__(self, request: Request) -> None:
         self.body = IncomingBody(request, data_service.settings())
-        self.address = current_client()
-        limit = data_service.settings().client_uploads
-        if not slots.take(self.address, limit):
-            raise _no_slot(limit)
+        self.address = _take_slot()
 
     def __enter__(self) -> IncomingBody:
         return self.body
