@@ -165,3 +165,25 @@ async def test_disk_mode_reads_still_leave_the_loop_for_a_store_thread(
         release.set()
     await busy
     assert (await listing).status_code == 200
+
+
+def test_the_page_mount_adapter_fails_loudly_when_nicegui_mounts_otherwise() -> None:
+    """``leave_api_to_the_api`` depends on how ``ui.run_with`` mounts NiceGUI: with no such mount,
+    or two, it raises rather than leaving the page in front of the API."""
+    from fastapi import FastAPI
+    from nicegui import app as nicegui_app
+    from starlette.routing import Mount
+
+    from ui.server import _PageMount, leave_api_to_the_api
+
+    bare = FastAPI()
+    with pytest.raises(RuntimeError, match="found 0"):
+        leave_api_to_the_api(bare)
+    twice = FastAPI()
+    twice.router.routes.extend([Mount("/", app=nicegui_app), Mount("/", app=nicegui_app)])
+    with pytest.raises(RuntimeError, match="found 2"):
+        leave_api_to_the_api(twice)
+    once = FastAPI()
+    once.router.routes.append(Mount("/", app=nicegui_app))
+    leave_api_to_the_api(once)
+    assert [type(route) for route in once.router.routes if isinstance(route, Mount)] == [_PageMount]

@@ -49,10 +49,24 @@ def create_root() -> FastAPI:
     install_routes(root)
     register_page()
     ui.run_with(root, title=TITLE, show_welcome_message=False, tailwind=False)  # utilities: workspace.css
-    routes = root.router.routes
-    index = next(i for i, route in enumerate(routes) if isinstance(route, Mount) and route.app is nicegui_app)
-    routes[index] = _PageMount(routes[index].path, app=nicegui_app, name=routes[index].name)
+    leave_api_to_the_api(root)
     return root
+
+
+def leave_api_to_the_api(root: FastAPI) -> None:
+    """Replace the ``Mount`` that ``ui.run_with`` adds for NiceGUI's app by a ``_PageMount``.
+
+    NiceGUI offers no public way to keep its mount off a path, so this adapter relies on one fact of
+    ``ui.run_with``: it adds exactly one Starlette ``Mount`` of NiceGUI's app to ``root.router.routes``.
+    An upgrade that mounts otherwise makes this raise at startup, and tests/test_lean_api.py with it,
+    instead of the page silently answering unknown API paths with HTML."""
+    routes = root.router.routes
+    mounts = [i for i, route in enumerate(routes) if isinstance(route, Mount) and route.app is nicegui_app]
+    if len(mounts) != 1:
+        raise RuntimeError(f"expected ui.run_with to add one Mount of NiceGUI's app, found {len(mounts)}")
+    mount = routes[mounts[0]]
+    assert isinstance(mount, Mount)
+    routes[mounts[0]] = _PageMount(mount.path, app=nicegui_app, name=mount.name)
 
 
 def install_for_user_simulation() -> None:
