@@ -57,13 +57,12 @@ from core.invites import invites
 from core.prechecks import pixels_at_a_glance
 from core.presence import presence
 from core.sandbox import DecodePool, decode_pool
-from core.sessions import current_session_id
+from core.sessions import LEGACY_KEY, current_session_id
 from core.storage.base import ImageRecord, ImageStore, StoreTotals, image_not_found, is_image_id, utc_now_iso
 from core.storage.disk import FolderStore, SessionFolders
 from core.storage.memory import MemoryStore
 
 log = logging.getLogger(__name__)
-LEGACY_KEY = "legacy"
 SESSION_CAP_RETRY_SECONDS = 30
 # Sessions whose ids the ledger holds but the store no longer does, skipped when looking for one that
 # gives way at the cap, before the newcomer is refused.
@@ -598,9 +597,15 @@ def touch_session() -> None:
     """Mark the current session as in use (it expires only after the idle timeout from now)."""
     session_id = current_session_id()
     if session_id is not None:
-        store = _current().sessions
-        _admit_session(store, session_id)
-        store.touch(session_id)
+        start_session(session_id)
+
+
+def start_session(session_id: str) -> None:
+    """Count ``session_id`` as live and in use from now (``POST /api/sessions``, which has no
+    session of its own: the id it made is passed, not set as the current one)."""
+    store = _current().sessions
+    _admit_session(store, session_id)
+    store.touch(session_id)
 
 
 def expire_idle_sessions(now: float | None = None) -> int:

@@ -34,13 +34,12 @@ from core import data_service
 from core.clients import current_client
 from core.config import Settings
 from core.errors import ClientGone, RequestTimeout, ServiceBusy, TooLarge
-from core.sessions import current_session_id
+from core.sessions import LEGACY_KEY, current_session_id
 from core.storage.base import storage_full, workspace_full
 from core.units import format_bytes
 
 T = TypeVar("T")
 
-LEGACY_KEY = "legacy"  # the budget's key for uploads without a session (the shared folder)
 RETRY_AFTER_SECONDS = 5  # a held upload is refused or finished within the grace period or so
 RESERVE_STEP_BYTES = 1024 * 1024  # a body without Content-Length reserves this much ahead at a time
 # Messages a server may hand a request after its body before the disconnect; past it, stop looking.

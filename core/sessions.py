@@ -1,8 +1,10 @@
 """Session ids and the one ContextVar that carries the current session.
 
 A session id is a bearer secret and (in disk mode) a directory name, so only the canonical
-lowercase UUID4 form is accepted. ``CURRENT_SESSION_ID`` is set in exactly two places: the FastAPI
-dependency in ``core.api.deps`` (once per request) and the UI's handler helper (once per event).
+lowercase UUID4 form is accepted. ``CURRENT_SESSION_ID`` is set through ``session_scope`` in one place
+per way in: ``SessionScope`` in ``core.api.session_middleware`` (once per API request or socket),
+``PageSession`` in ``ui.routes`` (once per request to the page's token routes) and ``tab_scope`` in
+``ui.session`` (once per UI event handler). No other module enters it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from contextvars import ContextVar
 _CANONICAL_UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 CURRENT_SESSION_ID: ContextVar[str | None] = ContextVar("darkroom_current_session_id", default=None)
+# What stands for "no session" (the legacy shared folder) where a key must be a string: budgets,
+# shares, download slots. Never a valid session id.
+LEGACY_KEY = "legacy"
 
 
 class InvalidSessionId(ValueError):

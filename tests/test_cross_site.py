@@ -176,7 +176,7 @@ def test_a_malformed_origin_is_refused_not_a_server_error(live_server):
 def test_the_session_and_the_check_apply_under_a_root_path():
     import asyncio
 
-    from core.api.deps import SessionScope
+    from core.api.session_middleware import SessionScope
     from core.sessions import current_session_id
 
     seen: list[object] = []

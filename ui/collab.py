@@ -20,8 +20,7 @@ from core.errors import DarkroomError
 from core.events import ANNOTATION_CHANGED, IMAGE_REMOVED, PRESENCE_CHANGED, SESSION_CLEARED, Event
 from core.features import service as features
 from core.presence import MAX_NAME_CHARS, Member, presence
-from core.sessions import session_scope
-from ui.session import Binding, binding_of
+from ui.session import Binding, tab_scope
 from ui.widgets import QUALITY_FLAGS
 
 log = logging.getLogger(__name__)
@@ -551,11 +550,11 @@ class Collab:
 async def _patch_in_session(client: Client, image_id: str, patch: AnnotationPatch, author: str, member: str) -> Any:
     """Apply an edit in the client's session: inline in memory mode, else in a worker thread
     (``run_store`` decides). Runs in its own task, so the session does not leak into another's."""
-    with session_scope(binding_of(client).session_id):
+    with tab_scope(client):
         return await data_service.run_store(data_service.patch_annotations, image_id, patch, author, member)
 
 
 async def _flag_rows(client: Client) -> list[dict[str, Any]]:
-    with session_scope(binding_of(client).session_id):
+    with tab_scope(client):
         _, rows = await features.feature_table("cleanvision")
     return rows

@@ -2,7 +2,9 @@
 fallback), thumbnails, previews, originals and the *Download all* archive.
 
 Each is addressed by the page's resource token (``ui.session``), never by the session id, and
-answers 404 once the page is gone. Bytes go from the request stream into the session store and
+answers 404 once the page is gone. ``PageSession``, an ASGI middleware, is these routes' one session
+setter: it finds the session behind the token and holds it for the whole request (a streamed
+archive included), as ``SessionScope`` does for the API. Bytes go from the request stream into the session store and
 back out of RAM: nothing here touches the disk.
 """
 
@@ -11,21 +13,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from fastapi import Depends, FastAPI, Request, Response, WebSocket, WebSocketException
+from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette import status
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core import data_service
 from core.api.data_input import content_disposition, receive_files, upload_response
+from core.api.errors import error_response
 from core.api.export import archive_response
 from core.api.models import UploadResult
-from core.api.origin import refuse_cross_site
+from core.api.origin import check_same_site
+from core.api.session_middleware import route_path
 from core.api.ws_upload import serve_upload_socket
 from core.errors import DarkroomError, NotFound
 from core.ingest import ALLOWED_FORMATS
 from core.sessions import session_scope
 from ui.session import client_for_token, session_for_token
 
+PAGE_PREFIX = "/_darkroom/"
 UPLOAD_PATH = "/_darkroom/upload/{token}"
 THUMBNAIL_PATH = "/_darkroom/thumbnail/{token}/{image_id}"
 PREVIEW_PATH = "/_darkroom/preview/{token}/{image_id}"
@@ -38,11 +45,49 @@ PREVIEW_SIZE = 1280
 upload_listeners: dict[str, Callable[[data_service.UploadReport | None, DarkroomError | None], None]] = {}
 
 
-def _session(token: str) -> str:
-    session_id = session_for_token(token)
-    if session_id is None:
-        raise NotFound("this page is no longer open; reload it to get your workspace back")
-    return session_id
+PAGE_GONE = "this page is no longer open; reload it to get your workspace back"
+
+
+def token_in(path: str) -> str | None:
+    """The page token of a path under ``PAGE_PREFIX``: ``<kind>/<token>[/...]``, or
+    ``ws/upload/<token>`` for the socket."""
+    parts = path[len(PAGE_PREFIX) :].split("/", 3)
+    if parts[0] == "ws":
+        parts = parts[1:]
+    return parts[1] if len(parts) > 1 and parts[1] else None
+
+
+class PageSession:
+    """ASGI middleware: every HTTP request and WebSocket under ``PAGE_PREFIX`` runs in the session of
+    the page behind its token, entered once around the whole request. A write sent by another
+    site's page gets 403 before the token is even looked at, and a token whose page is gone 404
+    (a socket: close 1008 for either), before any route runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path = route_path(scope)
+        if not path.startswith(PAGE_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        try:
+            check_same_site(HTTPConnection(scope))
+            token = token_in(path)
+            session_id = session_for_token(token) if token else None
+            if session_id is None:
+                raise NotFound(PAGE_GONE)
+        except DarkroomError as exc:
+            if scope["type"] == "websocket":  # before the handshake a close is a 403: it carries no reason
+                await send({"type": "websocket.close", "code": status.WS_1008_POLICY_VIOLATION})
+                return
+            await error_response(exc)(scope, receive, send)
+            return
+        with session_scope(session_id):
+            await self.app(scope, receive, send)
 
 
 def _report_to(token: str) -> Callable[[data_service.UploadReport], None] | None:
@@ -59,52 +104,45 @@ def _image(body: bytes, mime: str) -> Response:
 
 
 def install_routes(app: FastAPI) -> None:
-    @app.post(UPLOAD_PATH, include_in_schema=False, dependencies=[Depends(refuse_cross_site)])
+    app.add_middleware(PageSession)
+
+    @app.post(UPLOAD_PATH, include_in_schema=False)
     async def upload(token: str, request: Request) -> JSONResponse:
         """The drop zone's target: photos and ZIP archives, streamed into the page's session with
         the API's limits and shares (NiceGUI's stock route would spool files over 1 MiB to disk):
         one of the address's upload slots, the budget for bytes in flight, the minimum rate."""
-        with session_scope(_session(token)):
-            client_id = client_for_token(token)
-            listener = upload_listeners.get(client_id) if client_id else None
-            try:
-                report = await receive_files(request, archives=True, progressive=True)
-            except DarkroomError as exc:
-                if listener:
-                    listener(None, exc)
-                raise
+        client_id = client_for_token(token)
+        listener = upload_listeners.get(client_id) if client_id else None
+        try:
+            report = await receive_files(request, archives=True, progressive=True)
+        except DarkroomError as exc:
+            if listener:
+                listener(None, exc)
+            raise
         if listener:
             listener(report, None)
         return upload_response(UploadResult.body(report), report)
 
     @app.get(THUMBNAIL_PATH, include_in_schema=False)
     async def thumbnail(token: str, image_id: str) -> Response:
-        with session_scope(_session(token)):
-            record, body = await data_service.run_store(data_service.load_thumbnail, image_id)
+        record, body = await data_service.run_store(data_service.load_thumbnail, image_id)
         return _image(body, record.thumbnail_mime)
 
     @app.get(PREVIEW_PATH, include_in_schema=False)
     async def preview(token: str, image_id: str) -> Response:
-        with session_scope(_session(token)):
-            body, mime = await asyncio.to_thread(data_service.load_preview, image_id, PREVIEW_SIZE)
+        body, mime = await asyncio.to_thread(data_service.load_preview, image_id, PREVIEW_SIZE)
         return _image(body, mime)
 
-    @app.websocket(WS_UPLOAD_PATH, dependencies=[Depends(refuse_cross_site)])
+    @app.websocket(WS_UPLOAD_PATH)
     async def upload_socket(websocket: WebSocket, token: str) -> None:
         """The drop zone's stream: per file a JSON header, then binary chunks (the protocol of
         ``/api/ws/upload``, ZIP archives unpacked too), each file stored as soon as it passes."""
-        session_id = session_for_token(token)
-        if session_id is None:
-            reason = "this page is no longer open; reload it to get your workspace back"
-            raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason=reason)
-        with session_scope(session_id):
-            await serve_upload_socket(websocket, archives=True, on_report=_report_to(token))
+        await serve_upload_socket(websocket, archives=True, on_report=_report_to(token))
 
     @app.get(ORIGINAL_PATH, include_in_schema=False)
     async def original(token: str, image_id: str) -> Response:
         """The detail's download button: the original bytes, as uploaded."""
-        with session_scope(_session(token)):
-            record, body = await data_service.run_store(data_service.load_image, image_id)
+        record, body = await data_service.run_store(data_service.load_image, image_id)
         headers = {
             "X-Content-Type-Options": "nosniff",
             "Cache-Control": "private, no-store",
@@ -115,5 +153,4 @@ def install_routes(app: FastAPI) -> None:
     @app.get(ARCHIVE_PATH, include_in_schema=False)
     async def archive(token: str) -> StreamingResponse:
         """*Download all*: the session's originals as one ZIP, streamed from RAM."""
-        with session_scope(_session(token)):
-            return await archive_response()
+        return await archive_response()

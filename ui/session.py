@@ -11,11 +11,12 @@ token, never the session id, and stop working when the client is gone.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -118,6 +119,16 @@ def _handler_client(args: tuple[Any, ...]) -> Client:
     return context.client
 
 
+@contextlib.contextmanager
+def tab_scope(client: Client) -> Iterator[None]:
+    """The UI's one session setter: ``client``'s session and client address for the block. Event
+    handlers enter it through ``in_session``; code that is not a handler (page build, event-bus
+    consumers, tasks a handler starts) through ``run_in_session`` or this directly."""
+    binding = binding_of(client)
+    with session_scope(binding.session_id), client_scope(binding.client_address):
+        yield
+
+
 def in_session(handler: Callable[P, R]) -> Callable[P, Any]:
     """Wrap a UI event handler so that it runs inside its own tab's ``session_scope``. Every
     handler that touches workspace data goes through this (the ARCHITECTURE's second place)."""
@@ -125,16 +136,14 @@ def in_session(handler: Callable[P, R]) -> Callable[P, Any]:
 
         @functools.wraps(handler)
         async def run_async(*args: P.args, **kwargs: P.kwargs) -> Any:
-            binding = binding_of(_handler_client(args))
-            with session_scope(binding.session_id), client_scope(binding.client_address):
+            with tab_scope(_handler_client(args)):
                 return await handler(*args, **kwargs)
 
         return run_async
 
     @functools.wraps(handler)
     def run(*args: P.args, **kwargs: P.kwargs) -> Any:
-        binding = binding_of(_handler_client(args))
-        with session_scope(binding.session_id), client_scope(binding.client_address):
+        with tab_scope(_handler_client(args)):
             return handler(*args, **kwargs)
 
     return run
@@ -143,10 +152,10 @@ def in_session(handler: Callable[P, R]) -> Callable[P, Any]:
 def run_in_session(client: Client, func: Callable[..., R], *args: Any) -> R:
     """Call ``func`` in ``client``'s session from code that is not an event handler (page build,
     event-bus consumers), in a copied context so nothing leaks into the caller's."""
-    binding = binding_of(client)
+    binding_of(client)  # a client without a tab raises here, in the caller's context
 
     def call() -> R:
-        with session_scope(binding.session_id), client_scope(binding.client_address):
+        with tab_scope(client):
             return func(*args)
 
     return contextvars.copy_context().run(call)

@@ -30,8 +30,8 @@ from core.annotations import (
     parse_patch,
     tag_counts,
 )
-from core.api.deps import Session
 from core.api.models import ERRORS
+from core.api.session_middleware import Session
 from core.clients import current_client
 from core.errors import BadRequest, DarkroomError, TooLarge
 from core.events import EventQueue, bus

@@ -23,8 +23,9 @@ from core.api import annotations as annotations_api
 from core.api import data_input
 from core.api import export as export_api
 from core.api import features as features_api
-from core.api.deps import SessionScope, document_session
+from core.api.errors import error_response
 from core.api.logs import install_log_redaction
+from core.api.session_middleware import SessionScope, document_session
 from core.clients import ClientScope
 from core.errors import DarkroomError
 from core.sandbox import shutdown_decode_pool
@@ -35,7 +36,7 @@ LONG_WORK_THREADS = 64
 
 async def _darkroom_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DarkroomError)
-    return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=exc.headers)
+    return error_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

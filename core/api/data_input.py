@@ -17,7 +17,6 @@ from fastapi import APIRouter, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 
 from core import data_service
-from core.api.deps import Session
 from core.api.models import (
     ERRORS,
     Health,
@@ -27,6 +26,7 @@ from core.api.models import (
     ZipUploadResult,
 )
 from core.api.multipart import boundary_of, iter_file_parts
+from core.api.session_middleware import Session
 from core.api.ws_upload import serve_upload_socket
 from core.archive import read_central_directory
 from core.clients import current_client
@@ -35,7 +35,7 @@ from core.inflight import IncomingBody, Reservation, receiving
 from core.ingest import ALLOWED_FORMATS, is_zip
 from core.presence import presence
 from core.sandbox import RETRY_AFTER_SECONDS as DECODE_RETRY_SECONDS
-from core.sessions import new_session_id, session_scope
+from core.sessions import new_session_id
 from core.storage.base import ImageRecord
 from core.units import format_bytes
 
@@ -74,8 +74,7 @@ def upload_response(body: dict[str, object], report: data_service.UploadReport) 
 async def create_session() -> SessionCreated:
     """A new private workspace. Keep the id secret: whoever has it sees the workspace."""
     session_id = new_session_id()
-    with session_scope(session_id):
-        await data_service.run_store(data_service.touch_session, sessions_only=True)
+    await data_service.run_store(data_service.start_session, session_id, sessions_only=True)
     return SessionCreated(session_id=session_id)
 
 

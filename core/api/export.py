@@ -42,7 +42,7 @@ from core import data_service
 from core.api.data_input import content_disposition
 from core.api.models import ERRORS, ErrorModel
 from core.errors import NotFound, ServiceBusy
-from core.sessions import current_session_id, session_scope
+from core.sessions import LEGACY_KEY, current_session_id
 from core.storage.base import ImageRecord
 
 router = APIRouter(prefix="/api")
@@ -58,7 +58,6 @@ ARCHIVE_BATCH_BYTES = 512 * 1024
 # member adds to a batch (so a workspace of tiny files is batched by count too).
 _LOCAL_RECORD_BYTES = 30 + 20 + 24
 ARCHIVE_RETRY_AFTER_SECONDS = 10  # a busy download slot: archives take a while to stream
-_LEGACY_KEY = ""  # the download slots' key for the legacy shared folder (no session)
 
 Piece = bytes | memoryview
 
@@ -248,21 +247,22 @@ def _date_time(uploaded_at: str) -> tuple[int, int, int, int, int, int]:
 async def iter_archive(session_id: str | None, records: list[ImageRecord]) -> AsyncGenerator[Piece, None]:
     """The ZIP of ``records``' originals in pieces (``zip_pieces``), and ``annotations.json`` (per
     annotated image: its member name, id, tags, rating, note...) when any image has annotations.
-    The session is entered for each read only (never across a ``yield``); an image deleted
-    meanwhile is left out. Closing this generator closes the ones it drives at once."""
-    with session_scope(session_id):
-        annotated = await data_service.run_store(data_service.list_annotations)
+    It reads in the current session, which the request's setter (``SessionScope``, or
+    ``PageSession`` for the page's download) holds for the whole response, stream included; an
+    image deleted meanwhile is left out. Closing this generator closes the ones it drives at once."""
+    if current_session_id() != session_id:  # a stream moved out of its request would read elsewhere
+        raise RuntimeError("an archive is streamed only inside its own session's request")
+    annotated = await data_service.run_store(data_service.list_annotations)
 
     async def members() -> AsyncGenerator[tuple[zipfile.ZipInfo, bytes], None]:
         taken: set[str] = {ANNOTATIONS_MEMBER} if annotated else set()  # an image never takes its name
         last_number: dict[str, int] = {}
         notes: list[dict[str, object]] = []
         for record in records:
-            with session_scope(session_id):
-                try:
-                    _, body = await data_service.run_store(data_service.load_image, record.id)
-                except NotFound:
-                    continue
+            try:
+                _, body = await data_service.run_store(data_service.load_image, record.id)
+            except NotFound:
+                continue
             name = member_name(record.filename, taken, last_number=last_number)
             info = zipfile.ZipInfo(name, date_time=_date_time(record.uploaded_at))
             if record.id in annotated:
@@ -300,7 +300,7 @@ class DownloadSlots:
         self._total = 0
 
     def take(self, key: str, per_session: int, in_all: int) -> Callable[[], None]:
-        """A slot for session ``key`` (``_LEGACY_KEY`` for the legacy folder); returns its release."""
+        """A slot for session ``key`` (``LEGACY_KEY`` for the legacy folder); returns its release."""
         with self._lock:
             held = self._by_session.get(key, 0)
             if held >= per_session:
@@ -370,7 +370,7 @@ async def archive_response() -> StreamingResponse:
         "X-Content-Type-Options": "nosniff",
     }
     release = download_slots.take(
-        session_id or _LEGACY_KEY, settings.archive_downloads_per_session, settings.archive_downloads
+        session_id or LEGACY_KEY, settings.archive_downloads_per_session, settings.archive_downloads
     )
     # Nothing between take and here can fail: the response owns the slot from now on.
     return ArchiveResponse(iter_archive(session_id, records), release, media_type=ARCHIVE_MEDIA_TYPE, headers=headers)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from fastapi import WebSocketException
-from starlette import status
 from starlette.requests import HTTPConnection
 
 from core.errors import DarkroomError
@@ -84,13 +82,3 @@ def check_same_site(connection: HTTPConnection) -> None:
     writes = scope["type"] == "websocket" or scope.get("method", "GET") in STATE_CHANGING_METHODS
     if writes and is_cross_site(connection):
         raise CrossSiteRequest(_MESSAGE)
-
-
-async def refuse_cross_site(connection: HTTPConnection) -> None:
-    """``check_same_site`` as a FastAPI dependency (the page's own routes; WebSocket: close 1008)."""
-    try:
-        check_same_site(connection)
-    except CrossSiteRequest as exc:
-        if connection.scope["type"] == "websocket":
-            raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason=exc.message[:120]) from None
-        raise

@@ -1,5 +1,6 @@
-"""The one place that sets ``CURRENT_SESSION_ID`` for an API request or WebSocket, and refuses
-cross-site writes: ``SessionScope``, an ASGI middleware in front of every ``/api`` route.
+"""The session of an API request or WebSocket: ``SessionScope``, the ASGI middleware in front of every
+``/api`` route that sets ``CURRENT_SESSION_ID`` for it (the API's one session setter) and refuses
+cross-site writes.
 
 It reads ``?session_id=`` and ``X-Session-Id`` straight from the connection and enters
 ``session_scope`` around the whole request (reset afterwards, so nothing leaks), instead of a FastAPI
@@ -14,11 +15,11 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse
 from starlette import status
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core.api.errors import error_response
 from core.api.origin import check_same_site
 from core.errors import BadRequest, DarkroomError
 from core.sessions import InvalidSessionId, current_session_id, parse_session_id, session_scope
@@ -80,8 +81,7 @@ class SessionScope:
                 # before the handshake is accepted a close is an HTTP 403 refusal: it carries no reason
                 await send({"type": "websocket.close", "code": status.WS_1008_POLICY_VIOLATION})
                 return
-            response = JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=exc.headers)
-            await response(scope, receive, send)
+            await error_response(exc)(scope, receive, send)
             return
         with session_scope(session_id):
             await self.app(scope, receive, send)
