@@ -132,7 +132,7 @@ class Workspace:
             for event in events:
                 try:
                     changed = self._apply(event) or changed
-                except Exception:  # noqa: BLE001  one bad update must not stop the live view
+                except Exception:  # one bad update must not stop the live view
                     log.exception("could not apply a %s event to the page", event.kind)
             if changed:
                 await self._update_counts()
