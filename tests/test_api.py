@@ -11,7 +11,7 @@ from urllib.parse import unquote
 import pytest
 
 from core import data_service
-from tests.conftest import LiveServer, hostile, listed, make_jpeg, new_session, upload, upload_zip
+from tests.helpers import LiveServer, hostile, listed, make_jpeg, new_session, upload, upload_zip
 
 
 def test_new_sessions_are_distinct_canonical_uuid4(api):

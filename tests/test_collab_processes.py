@@ -11,7 +11,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import free_port, make_jpeg, skip_or_fail
+from tests.helpers import free_port, make_jpeg, skip_or_fail
 from tests.redis_server import MISSING as REDIS_MISSING
 from tests.redis_server import RedisServer
 from tests.server_process import ServerProcess

@@ -12,8 +12,8 @@ from PIL import Image
 from core import data_service
 from core.events import PROGRESS, bus
 from core.features import CATALOGUE_ORDER, REGISTRY
-from tests.conftest import DATA, hostile, listed, make_jpeg, new_session, upload
 from tests.feature_tolerances import mismatches
+from tests.helpers import DATA, hostile, listed, make_jpeg, new_session, upload
 
 FEATURES = DATA / "features"
 EXPECTED = json.loads((FEATURES / "expected.json").read_text())["images"]

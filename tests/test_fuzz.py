@@ -42,7 +42,7 @@ from core.prechecks import check_structure
 from core.sandbox import DecodePool
 from tests import hostile_builders as hb
 from tests import sandbox_tasks
-from tests.conftest import DATA, HOSTILE
+from tests.helpers import DATA, HOSTILE
 
 FUZZ_DIR = DATA / "fuzz"
 BUDGET_SECONDS = float(os.environ.get("FUZZ_SECONDS", "6"))

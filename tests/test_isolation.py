@@ -13,7 +13,7 @@ import pytest
 from core import data_service
 from core.errors import BadRequest
 from core.sessions import CURRENT_SESSION_ID, new_session_id, session_scope
-from tests.conftest import make_jpeg
+from tests.helpers import make_jpeg
 
 
 def test_twenty_sessions_doing_random_work_never_see_each_other(api, live_server):

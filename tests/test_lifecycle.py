@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port, make_jpeg
+from tests.helpers import free_port, make_jpeg
 from tests.server_process import ServerProcess, descendants
 
 

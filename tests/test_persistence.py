@@ -22,7 +22,7 @@ from core.ingest import ingest_image
 from core.sessions import InvalidSessionId
 from core.storage.disk import SessionFolders
 from core.storage.sql import SchemaError, SqlStore, engine_for, meta
-from tests.conftest import free_port, make_jpeg
+from tests.helpers import free_port, make_jpeg
 from tests.server_process import ServerProcess
 
 A = "11111111-1111-4111-8111-111111111111"

@@ -13,7 +13,7 @@ from core.config import Settings
 from core.errors import CorruptImage, ServiceBusy, TooLarge
 from core.sandbox import DecodePool
 from tests import sandbox_tasks
-from tests.conftest import make_jpeg
+from tests.helpers import make_jpeg
 
 MiB = 1024 * 1024
 

@@ -24,7 +24,7 @@ import pytest
 
 from tests.browser import MISSING as BROWSER_MISSING
 from tests.browser import chromium, loaded_thumbnails, wait_for
-from tests.conftest import free_port, make_jpeg, skip_or_fail
+from tests.helpers import free_port, make_jpeg, skip_or_fail
 from tests.redis_server import MISSING as REDIS_MISSING
 from tests.redis_server import RedisServer
 from tests.server_process import ROOT, ServerProcess

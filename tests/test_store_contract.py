@@ -19,7 +19,7 @@ from core.storage.base import ImageStore
 from core.storage.disk import FolderStore, SessionFolders
 from core.storage.memory import RECORD_OVERHEAD_BYTES, MemoryStore
 from core.storage.sql import SqlStore
-from tests.conftest import make_jpeg
+from tests.helpers import make_jpeg
 
 A = "11111111-1111-4111-8111-111111111111"
 B = "22222222-2222-4222-8222-222222222222"

@@ -26,7 +26,7 @@ from core import data_service
 from core.config import Settings
 from core.invites import invites
 from core.sessions import CURRENT_SESSION_ID, current_session_id, new_session_id, session_scope
-from tests.conftest import LiveServer, big_jpeg, hostile, make_jpeg
+from tests.helpers import LiveServer, big_jpeg, hostile, make_jpeg
 from ui.dropzone import DropZone
 from ui.routes import WS_UPLOAD_PATH, install_routes
 from ui.session import OWNER_KEY, SESSION_KEY, bind, binding_of, choose_session, in_session, unbind
