@@ -28,6 +28,18 @@ from tests.redis_server import RedisServer
 
 pytest_plugins = ["nicegui.testing.user_plugin"]
 
+# A test that uses one of these fixtures needs what it starts; the mark lets ``-m`` pick or skip it.
+FIXTURE_MARKS = {"browser": "browser", "postgres_cluster": "postgres", "redis_server": "redis"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests whose fixtures start Chromium, PostgreSQL or Redis (tests that reach one by
+    ``getfixturevalue`` or start their own carry the mark themselves)."""
+    for item in items:
+        for fixture, mark in FIXTURE_MARKS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(mark)
+
 
 @pytest.fixture(scope="session")
 def live_server() -> Iterator[LiveServer]:

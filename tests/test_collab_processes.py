@@ -16,6 +16,8 @@ from tests.redis_server import MISSING as REDIS_MISSING
 from tests.redis_server import RedisServer
 from tests.server_process import ServerProcess
 
+pytestmark = [pytest.mark.redis, pytest.mark.slow]  # two server processes and a Redis
+
 
 def redis_env(url: str) -> dict[str, str]:
     return {

@@ -218,6 +218,7 @@ def test_cancelling_queued_decodes_frees_their_share_at_once(make_pool, gate):
     assert_nothing_left(pool, session, other)
 
 
+@pytest.mark.slow  # three decodes run into the wall-clock backstop
 def test_a_failed_or_refused_decode_leaks_no_share(make_pool):
     pool = make_pool(decode_session_tasks=2, decode_client_tasks=2, decode_seconds=0.2)
     session = new_session_id()

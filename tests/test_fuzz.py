@@ -44,6 +44,8 @@ from tests import hostile_builders as hb
 from tests import sandbox_tasks
 from tests.helpers import DATA, HOSTILE
 
+pytestmark = pytest.mark.fuzz
+
 FUZZ_DIR = DATA / "fuzz"
 BUDGET_SECONDS = float(os.environ.get("FUZZ_SECONDS", "6"))
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3000"))
@@ -262,6 +264,7 @@ def test_seeds_are_valid_or_refused_cleanly():
 _image_clock = Budget()
 
 
+@pytest.mark.slow  # its whole FUZZ_SECONDS budget
 @FUZZ_SETTINGS
 @given(data=mutated_images(), tight=st.booleans())
 def test_fuzz_image_prechecks_raise_only_documented_errors(data: bytes, tight: bool):
@@ -272,6 +275,7 @@ def test_fuzz_image_prechecks_raise_only_documented_errors(data: bytes, tight: b
 _zip_clock = Budget()
 
 
+@pytest.mark.slow  # its whole FUZZ_SECONDS budget
 @FUZZ_SETTINGS
 @given(data=mutated_zips(), tight=st.booleans())
 def test_fuzz_archive_reader_raises_only_documented_errors(data: bytes, tight: bool):
@@ -308,6 +312,7 @@ def parity_target(data: bytes, limits: Settings) -> None:
 _parity_clock = Budget()
 
 
+@pytest.mark.slow  # its whole FUZZ_SECONDS budget
 @FUZZ_SETTINGS
 @given(data=mutated_images())
 def test_fuzz_what_the_prechecks_let_through_pillow_opens_within_the_limits(data: bytes):
@@ -343,6 +348,7 @@ def _close_fuzz_pool():
 _sandbox_clock = Budget()
 
 
+@pytest.mark.slow  # its whole FUZZ_SECONDS budget
 @FUZZ_SETTINGS
 @given(data=mutated_images(), tight=st.booleans())
 def test_fuzz_decode_in_the_sandbox_raises_only_documented_errors(data: bytes, tight: bool):

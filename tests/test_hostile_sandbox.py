@@ -91,6 +91,7 @@ def test_hostile_image_is_refused_and_others_are_served_meanwhile(
     assert [image["filename"] for image in listed(api, bystander_session)] == ["mine.jpg"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "builder"), COSTLY_BUT_VALID, ids=[case[0] for case in COSTLY_BUT_VALID])
 def test_costly_valid_image_is_stored_and_its_features_stay_in_budget(
     api, live_server, bystander_session, name, builder

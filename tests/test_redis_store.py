@@ -28,6 +28,8 @@ from core.storage.redis import (
 from tests.helpers import make_jpeg, skip_or_fail
 from tests.redis_server import MISSING, RedisServer
 
+pytestmark = pytest.mark.redis
+
 A = "11111111-1111-4111-8111-111111111111"
 B = "22222222-2222-4222-8222-222222222222"
 UPLOADERS = 8

@@ -32,6 +32,7 @@ def make_pool():
         pool.close(grace_seconds=0)
 
 
+@pytest.mark.slow
 def test_a_task_over_its_cpu_budget_is_413_and_the_pool_carries_on(make_pool):
     pool = make_pool(decode_workers=1, decode_seconds=1)
     with pytest.raises(TooLarge, match="more than its 1 s CPU budget"):
@@ -39,6 +40,7 @@ def test_a_task_over_its_cpu_budget_is_413_and_the_pool_carries_on(make_pool):
     assert pool.call(sandbox_tasks.sleep, 0) == 0
 
 
+@pytest.mark.slow
 def test_a_task_blocked_without_using_cpu_stops_at_the_wall_clock_backstop(make_pool):
     pool = make_pool(decode_workers=1, decode_seconds=0.2)
     with pytest.raises(TooLarge, match="took longer than"):
@@ -77,6 +79,7 @@ def test_a_crashing_decoder_is_422_without_internals(make_pool):
     assert pool.call(sandbox_tasks.sleep, 0) == 0
 
 
+@pytest.mark.slow
 def test_a_full_queue_is_refused_with_retry_after(make_pool):
     pool = make_pool(decode_workers=1, decode_queue=1, decode_seconds=30)
     first = pool.submit(sandbox_tasks.sleep, 1)

@@ -32,7 +32,13 @@ def image(seed: int = 0, name: str | None = None) -> IngestedImage:
 StoreFactory = Callable[..., ImageStore]
 
 
-SESSION_STORES = ["memory", "disk", "sqlite", "postgres", "redis"]
+SESSION_STORES = [
+    "memory",
+    "disk",
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("redis", marks=pytest.mark.redis),
+]
 
 
 def _factory(kind: str, request: pytest.FixtureRequest, tmp_path) -> StoreFactory:
@@ -199,6 +205,7 @@ def test_cache_over_quota_is_refused(make_store):
         store.cache_put(A, record.id, "features", {"n": 1}, 1000)
 
 
+@pytest.mark.slow
 def test_idle_sessions_expire_and_used_ones_stay(make_session_store):
     store = make_session_store()
     store.add(A, image(1))
