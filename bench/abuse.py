@@ -67,7 +67,7 @@ from bench._abuse_tools import (  # noqa: E402
 from bench.common import photo_like_jpeg  # noqa: E402
 from bench.hostile import cpu_seconds, rss_bytes  # noqa: E402
 from core.config import Settings  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
 
 MiB = 1024 * 1024

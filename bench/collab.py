@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import free_port  # noqa: E402
 from tests.browser import CHROMEDRIVER, CHROMIUM, MISSING, ServerProcess, wait_for  # noqa: E402
-from tests.conftest import make_jpeg  # noqa: E402
+from tests.helpers import make_jpeg  # noqa: E402
 
 STARS = ".dr-card [data-testid=card-rating] .q-rating__icon-container"
 WATCH = """

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from tests.conftest import free_port  # noqa: F401  re-exported for the benchmarks
+from tests.helpers import free_port  # noqa: F401  re-exported for the benchmarks
 
 ROOT = Path(__file__).resolve().parent.parent
 

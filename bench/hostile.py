@@ -28,9 +28,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests import hostile_builders as build  # noqa: E402
-from tests.conftest import free_port, make_jpeg  # noqa: E402
+from tests.helpers import Raw, build_zip, deflate, free_port, make_jpeg  # noqa: E402
 from tests.server_process import ServerProcess, descendants  # noqa: E402
-from tests.test_archive import Raw, build_zip, deflate  # noqa: E402
 
 MiB = 1024 * 1024
 TICKS = os.sysconf("SC_CLK_TCK")

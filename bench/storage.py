@@ -30,7 +30,7 @@ from core.storage.base import ImageStore  # noqa: E402
 from core.storage.disk import SessionFolders  # noqa: E402
 from core.storage.memory import MemoryStore  # noqa: E402
 from core.storage.sql import SqlStore  # noqa: E402
-from tests.conftest import PostgresCluster, _postgres_bin  # noqa: E402
+from tests.helpers import PostgresCluster, postgres_bin  # noqa: E402
 
 SESSION = "11111111-1111-4111-8111-111111111111"
 BIG = 10**12
@@ -78,7 +78,7 @@ def main() -> None:
     total = sum(len(i.data) for i in items)
     print(f"{len(items)} images, {total / 2**20:.0f} MiB; median of {args.runs} runs per store")
     work = Path(tempfile.mkdtemp(prefix="darkroom-bench-storage-", dir=Path.cwd()))  # the real disk
-    cluster = PostgresCluster(_postgres_bin()) if _postgres_bin() else None
+    cluster = PostgresCluster(postgres_bin()) if postgres_bin() else None
     counter = iter(range(10**6))
 
     def fresh(name: str) -> Path:

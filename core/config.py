@@ -355,9 +355,3 @@ def get_settings() -> Settings:
     if _settings is None:
         _settings = load_settings()
     return _settings
-
-
-def set_settings(settings: Settings | None) -> None:
-    """Replace the process's settings (None: read the environment again on next use)."""
-    global _settings
-    _settings = settings

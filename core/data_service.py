@@ -279,7 +279,7 @@ async def prepare_image_async(data: bytes, filename: str | None) -> Prepared:
         fmt = check_bytes(data, settings())
         facts = await sandbox().run(inspect_image, data, settings(), heavy=_heavy(data, fmt))
         return with_facts(data, filename, facts)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001  as prepare_image: this file's answer, never a 5xx
         return _rejection(filename, exc)
 
 
@@ -308,7 +308,7 @@ def _prepare_many(files: Iterable[tuple[str | None, bytes]], stop: threading.Eve
             if isinstance(work, Exception):
                 raise work
             return with_facts(data, name, pool.result(work))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  this file's answer; the others go on
             return _rejection(name, exc)
 
     settled: list[Prepared] = []  # answers settled while waiting for a share, yielded next
@@ -319,7 +319,7 @@ def _prepare_many(files: Iterable[tuple[str | None, bytes]], stop: threading.Eve
             try:
                 fmt = check_bytes(data, settings())
                 work: concurrent.futures.Future[ImageFacts] | Exception = submit(data, fmt)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001  answered in order by settle()
                 work = exc
             yield from settled
             settled.clear()

@@ -187,7 +187,7 @@ class EventBus:
         for callback in callbacks:
             try:
                 callback(event)
-            except Exception:  # noqa: BLE001  one broken subscriber must not stop the others
+            except Exception:  # one broken subscriber must not stop the others
                 log.exception("event subscriber failed for a %s event", event.kind)
 
     def subscriber_count(self, session_id: str) -> int:

@@ -440,7 +440,7 @@ class Presence:
             time.sleep(SWEEP_SECONDS)
             try:
                 self.sweep()
-            except Exception:  # noqa: BLE001  the sweeper must outlive one bad round
+            except Exception:  # the sweeper must outlive one bad round
                 log.exception("presence sweep failed")
             with self._lock:
                 if not self._needs_sweeping():

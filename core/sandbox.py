@@ -494,7 +494,7 @@ class DecodePool:
                     self._replace(task.pool)  # type: ignore[arg-type]
                     self._schedule(task)  # it keeps its worker slot
                     return
-                except BaseException as exc:  # noqa: BLE001
+                except BaseException as exc:  # noqa: BLE001  no new worker: this task fails alone
                     with self._lock:
                         self._stop_running(task)
                     task.future.set_exception(exc)
@@ -508,7 +508,7 @@ class DecodePool:
                 task.future.set_exception(inner.exception())
             else:
                 task.future.set_result(inner.result())
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001  a done-callback: its caller must still get an answer
             if not task.future.done():
                 with contextlib.suppress(concurrent.futures.InvalidStateError):
                     task.future.set_exception(exc)

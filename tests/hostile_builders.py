@@ -26,7 +26,7 @@ webp_frame_outside_canvas      ANMF frame placed outside the VP8X canvas        
 
 The last column is what ``core.prechecks.check_structure`` answers at the default limits (413
 TooLarge, 422 CorruptImage). ``png_blank`` and ``tiff_float`` pass it on purpose: they are bounded by
-the decode sandbox and the feature pixel cap instead. (ZIP builders live with the archive tests.)
+the decode sandbox and the feature pixel cap instead. (ZIP builders are in ``tests/helpers.py``.)
 """
 
 from __future__ import annotations

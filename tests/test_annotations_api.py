@@ -17,7 +17,7 @@ from websockets.sync.client import connect
 from core.annotations import MAX_NOTE_BYTES, MAX_TAG_CHARS, MAX_TAGS
 from core.data_service import annotation_limiter
 from core.events import ANNOTATION_CHANGED, PRESENCE_CHANGED, bus
-from tests.conftest import listed, make_jpeg, new_session, upload
+from tests.helpers import listed, make_jpeg, new_session, upload
 
 
 def url(image_id: str) -> str:

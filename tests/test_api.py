@@ -11,7 +11,7 @@ from urllib.parse import unquote
 import pytest
 
 from core import data_service
-from tests.conftest import LiveServer, hostile, listed, make_jpeg, new_session, upload, upload_zip
+from tests.helpers import LiveServer, hostile, listed, make_jpeg, new_session, upload, upload_zip
 
 
 def test_new_sessions_are_distinct_canonical_uuid4(api):
@@ -324,8 +324,9 @@ def test_legacy_zip_upload_and_file_names_never_from_input(api, configure):
     settings = configure()
     response = upload_zip(api, None, hostile("zip_good.zip"))
     assert response.status_code == 200
-    for path in settings.legacy_dir.iterdir():
-        assert "photos" not in path.name and path.name != "c.jpg"
+    stored = [path.name for path in settings.legacy_dir.iterdir()]
+    assert len(stored) == 3 * len(response.json()["accepted"]) == 9  # image, record, thumbnail each
+    assert not [name for name in stored if "photos" in name or name == "c.jpg"]
 
 
 def test_legacy_fallback_off_switch_gives_400(api, configure):

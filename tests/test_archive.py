@@ -5,94 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import struct
 import tracemalloc
 import zipfile
-import zlib
-from dataclasses import dataclass
 
 import pytest
 
 from core.archive import ZipMember, ZipProblem, inflate_bounded, iter_members, read_central_directory
 from core.config import MiB, Settings
 from core.errors import DarkroomError, TooLarge, UnsafeArchive
-from tests.conftest import hostile, make_jpeg
+from tests.helpers import Raw, build_zip, deflate, hostile, make_jpeg
 
 SETTINGS = Settings()
 NO_LARGE_ALLOCATION = 2 * MiB  # tracemalloc peak while reading a bomb: far below what it unpacks to
-
-
-@dataclass(frozen=True)
-class Raw:
-    """One member as the builder writes it; every field the headers carry can be made to lie."""
-
-    name: str
-    content: bytes = b""
-    method: int = zipfile.ZIP_DEFLATED
-    declared_size: int | None = None  # default: len(content)
-    payload: bytes | None = None  # the bytes stored after the local header; default: content, deflated
-    crc: int | None = None  # default: the content's CRC-32
-
-
-def deflate(data: bytes) -> bytes:
-    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
-    return compressor.compress(data) + compressor.flush()
-
-
-def build_zip(members: list[Raw], *, zip64: bool = False, header_offsets: list[int] | None = None) -> bytes:
-    """A ZIP written field by field. ``zip64`` stores every size and offset in ZIP64 extra fields
-    behind a ZIP64 end record; ``header_offsets`` points central-directory entries anywhere."""
-    body = bytearray()
-    central = bytearray()
-    for index, member in enumerate(members):
-        if member.payload is not None:
-            payload = member.payload
-        else:
-            payload = deflate(member.content) if member.method == zipfile.ZIP_DEFLATED else member.content
-        size = len(member.content) if member.declared_size is None else member.declared_size
-        crc = zlib.crc32(member.content) if member.crc is None else member.crc
-        name = member.name.encode()
-        offset = len(body) if header_offsets is None else header_offsets[index]
-        local = struct.pack(
-            "<4sHHHHHIIIHH", b"PK\x03\x04", 45, 0, member.method, 0, 0, crc, len(payload), size, len(name), 0
-        )
-        body += local + name + payload
-        extra = b""
-        csize, usize, at = len(payload), size, offset
-        if zip64:
-            extra = struct.pack("<HHQQQ", 1, 24, usize, csize, at)
-            csize = usize = at = 0xFFFFFFFF
-        central += struct.pack(
-            "<4sHHHHHHIIIHHHHHII",
-            b"PK\x01\x02",
-            45,
-            45,
-            0,
-            member.method,
-            0,
-            0,
-            crc,
-            csize,
-            usize,
-            len(name),
-            len(extra),
-            0,
-            0,
-            0,
-            0,
-            at,
-        )
-        central += name + extra
-    count, cd_size, cd_offset = len(members), len(central), len(body)
-    out = body + central
-    if zip64:
-        record_at = len(out)
-        out += struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, cd_size, cd_offset)
-        out += struct.pack("<4sIQI", b"PK\x06\x07", 0, record_at, 1)
-        out += struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
-    else:
-        out += struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count, count, cd_size, cd_offset, 0)
-    return bytes(out)
 
 
 def stdlib_zip(files: dict[str, bytes], **options: object) -> bytes:

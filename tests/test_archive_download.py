@@ -8,7 +8,7 @@ import zipfile
 import httpx
 
 from core.api.export import member_name
-from tests.conftest import big_jpeg, make_jpeg, new_session, upload
+from tests.helpers import big_jpeg, make_jpeg, new_session, upload
 
 
 def archive_of(client: httpx.Client, session_id: str | None) -> zipfile.ZipFile:

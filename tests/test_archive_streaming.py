@@ -26,7 +26,7 @@ import pytest
 from core.api import export
 from core.api.export import ARCHIVE_BATCH_BYTES, ARCHIVE_PIECE_BYTES, download_slots, zip_pieces
 from core.config import MiB
-from tests.conftest import LiveServer, make_jpeg, new_session, upload
+from tests.helpers import LiveServer, make_jpeg, new_session, upload
 
 # What one reader may hold: a batch written ahead plus what the socket's user-space buffer takes
 # beyond its high-water mark (one piece); kernel socket buffers are the kernel's, not counted.

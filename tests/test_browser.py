@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.browser import MISSING, ServerProcess, loaded_thumbnails, wait_for
-from tests.conftest import DATA, free_port, make_jpeg
+from tests.helpers import DATA, free_port, make_jpeg
 
 if MISSING:
     if os.environ.get("CI", "").lower() == "true":

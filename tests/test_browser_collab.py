@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.browser import MISSING, ServerProcess, wait_for
-from tests.conftest import make_jpeg
+from tests.helpers import make_jpeg
 
 if MISSING:
     if os.environ.get("CI", "").lower() == "true":

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from tests.browser import MISSING, loaded_thumbnails, wait_for
-from tests.conftest import DATA, make_jpeg
+from tests.helpers import DATA, make_jpeg
 
 if MISSING:
     if os.environ.get("CI", "").lower() == "true":

@@ -11,10 +11,12 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import free_port, make_jpeg, skip_or_fail
+from tests.helpers import free_port, make_jpeg, skip_or_fail
 from tests.redis_server import MISSING as REDIS_MISSING
 from tests.redis_server import RedisServer
 from tests.server_process import ServerProcess
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]  # two server processes and a Redis
 
 
 def redis_env(url: str) -> dict[str, str]:

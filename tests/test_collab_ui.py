@@ -15,7 +15,7 @@ from core.annotations import parse_patch
 from core.config import Settings
 from core.presence import presence
 from core.sessions import session_scope
-from tests.conftest import make_jpeg
+from tests.helpers import make_jpeg
 from ui.collab import Collab
 from ui.session import binding_of
 

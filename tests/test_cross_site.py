@@ -12,7 +12,7 @@ from websockets.sync.client import connect
 
 from core.api.app import install
 from core.api.origin import is_same_origin
-from tests.conftest import LiveServer, listed, make_jpeg, new_session, upload
+from tests.helpers import LiveServer, listed, make_jpeg, new_session, upload
 from ui.routes import install_routes
 
 EVIL = "https://evil.example"

@@ -8,7 +8,7 @@ import io
 import pytest
 
 from core.tables import spreadsheet_safe, to_csv
-from tests.conftest import make_jpeg, new_session, upload
+from tests.helpers import make_jpeg, new_session, upload
 
 HOSTILE_NAMES = ['=HYPERLINK("http://x","y").png', "+SUM(1,2).png", "-2+3.png", "@cmd.png"]
 

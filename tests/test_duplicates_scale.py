@@ -20,7 +20,7 @@ from core.features import near_duplicates
 from core.features import service as feature_service
 from core.features.hashes import hash_value
 from core.features.near_duplicates import ALL_PAIRS, MULTI_INDEX, SearchStopped, near_duplicate_groups
-from tests.conftest import DATA, make_jpeg, new_session, upload
+from tests.helpers import DATA, make_jpeg, new_session, upload
 
 THRESHOLDS = [0, 1, 2, 4, 7, 10, 16, 32, 64]
 

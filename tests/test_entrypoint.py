@@ -14,7 +14,7 @@ import pytest
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.sync.client import connect
 
-from tests.conftest import free_port, make_jpeg
+from tests.helpers import free_port, make_jpeg
 
 
 @pytest.fixture(scope="module")

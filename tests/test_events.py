@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 
 from core.events import IMAGE_ADDED, IMAGE_REMOVED, SESSION_CLEARED, EventBus, bus
-from tests.conftest import make_jpeg, new_session, upload
+from tests.helpers import make_jpeg, new_session, upload
 
 
 def collect(session_id: str):

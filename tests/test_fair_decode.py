@@ -17,7 +17,7 @@ import pytest
 
 from core.clients import client_scope
 from core.config import Settings
-from core.errors import ServiceBusy
+from core.errors import ServiceBusy, TooLarge
 from core.sandbox import DecodePool
 from core.sessions import new_session_id, session_scope
 from tests import sandbox_tasks
@@ -218,12 +218,13 @@ def test_cancelling_queued_decodes_frees_their_share_at_once(make_pool, gate):
     assert_nothing_left(pool, session, other)
 
 
+@pytest.mark.slow  # three decodes run into the wall-clock backstop
 def test_a_failed_or_refused_decode_leaks_no_share(make_pool):
     pool = make_pool(decode_session_tasks=2, decode_client_tasks=2, decode_seconds=0.2)
     session = new_session_id()
     with acting_as(session, ATTACKER_ADDRESS):
         for _ in range(3):
-            with pytest.raises(Exception):  # noqa: B017  TooLarge: over the wall-clock backstop
+            with pytest.raises(TooLarge, match="longer than"):  # over the wall-clock backstop
                 pool.call(sandbox_tasks.sleep, 60)
         assert pool.call(sandbox_tasks.sleep, 0) == 0
     assert_nothing_left(pool, session)

@@ -285,6 +285,7 @@ def small_budget_pool() -> Iterator[DecodePool]:
     pool.close()
 
 
+@pytest.mark.slow
 def test_a_big_png_gets_its_features_in_a_worker_too_small_to_decode_it_whole(small_budget_pool):
     data = big_rgba_png()
     feature_max_pixels = 1_000_000

@@ -12,8 +12,8 @@ from PIL import Image
 from core import data_service
 from core.events import PROGRESS, bus
 from core.features import CATALOGUE_ORDER, REGISTRY
-from tests.conftest import DATA, hostile, listed, make_jpeg, new_session, upload
 from tests.feature_tolerances import mismatches
+from tests.helpers import DATA, hostile, listed, make_jpeg, new_session, upload
 
 FEATURES = DATA / "features"
 EXPECTED = json.loads((FEATURES / "expected.json").read_text())["images"]
@@ -244,6 +244,7 @@ def test_feature_table_through_worker_processes_matches_single_image_results(api
     session = new_session(api)
     upload(api, session, *[(f"{i}.jpg", make_jpeg(120, 90, seed=i)) for i in range(3)])
     table = api.get("/api/features", params={"session_id": session, "groups": "stats,hashes"}).json()
+    assert len(table["rows"]) == 3
     for row in table["rows"]:
         single = features_of(api, session, row["id"], groups="stats")
         assert row["stats.gray.mean"] == single["stats"]["gray"]["mean"]

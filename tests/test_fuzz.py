@@ -2,7 +2,8 @@
 documented errors (``DarkroomError`` subclasses, which the API turns into 4xx), never anything else.
 
 Targets (each bounded by ``FUZZ_EXAMPLES`` examples and a ``FUZZ_SECONDS`` budget of its own, about
-40 s in all in CI; raise both for a longer local run):
+40 s in all in CI; raise both for a longer local run; every example counted ran its target, and a
+target that ran fewer than ``MIN_EXAMPLES`` in its budget fails):
 
 1. ``sniff_format`` + ``core.prechecks.check_structure`` on mutated images of every format;
 1b. the pre-checks agree with Pillow: whatever they let through, Pillow opens at no more pixels and no
@@ -28,6 +29,7 @@ import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,11 +44,15 @@ from core.prechecks import check_structure
 from core.sandbox import DecodePool
 from tests import hostile_builders as hb
 from tests import sandbox_tasks
-from tests.conftest import DATA, HOSTILE
+from tests.helpers import DATA, HOSTILE
+
+pytestmark = pytest.mark.fuzz
 
 FUZZ_DIR = DATA / "fuzz"
 BUDGET_SECONDS = float(os.environ.get("FUZZ_SECONDS", "6"))
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3000"))
+MIN_EXAMPLES = min(MAX_EXAMPLES, 50)  # fewer in a whole budget is no fuzzing, however green
+FIRST_ROUND_EXAMPLES = 10  # the first round measures a target's pace; later rounds fit the time left
 MAX_MUTATED_BYTES = 64 * 1024
 
 DEFAULT = Settings()
@@ -63,7 +69,6 @@ TIGHT = dataclasses.replace(
 
 FUZZ_SETTINGS = settings(
     deadline=None,
-    max_examples=MAX_EXAMPLES,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
@@ -215,18 +220,32 @@ def mutated_zips() -> st.SearchStrategy[bytes]:
     return _mutated(ZIP_SEEDS)
 
 
-class Budget:
-    """A clock for one fuzz target, started by its first example: false once the budget is spent, so the
-    remaining examples return at once (Hypothesis has no time limit of its own)."""
+def fuzz(check: Callable[..., None], **strategies: st.SearchStrategy[Any]) -> int:
+    """Run ``check`` on examples drawn from ``strategies`` until ``BUDGET_SECONDS`` or ``MAX_EXAMPLES``
+    is spent and return how many ran. Hypothesis has no time limit of its own, so the examples come in
+    rounds, each sized to the time left at the pace so far: generation stops with the budget instead of
+    running examples that skip the check."""
+    ran = 0
+    started = time.monotonic()
+    while ran < MAX_EXAMPLES:
+        elapsed = time.monotonic() - started
+        if elapsed >= BUDGET_SECONDS:
+            break
+        fitting = int((BUDGET_SECONDS - elapsed) / (elapsed / ran)) if ran else FIRST_ROUND_EXAMPLES
+        size = max(1, min(fitting, MAX_EXAMPLES - ran))
 
-    def __init__(self, seconds: float = BUDGET_SECONDS) -> None:
-        self.seconds = seconds
-        self.deadline: float | None = None
+        @settings(FUZZ_SETTINGS, max_examples=size)
+        @given(**strategies)
+        def one_round(**example: Any) -> None:
+            nonlocal ran
+            check(**example)
+            ran += 1
 
-    def __call__(self) -> bool:
-        if self.deadline is None:
-            self.deadline = time.monotonic() + self.seconds
-        return time.monotonic() < self.deadline
+        one_round()
+    spent = time.monotonic() - started
+    print(f"{ran} examples in {spent:.1f} s")  # shown with -rP or -s
+    assert ran >= MIN_EXAMPLES, f"only {ran} examples ran in {spent:.1f} s (at least {MIN_EXAMPLES} needed)"
+    return ran
 
 
 # --- the targets --------------------------------------------------------------------------------
@@ -259,24 +278,20 @@ def test_seeds_are_valid_or_refused_cleanly():
         zip_target(seed, DEFAULT)
 
 
-_image_clock = Budget()
-
-
-@FUZZ_SETTINGS
-@given(data=mutated_images(), tight=st.booleans())
-def test_fuzz_image_prechecks_raise_only_documented_errors(data: bytes, tight: bool):
-    if _image_clock():
+@pytest.mark.slow  # its whole FUZZ_SECONDS budget
+def test_fuzz_image_prechecks_raise_only_documented_errors():
+    def check(data: bytes, tight: bool) -> None:
         image_target(data, TIGHT if tight else DEFAULT)
 
+    fuzz(check, data=mutated_images(), tight=st.booleans())
 
-_zip_clock = Budget()
 
-
-@FUZZ_SETTINGS
-@given(data=mutated_zips(), tight=st.booleans())
-def test_fuzz_archive_reader_raises_only_documented_errors(data: bytes, tight: bool):
-    if _zip_clock():
+@pytest.mark.slow  # its whole FUZZ_SECONDS budget
+def test_fuzz_archive_reader_raises_only_documented_errors():
+    def check(data: bytes, tight: bool) -> None:
         zip_target(data, TIGHT if tight else DEFAULT)
+
+    fuzz(check, data=mutated_zips(), tight=st.booleans())
 
 
 _FRAME_FORMATS = ("GIF", "PNG", "WEBP", "TIFF")
@@ -305,14 +320,9 @@ def parity_target(data: bytes, limits: Settings) -> None:
     assert frames <= limits.max_frames, (fmt, frames, data.hex())
 
 
-_parity_clock = Budget()
-
-
-@FUZZ_SETTINGS
-@given(data=mutated_images())
-def test_fuzz_what_the_prechecks_let_through_pillow_opens_within_the_limits(data: bytes):
-    if _parity_clock():
-        parity_target(data, TIGHT)
+@pytest.mark.slow  # its whole FUZZ_SECONDS budget
+def test_fuzz_what_the_prechecks_let_through_pillow_opens_within_the_limits():
+    fuzz(lambda data: parity_target(data, TIGHT), data=mutated_images())
 
 
 # --- target 3: the decode sandbox -----------------------------------------------------------------
@@ -340,14 +350,12 @@ def _close_fuzz_pool():
         _pools.pop().close(grace_seconds=0)
 
 
-_sandbox_clock = Budget()
-
-
-@FUZZ_SETTINGS
-@given(data=mutated_images(), tight=st.booleans())
-def test_fuzz_decode_in_the_sandbox_raises_only_documented_errors(data: bytes, tight: bool):
-    if _sandbox_clock():
+@pytest.mark.slow  # its whole FUZZ_SECONDS budget
+def test_fuzz_decode_in_the_sandbox_raises_only_documented_errors():
+    def check(data: bytes, tight: bool) -> None:
         sandbox_target(data, TIGHT if tight else DEFAULT)
+
+    fuzz(check, data=mutated_images(), tight=st.booleans())
 
 
 # --- kept reproducers ---------------------------------------------------------------------------

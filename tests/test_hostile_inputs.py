@@ -8,7 +8,7 @@ import time
 import pytest
 from PIL import Image
 
-from tests.conftest import hostile, listed, new_session, upload, upload_zip
+from tests.helpers import hostile, listed, new_session, upload, upload_zip
 
 SINGLE_ACCEPTED = {
     "ok_photo.jpg": ("JPEG", 640, 480),

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests import hostile_builders as build
-from tests.conftest import listed, make_jpeg, new_session, upload, upload_zip
+from tests.helpers import listed, make_jpeg, new_session, upload, upload_zip
 from tests.test_websocket_upload import send_file, ws_connect
 
 # builder, expected statuses (a few cases may be refused by either check, as the builders say)
@@ -91,6 +91,7 @@ def test_hostile_image_is_refused_and_others_are_served_meanwhile(
     assert [image["filename"] for image in listed(api, bystander_session)] == ["mine.jpg"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "builder"), COSTLY_BUT_VALID, ids=[case[0] for case in COSTLY_BUT_VALID])
 def test_costly_valid_image_is_stored_and_its_features_stay_in_budget(
     api, live_server, bystander_session, name, builder

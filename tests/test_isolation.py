@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from core import data_service
+from core.errors import BadRequest
 from core.sessions import CURRENT_SESSION_ID, new_session_id, session_scope
-from tests.conftest import make_jpeg
+from tests.helpers import make_jpeg
 
 
 def test_twenty_sessions_doing_random_work_never_see_each_other(api, live_server):
@@ -110,13 +111,13 @@ def test_service_refuses_to_guess_the_session_in_a_plain_thread(configure):
         thread = threading.Thread(target=lambda: result.append(_try_list()))
         thread.start()
         thread.join()
-    assert result and isinstance(result[0], Exception)
+    assert result and isinstance(result[0], BadRequest)
 
 
 def _try_list() -> object:
     try:
         return data_service.list_images()
-    except Exception as exc:  # noqa: BLE001
+    except BadRequest as exc:
         return exc
 
 

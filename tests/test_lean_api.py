@@ -17,7 +17,7 @@ import pytest
 from core import data_service
 from core.api.app import create_app
 from core.config import Settings
-from tests.conftest import free_port, listed, make_jpeg, new_session, upload
+from tests.helpers import free_port, listed, make_jpeg, new_session, upload
 from tests.server_process import ServerProcess
 
 LOOP_ROUNDS = 1000

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.conftest import free_port, make_jpeg
+from tests.helpers import free_port, make_jpeg
 from tests.server_process import ServerProcess, descendants
 
 
@@ -61,6 +62,7 @@ def test_sigterm_stops_the_server_and_every_worker():
         server.stop()
 
 
+@pytest.mark.slow
 def test_a_worker_killed_by_the_kernel_is_replaced_and_the_server_serves_on():
     server = ServerProcess(free_port(), {"DARKROOM_DECODE_WORKERS": "1"})
     try:

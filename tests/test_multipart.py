@@ -7,7 +7,7 @@ import httpx
 
 from core.api.multipart import MAX_OTHER_PARTS, MAX_PART_HEADER_BYTES
 from core.config import MiB
-from tests.conftest import listed, make_jpeg, new_session
+from tests.helpers import listed, make_jpeg, new_session
 from tests.test_api import _raw_post
 
 BOUNDARY = "darkroomboundary"

@@ -4,9 +4,18 @@ utility class the UI code uses must be a Quasar class or be written out in ``ui/
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import nicegui
+import pytest
+
+from tests.helpers import free_port
+from tests.server_process import ServerProcess
+
 UI = Path(__file__).resolve().parent.parent / "ui"
+TAILWIND_RUNTIME = "tailwindcss.min.js"  # what NiceGUI's page loads when Tailwind is on
 QUASAR_COLOURS = (
     "white|black|primary|secondary|accent|positive|negative|info|warning|dark|"
     "(?:red|pink|purple|deep-purple|indigo|blue|light-blue|cyan|teal|green|light-green|lime|yellow|amber|orange"
@@ -34,8 +43,22 @@ def defined_classes() -> set[str]:
     return styled | markers
 
 
-def test_the_page_turns_tailwind_off() -> None:
-    assert "tailwind=False" in (UI / "server.py").read_text(encoding="utf-8")
+@pytest.fixture(scope="module")
+def served_page() -> Iterator[str]:
+    """The page's HTML as ``darkroom`` serves it."""
+    server = ServerProcess(free_port())
+    try:
+        response = httpx.get(f"{server.url}/", timeout=30)
+        assert response.status_code == 200
+        yield response.text
+    finally:
+        server.stop()
+
+
+def test_the_served_page_loads_no_tailwind_runtime(served_page: str) -> None:
+    assert (Path(nicegui.__file__).parent / "static" / TAILWIND_RUNTIME).is_file()  # the name is NiceGUI's
+    assert "<title>Darkroom</title>" in served_page
+    assert TAILWIND_RUNTIME not in served_page and "text/tailwindcss" not in served_page
 
 
 def test_every_utility_class_the_ui_uses_is_quasars_or_written_out() -> None:

@@ -22,7 +22,7 @@ from core.ingest import ingest_image
 from core.sessions import InvalidSessionId
 from core.storage.disk import SessionFolders
 from core.storage.sql import SchemaError, SqlStore, engine_for, meta
-from tests.conftest import free_port, make_jpeg
+from tests.helpers import free_port, make_jpeg
 from tests.server_process import ServerProcess
 
 A = "11111111-1111-4111-8111-111111111111"
@@ -86,7 +86,7 @@ def test_disk_mode_expiry_and_clear_delete_the_folder(tmp_path: Path) -> None:
     assert store.clear(A) == 1 and not (root / A).exists()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'darkroom.db'}"
@@ -136,7 +136,8 @@ def _mode_env(mode: str, root: Path, request: pytest.FixtureRequest) -> dict[str
     return env
 
 
-@pytest.mark.parametrize("mode", ["disk", "sqlite", "postgres"])
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["disk", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_a_server_killed_mid_upload_restarts_with_every_acknowledged_image_and_nothing_half_written(
     tmp_path: Path, request: pytest.FixtureRequest, mode: str
 ) -> None:

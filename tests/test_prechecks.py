@@ -27,7 +27,7 @@ from core.prechecks import (
     pixels_at_a_glance,
 )
 from tests import hostile_builders as hb
-from tests.conftest import DATA, HOSTILE, make_jpeg
+from tests.helpers import DATA, HOSTILE, make_jpeg
 
 SETTINGS = Settings()
 

@@ -9,7 +9,7 @@ import zipfile
 import httpx
 from fastapi import FastAPI, Request
 
-from tests.conftest import LiveServer, big_jpeg, hostile, make_jpeg, new_session, upload
+from tests.helpers import LiveServer, big_jpeg, hostile, make_jpeg, new_session, upload
 
 
 def test_detector_sees_starlettes_spooled_upload(watch_writes):

@@ -25,8 +25,10 @@ from core.storage.redis import (
     decode_cached,
     encode_cached,
 )
-from tests.conftest import make_jpeg, skip_or_fail
+from tests.helpers import make_jpeg, skip_or_fail
 from tests.redis_server import MISSING, RedisServer
+
+pytestmark = pytest.mark.redis
 
 A = "11111111-1111-4111-8111-111111111111"
 B = "22222222-2222-4222-8222-222222222222"

@@ -20,7 +20,7 @@ from websockets.sync.client import connect
 
 from core.api.heads import HEAD_TOO_LARGE_STATUS, HeadLimitedProtocol
 from core.config import Settings
-from tests.conftest import LiveServer, new_session
+from tests.helpers import LiveServer, new_session
 
 HEAD_TIMEOUT_SECONDS = 0.5  # small, so the test of an unfinished head ends soon
 MAX_HEAD_BYTES = Settings.max_head_bytes

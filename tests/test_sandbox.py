@@ -13,7 +13,7 @@ from core.config import Settings
 from core.errors import CorruptImage, ServiceBusy, TooLarge
 from core.sandbox import DecodePool
 from tests import sandbox_tasks
-from tests.conftest import make_jpeg
+from tests.helpers import make_jpeg
 
 MiB = 1024 * 1024
 
@@ -32,6 +32,7 @@ def make_pool():
         pool.close(grace_seconds=0)
 
 
+@pytest.mark.slow
 def test_a_task_over_its_cpu_budget_is_413_and_the_pool_carries_on(make_pool):
     pool = make_pool(decode_workers=1, decode_seconds=1)
     with pytest.raises(TooLarge, match="more than its 1 s CPU budget"):
@@ -39,6 +40,7 @@ def test_a_task_over_its_cpu_budget_is_413_and_the_pool_carries_on(make_pool):
     assert pool.call(sandbox_tasks.sleep, 0) == 0
 
 
+@pytest.mark.slow
 def test_a_task_blocked_without_using_cpu_stops_at_the_wall_clock_backstop(make_pool):
     pool = make_pool(decode_workers=1, decode_seconds=0.2)
     with pytest.raises(TooLarge, match="took longer than"):
@@ -77,6 +79,7 @@ def test_a_crashing_decoder_is_422_without_internals(make_pool):
     assert pool.call(sandbox_tasks.sleep, 0) == 0
 
 
+@pytest.mark.slow
 def test_a_full_queue_is_refused_with_retry_after(make_pool):
     pool = make_pool(decode_workers=1, decode_queue=1, decode_seconds=30)
     first = pool.submit(sandbox_tasks.sleep, 1)
@@ -104,14 +107,16 @@ async def test_cancelling_an_awaited_task_frees_its_slot(make_pool):
 def test_workers_run_in_parallel_on_every_core(make_pool):
     pool = make_pool(decode_workers=2, decode_session_tasks=20, decode_client_tasks=20)
     futures = [pool.submit(sandbox_tasks.worker_pid) for _ in range(20)]
-    assert len({pool.result(f) for f in futures}) >= 1
+    ran_in = {pool.result(f) for f in futures}
     assert len(pool.worker_pids()) == 2
+    assert ran_in <= set(pool.worker_pids())  # in the pool's workers, not in this process
 
 
 def test_closing_the_pool_ends_every_worker(make_pool):
     pool = make_pool(decode_workers=2)
     pool.call(sandbox_tasks.sleep, 0)
     pids = pool.worker_pids()
+    assert pids
     pool.close(grace_seconds=1)
     for pid in pids:
         assert not _alive(pid), pid

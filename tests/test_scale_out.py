@@ -24,10 +24,12 @@ import pytest
 
 from tests.browser import MISSING as BROWSER_MISSING
 from tests.browser import chromium, loaded_thumbnails, wait_for
-from tests.conftest import free_port, make_jpeg, skip_or_fail
+from tests.helpers import free_port, make_jpeg, skip_or_fail
 from tests.redis_server import MISSING as REDIS_MISSING
 from tests.redis_server import RedisServer
 from tests.server_process import ROOT, ServerProcess
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]  # several server processes per test
 
 HAPROXY = shutil.which("haproxy")
 HAPROXY_CONFIG = ROOT / "docs" / "deploy" / "haproxy.cfg"
@@ -260,6 +262,7 @@ def open_page(driver, url: str) -> None:
     )
 
 
+@pytest.mark.browser
 def test_a_tab_behind_the_proxy_sees_live_what_a_script_pushed_through_the_other_process(pair, proxy, driver, tmp_path):
     open_page(driver, proxy.url)
     pinned = driver.get_cookie(STICKY_COOKIE)
@@ -309,6 +312,7 @@ def pin(driver, proxy: HAProxy, server: str) -> None:
     driver.add_cookie({"name": STICKY_COOKIE, "value": server, "path": "/"})
 
 
+@pytest.mark.browser
 def test_an_invite_made_on_one_process_joins_a_browser_on_the_other_live(pair, proxy, tmp_path):
     owner, guest = chromium(), chromium()
     try:

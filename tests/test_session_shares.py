@@ -20,7 +20,7 @@ from core.admission import SessionLedger
 from core.clients import address_of, client_address, client_scope, current_client, parse_proxies
 from core.errors import ServiceBusy
 from core.sessions import current_session_id, session_scope
-from tests.conftest import listed, make_jpeg, new_session, upload, upload_zip
+from tests.helpers import listed, make_jpeg, new_session, upload, upload_zip
 
 PROXY = "127.0.0.1/32"  # the tests' own peer, trusted so that X-Forwarded-For names other clients
 

@@ -19,7 +19,7 @@ from core.storage.base import ImageStore
 from core.storage.disk import FolderStore, SessionFolders
 from core.storage.memory import RECORD_OVERHEAD_BYTES, MemoryStore
 from core.storage.sql import SqlStore
-from tests.conftest import make_jpeg
+from tests.helpers import make_jpeg
 
 A = "11111111-1111-4111-8111-111111111111"
 B = "22222222-2222-4222-8222-222222222222"
@@ -32,7 +32,13 @@ def image(seed: int = 0, name: str | None = None) -> IngestedImage:
 StoreFactory = Callable[..., ImageStore]
 
 
-SESSION_STORES = ["memory", "disk", "sqlite", "postgres", "redis"]
+SESSION_STORES = [
+    "memory",
+    "disk",
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("redis", marks=pytest.mark.redis),
+]
 
 
 def _factory(kind: str, request: pytest.FixtureRequest, tmp_path) -> StoreFactory:
@@ -199,6 +205,7 @@ def test_cache_over_quota_is_refused(make_store):
         store.cache_put(A, record.id, "features", {"n": 1}, 1000)
 
 
+@pytest.mark.slow
 def test_idle_sessions_expire_and_used_ones_stay(make_session_store):
     store = make_session_store()
     store.add(A, image(1))

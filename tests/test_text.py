@@ -10,7 +10,7 @@ from websockets.sync.client import connect
 
 from core.ingest import clean_filename
 from core.text import clean_text, one_line
-from tests.conftest import make_jpeg, new_session, upload
+from tests.helpers import make_jpeg, new_session, upload
 
 RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: "\u202egpj.exe" shows as "exe.jpg"
 FORMAT_CHARACTERS = [

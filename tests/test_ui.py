@@ -26,7 +26,7 @@ from core import data_service
 from core.config import Settings
 from core.invites import invites
 from core.sessions import CURRENT_SESSION_ID, current_session_id, new_session_id, session_scope
-from tests.conftest import LiveServer, big_jpeg, hostile, make_jpeg
+from tests.helpers import LiveServer, big_jpeg, hostile, make_jpeg
 from ui.dropzone import DropZone
 from ui.routes import WS_UPLOAD_PATH, install_routes
 from ui.session import OWNER_KEY, SESSION_KEY, bind, binding_of, choose_session, in_session, unbind
@@ -287,6 +287,7 @@ async def test_invites_expire(user: User) -> None:
     assert invites.revoke(new_session_id(), invite.token) is False  # not another session's to revoke
 
 
+@pytest.mark.slow
 async def test_the_session_lives_while_a_tab_is_open_and_expires_after_the_last_closes(user: User, configure) -> None:
     configure(feature_workers=1, session_idle_seconds=2.0)  # the page touches it every 2/3 s
     client, session_id = await open_page(user)

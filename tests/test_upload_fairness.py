@@ -23,7 +23,7 @@ from core.api.data_input import upload_response
 from core.config import MiB
 from core.errors import ClientGone, DarkroomError, ServiceBusy
 from core.inflight import LEGACY_KEY, WATCH_AFTER_SECONDS, IncomingBody, MinimumRate, Reservation, budget, slots
-from tests.conftest import listed, make_jpeg, new_session, upload
+from tests.helpers import listed, make_jpeg, new_session, upload
 
 BOUNDARY = "fairshareboundary"
 POLL_ROUNDS = 400  # polls of a condition the server reaches on its own (each sleeps POLL_SECONDS)

@@ -15,7 +15,7 @@ from websockets.sync.client import connect
 
 from core.api.ws_upload import serve_upload_socket
 from core.sessions import session_scope
-from tests.conftest import LiveServer, hostile, listed, make_jpeg, new_session
+from tests.helpers import LiveServer, hostile, listed, make_jpeg, new_session
 
 
 def ws_connect(live_server, session_id: str | None = None, **kwargs):

@@ -161,12 +161,10 @@ class Collab:
         client: Client,
         binding: Binding,
         cards: Callable[[], dict[str, ui.element]],
-        on_filter: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
         self.binding = binding
         self.cards = cards
-        self.on_filter = on_filter
         self.member: Member | None = None
         self.members: list[dict[str, Any]] = []
         self.annotations: dict[str, dict[str, Any]] = {}

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from nicegui import Client, ui
+from nicegui import ui
 from nicegui.events import KeyEventArguments
 
 from core.errors import DarkroomError
@@ -22,13 +22,11 @@ class Detail:
 
     def __init__(
         self,
-        client: Client,
         preview_url: Callable[[str], str],
         original_url: Callable[[str], str],
         ordered_ids: Callable[[], list[str]],
         record_of: Callable[[str], dict[str, Any] | None],
     ) -> None:
-        self.client = client
         self.preview_url = preview_url
         self.original_url = original_url
         self.ordered_ids = ordered_ids

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nicegui import Client, ui
+from nicegui import ui
 
 from core import data_service
 from core.errors import DarkroomError
@@ -21,10 +21,7 @@ from ui.session import in_session
 class Gallery:
     """The grid of cards and the empty-workspace hint above it."""
 
-    def __init__(
-        self, client: Client, thumbnail_url: Callable[[str], str], on_open: Callable[[str], Awaitable[None]]
-    ) -> None:
-        self.client = client
+    def __init__(self, thumbnail_url: Callable[[str], str], on_open: Callable[[str], Awaitable[None]]) -> None:
         self.thumbnail_url = thumbnail_url
         self.on_open = on_open
         self.cards: dict[str, ui.element] = {}

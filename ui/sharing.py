@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nicegui import Client, ui
+from nicegui import ui
 
 from core.config import Settings
 from core.errors import DarkroomError
@@ -25,8 +25,7 @@ def copy_text(text: str, what: str = "Snippet") -> None:
 class Sharing:
     """Who else may use this workspace: scripts with the session id, tabs with an invite link."""
 
-    def __init__(self, client: Client, binding: Binding, base_url: str, settings: Settings) -> None:
-        self.client = client
+    def __init__(self, binding: Binding, base_url: str, settings: Settings) -> None:
         self.binding = binding
         self.base_url = base_url.rstrip("/")
         self.settings = settings

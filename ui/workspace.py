@@ -61,10 +61,10 @@ class Workspace:
         self.settings = data_service.settings()
         self._unsubscribe: Callable[[], None] | None = None
         self._consumer: asyncio.Task[None] | None = None
-        self.gallery = Gallery(client, self.thumbnail_url, self.open_detail)
-        self.detail = Detail(client, self.preview_url, self.original_url, self.gallery.ids, self.gallery.records.get)
+        self.gallery = Gallery(self.thumbnail_url, self.open_detail)
+        self.detail = Detail(self.preview_url, self.original_url, self.gallery.ids, self.gallery.records.get)
         self.dashboard = Dashboard(client, self.thumbnail_url, lambda: self.gallery.count, self.open_detail)
-        self.sharing = Sharing(client, binding, base_url, self.settings)
+        self.sharing = Sharing(binding, base_url, self.settings)
         self.collab = Collab(client, binding, lambda: self.gallery.cards)
         self.gallery.extend_card = self.collab.extend_card
         self.detail.extend = self.collab.extend_detail
@@ -132,7 +132,7 @@ class Workspace:
             for event in events:
                 try:
                     changed = self._apply(event) or changed
-                except Exception:  # noqa: BLE001  one bad update must not stop the live view
+                except Exception:  # one bad update must not stop the live view
                     log.exception("could not apply a %s event to the page", event.kind)
             if changed:
                 await self._update_counts()

@@ -198,7 +198,7 @@ class _EventsSocket:
                 await asyncio.wait_for(self.send({"type": event.kind, **event.data}), SEND_TIMEOUT_SECONDS)
         except (TimeoutError, WebSocketDisconnect, RuntimeError):
             pass
-        except Exception:  # noqa: BLE001  one bad event must not leave a socket open that gets nothing
+        except Exception:  # one bad event must not leave a socket open that gets nothing
             log.exception("could not forward an event to a script")
         with contextlib.suppress(Exception):
             await self.websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="events not read in time")

@@ -64,7 +64,7 @@ async def sweep_idle_sessions_forever() -> None:
         await asyncio.sleep(data_service.settings().sweep_interval_seconds)
         try:
             await data_service.in_store_thread(data_service.expire_idle_sessions)
-        except Exception:  # noqa: BLE001  the sweeper must outlive one bad round
+        except Exception:  # the sweeper must outlive one bad round
             log.exception("idle-session sweep failed")
 
 

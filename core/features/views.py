@@ -73,11 +73,6 @@ class ImageViews:
         return np.asarray(self.gray_image)
 
     @cached_property
-    def gray_float(self) -> np.ndarray:
-        """The gray view as float64 0..255 (LBP and friends compare in float)."""
-        return self.gray.astype(np.float64)
-
-    @cached_property
     def rgb_histograms(self) -> np.ndarray:
         """3 x 256 counts of R, G, B (Pillow's C histogram: one pass, no copies)."""
         return np.asarray(self.rgb_image.histogram(), dtype=np.int64).reshape(3, 256)
