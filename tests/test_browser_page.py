@@ -297,9 +297,13 @@ def test_download_all_returns_the_uploads_byte_for_byte(server, browser, tmp_pat
     assert "/_darkroom/archive/" in link.get_attribute("href")  # a page token, never the session id
     driver.execute_script("arguments[0].click()", link)
     downloads = tmp_path / "downloads"
-    archives = wait_for(
-        driver, lambda d: [p for p in downloads.glob("*.zip")] if downloads.exists() else [], timeout=30
-    )
+
+    def finished(_: Any) -> list[Path]:  # Chromium writes *.crdownload and renames it when done
+        if not downloads.exists() or any(downloads.glob("*.crdownload")):
+            return []
+        return list(downloads.glob("*.zip"))
+
+    archives = wait_for(driver, finished, timeout=30)
     with zipfile.ZipFile(archives[0]) as archive:
         assert sorted(archive.namelist()) == sorted(uploads)
         for name, data in uploads.items():
