@@ -61,6 +61,10 @@ class StaleVersion(DarkroomError):
         )
         self.current = current
 
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"current": self.current.to_public()}
+
 
 class RateLimited(DarkroomError):
     """Too many edits from one tab or client: 429."""

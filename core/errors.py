@@ -1,17 +1,27 @@
 """Failures a user can act on, each with the HTTP status the API answers with.
 
-Messages are plain words for the person who sent the input; they never contain a session id.
+Messages are plain words for the person who sent the input; they never contain a session id. An
+error carries its whole shape: ``status_code``, the ``detail`` message, extra body ``fields``,
+``retry_after`` (the ``Retry-After`` header) and ``close_code``, what a WebSocket it ends closes
+with. ``core.api.errors`` turns it into a response or a socket message, the only place that does.
 """
 
 from __future__ import annotations
 
-from typing import Self
+import math
+from typing import Any, Self
+
+WS_POLICY_VIOLATION = 1008  # RFC 6455 close codes
+WS_MESSAGE_TOO_BIG = 1009
+WS_TRY_AGAIN_LATER = 1013  # starlette.status has no name for it
 
 
 class DarkroomError(Exception):
     """Base class: ``status_code`` is what the API answers, ``str(error)`` is the ``detail``."""
 
     status_code = 400
+    close_code = WS_POLICY_VIOLATION
+    retry_after: float | None = None  # seconds; set: the answer says when to try again
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -26,13 +36,35 @@ class DarkroomError(Exception):
         return copy
 
     @property
-    def headers(self) -> dict[str, str]:
-        """Extra response headers (``Retry-After`` for the 503s)."""
+    def fields(self) -> dict[str, Any]:
+        """Fields of the error's body beside ``detail`` (409: the ``current`` annotations)."""
         return {}
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.message, **self.fields}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra response headers: ``Retry-After`` (whole seconds, at least 1) when set."""
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+
+
+class InternalError(DarkroomError):
+    """A bug, not the client's doing: 500, with no detail of what went wrong."""
+
+    status_code = 500
 
 
 class BadRequest(DarkroomError):
     status_code = 400
+
+
+class HeadTooLarge(DarkroomError):
+    """A request line plus headers over the server's limit (answered by the protocol, not a route)."""
+
+    status_code = 431
 
 
 class NotFound(DarkroomError):
@@ -55,6 +87,7 @@ class TooLarge(DarkroomError):
     """A file, image, archive or upload is over a configured limit."""
 
     status_code = 413
+    close_code = WS_MESSAGE_TOO_BIG
 
 
 class QuotaExceeded(TooLarge):
@@ -90,6 +123,8 @@ class ServiceBusy(DarkroomError):
     the client should retry after ``retry_after`` seconds."""
 
     status_code = 503
+    close_code = WS_TRY_AGAIN_LATER
+    retry_after: int
 
     def __init__(self, message: str, retry_after: int = 2) -> None:
         super().__init__(message)
@@ -97,7 +132,3 @@ class ServiceBusy(DarkroomError):
 
     def __reduce__(self) -> tuple[object, ...]:  # crosses process boundaries intact
         return (type(self), (self.message, self.retry_after))
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}

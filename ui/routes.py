@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette import status
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -82,7 +81,7 @@ class PageSession:
                 raise NotFound(PAGE_GONE)
         except DarkroomError as exc:
             if scope["type"] == "websocket":  # before the handshake a close is a 403: it carries no reason
-                await send({"type": "websocket.close", "code": status.WS_1008_POLICY_VIOLATION})
+                await send({"type": "websocket.close", "code": exc.close_code})
                 return
             await error_response(exc)(scope, receive, send)
             return

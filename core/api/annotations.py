@@ -25,15 +25,15 @@ from core import data_service
 from core.annotations import (
     MAX_PATCH_BODY_BYTES,
     Annotations,
-    RateLimited,
     StaleVersion,
     parse_patch,
     tag_counts,
 )
+from core.api.errors import end_socket, refuse_handshake, socket_error
 from core.api.models import ERRORS
 from core.api.session_middleware import Session
 from core.clients import current_client
-from core.errors import BadRequest, DarkroomError, TooLarge
+from core.errors import BadRequest, DarkroomError, NotFound, TooLarge
 from core.events import EventQueue, bus
 from core.presence import Member, presence
 
@@ -63,15 +63,6 @@ def _no_cache(body: dict[str, Any], status_code: int = 200, headers: dict[str, s
     return JSONResponse(
         body, status_code=status_code, headers={"Cache-Control": "private, no-store", **(headers or {})}
     )
-
-
-def _stale(exc: StaleVersion) -> JSONResponse:
-    return _no_cache({"detail": exc.message, "current": exc.current.to_public()}, status.HTTP_409_CONFLICT)
-
-
-def _limited(exc: RateLimited) -> JSONResponse:
-    retry = str(max(1, round(exc.retry_after + 0.5)))
-    return _no_cache({"detail": exc.message}, status.HTTP_429_TOO_MANY_REQUESTS, {"Retry-After": retry})
 
 
 async def _json_body(request: Request) -> object:
@@ -132,13 +123,8 @@ async def patch_annotations(
     shows the change at once."""
     patch = parse_patch(await _json_body(request))
     author, client = _editor(session, x_darkroom_client, request)
-    try:
-        result = await data_service.run_store(data_service.patch_annotations, image_id, patch, author, client)
-    except StaleVersion as exc:
-        return _stale(exc)
-    except RateLimited as exc:
-        return _limited(exc)
-    return _no_cache(result.to_public())
+    result = await data_service.run_store(data_service.patch_annotations, image_id, patch, author, client)
+    return _no_cache(result.to_public())  # a StaleVersion (409, ``current``) or RateLimited (429) is the app's
 
 
 @router.get("/annotations", responses={400: ERRORS[400]})
@@ -232,15 +218,7 @@ class _EventsSocket:
                 data_service.patch_annotations, image_id, patch, self.member.name, self.member.id
             )
         except StaleVersion as exc:
-            await self.send(
-                {
-                    "type": "error",
-                    "status": 409,
-                    "image_id": image_id,
-                    "detail": exc.message,
-                    "current": exc.current.to_public(),
-                }
-            )
+            await self.send(socket_error(exc, image_id=image_id))
             return
         await self.send({"type": "annotated", "image_id": image_id, "annotations": result.to_public()})
 
@@ -258,10 +236,10 @@ async def websocket_events(
     ``{"type": "annotate", "image_id": ..., "patch": {...}}``; a refused message gets
     ``{"type": "error", "status", "detail"}`` and the socket stays open."""
     if session is None:
-        await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="a session id is required")
+        await refuse_handshake(websocket, BadRequest("a session id is required"))
         return
     if not await data_service.run_store(data_service.session_exists):
-        await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="no such workspace")
+        await refuse_handshake(websocket, NotFound("no such workspace"))
         return
     await websocket.accept()
     queue, unsubscribe = bus.subscribe_queue(session, maxsize=MAX_QUEUED_EVENTS)
@@ -269,9 +247,7 @@ async def websocket_events(
         member = await data_service.run_store(presence.join, session, "script", None, name, current_client())
     except DarkroomError as exc:
         unsubscribe()
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            await websocket.send_text(json.dumps({"type": "error", "status": exc.status_code, "detail": exc.message}))
-            await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason=exc.message[:120])
+        await end_socket(websocket, exc)
         return
     socket = _EventsSocket(websocket, session, member)
     forwarding: asyncio.Task[None] | None = None
@@ -285,15 +261,15 @@ async def websocket_events(
                 return
             text = message.get("text")
             if text is None:
-                await socket.send({"type": "error", "status": 400, "detail": "send JSON text messages, not binary"})
+                await socket.send(socket_error(BadRequest("send JSON text messages, not binary")))
                 continue
             if len(text) > MAX_WS_MESSAGE_BYTES:
-                await websocket.close(code=status.WS_1009_MESSAGE_TOO_BIG, reason="message too large")
+                await end_socket(websocket, TooLarge(f"a message is at most {MAX_WS_MESSAGE_BYTES // 1024} KiB"))
                 return
             try:
                 await socket.handle(text)
             except DarkroomError as exc:
-                await socket.send({"type": "error", "status": exc.status_code, "detail": exc.message})
+                await socket.send(socket_error(exc))
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:

@@ -27,7 +27,7 @@ from core.api.errors import error_response
 from core.api.logs import install_log_redaction
 from core.api.session_middleware import SessionScope, document_session
 from core.clients import ClientScope
-from core.errors import DarkroomError
+from core.errors import BadRequest, DarkroomError, InternalError
 from core.sandbox import shutdown_decode_pool
 
 log = logging.getLogger(__name__)
@@ -45,17 +45,19 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         f"{'.'.join(str(p) for p in error.get('loc', ()) if p != 'body')}: {error.get('msg', 'invalid')}"
         for error in exc.errors()
     )
-    return JSONResponse({"detail": f"malformed request: {problems}"}, status_code=400)
+    return error_response(BadRequest(f"malformed request: {problems}"))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    error = DarkroomError(str(exc.detail))
+    error.status_code = exc.status_code  # Starlette's own 404 and 405, in Darkroom's shape
+    return error_response(error, exc.headers)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"detail": "internal error; the request was not completed"}, status_code=500)
+    return error_response(InternalError("internal error; the request was not completed"))
 
 
 async def sweep_idle_sessions_forever() -> None:

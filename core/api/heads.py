@@ -23,9 +23,10 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from core.config import Settings
+from core.errors import HeadTooLarge
 from core.units import format_bytes
 
-HEAD_TOO_LARGE_STATUS = 431
+HEAD_TOO_LARGE_STATUS = HeadTooLarge.status_code
 # Separators a parsed head no longer holds: "METHOD SP ... SP HTTP/1.1 CRLF" and ": " + CRLF per header.
 _REQUEST_LINE_SEPARATORS = 20
 _HEADER_SEPARATORS = 4
@@ -36,7 +37,7 @@ def _head_too_large_body(max_head_bytes: int) -> bytes:
         f"The request line and headers are larger than {format_bytes(max_head_bytes)}; "
         "send fewer or shorter headers (cookies, a long URL)."
     )
-    return json.dumps({"detail": detail}).encode("utf-8")
+    return json.dumps(HeadTooLarge(detail).body()).encode("utf-8")
 
 
 def _head_too_large_response(body: bytes) -> bytes:

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
-from starlette import status
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -79,7 +78,7 @@ class SessionScope:
         except DarkroomError as exc:
             if scope["type"] == "websocket":
                 # before the handshake is accepted a close is an HTTP 403 refusal: it carries no reason
-                await send({"type": "websocket.close", "code": status.WS_1008_POLICY_VIOLATION})
+                await send({"type": "websocket.close", "code": exc.close_code})
                 return
             await error_response(exc)(scope, receive, send)
             return

@@ -36,7 +36,8 @@ from fastapi import WebSocket, WebSocketDisconnect
 from starlette import status
 
 from core import data_service
-from core.errors import BadRequest, DarkroomError, RequestTimeout, ServiceBusy, TooLarge
+from core.api.errors import end_socket
+from core.errors import WS_POLICY_VIOLATION, BadRequest, DarkroomError, RequestTimeout, ServiceBusy, TooLarge
 from core.inflight import MinimumRate, SessionRoom, budget, budget_key, server_room, upload_slot
 from core.ingest import is_zip
 from core.sandbox import RETRY_AFTER_SECONDS as DECODE_RETRY_SECONDS
@@ -53,13 +54,12 @@ Attachment = Callable[[], AbstractContextManager[object]]
 
 
 in_flight = budget  # the one budget for bytes in flight (``core.inflight``), as tests and benchmarks name it
-WS_1013_TRY_AGAIN_LATER = 1013  # RFC 6455 registry; starlette.status has no name for it
 
 
 class ProtocolError(BadRequest):
     """The client broke the protocol; ``close_code`` says how."""
 
-    def __init__(self, message: str, close_code: int = status.WS_1008_POLICY_VIOLATION) -> None:
+    def __init__(self, message: str, close_code: int = WS_POLICY_VIOLATION) -> None:
         super().__init__(message)
         self.close_code = close_code
 
@@ -370,26 +370,7 @@ async def serve_upload_socket(
 async def _refuse_socket(websocket: WebSocket, busy: ServiceBusy) -> None:
     """Past the address's share: say so and when to try again, then close 1013, before reading."""
     await websocket.accept()
-    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-        await websocket.send_text(json.dumps(_error_message(busy)))
-        await websocket.close(code=WS_1013_TRY_AGAIN_LATER, reason=busy.message[:120])
-
-
-def _error_message(exc: DarkroomError) -> dict[str, Any]:
-    message: dict[str, Any] = {"type": "error", "status": exc.status_code, "detail": exc.message}
-    if isinstance(exc, ServiceBusy):
-        message["retry_after"] = exc.retry_after
-    return message
-
-
-def _close_code(exc: DarkroomError) -> int:
-    if isinstance(exc, ProtocolError):
-        return exc.close_code
-    if isinstance(exc, TooLarge):
-        return status.WS_1009_MESSAGE_TOO_BIG
-    if isinstance(exc, ServiceBusy):
-        return WS_1013_TRY_AGAIN_LATER
-    return status.WS_1008_POLICY_VIOLATION  # and RequestTimeout: a file that stalled
+    await end_socket(websocket, busy)
 
 
 async def _serve(websocket: WebSocket, upload: WebSocketUpload) -> None:
@@ -399,9 +380,7 @@ async def _serve(websocket: WebSocket, upload: WebSocketUpload) -> None:
     except DarkroomError as exc:
         upload.cancel_pending()
         upload.abandon_partial()  # a stalled file's reservation goes before the answer is sent
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            await upload.send(_error_message(exc))
-            await websocket.close(code=_close_code(exc), reason=exc.message[:120])
+        await end_socket(websocket, exc, upload.send)
     except WebSocketDisconnect:
         upload.cancel_pending()  # the client left: its decodes stop, nothing more is stored
     except BaseException:
