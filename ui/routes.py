@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core import data_service
 from core.api.data_input import content_disposition, receive_files, upload_response
-from core.api.errors import error_response
+from core.api.errors import refuse
 from core.api.export import archive_response
 from core.api.models import UploadResult
 from core.api.origin import check_same_site
@@ -80,10 +80,7 @@ class PageSession:
             if session_id is None:
                 raise NotFound(PAGE_GONE)
         except DarkroomError as exc:
-            if scope["type"] == "websocket":  # before the handshake a close is a 403: it carries no reason
-                await send({"type": "websocket.close", "code": exc.close_code})
-                return
-            await error_response(exc)(scope, receive, send)
+            await refuse(exc, scope, receive, send)
             return
         with session_scope(session_id):
             await self.app(scope, receive, send)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from core.errors import DarkroomError
@@ -27,6 +28,15 @@ def error_response(exc: DarkroomError, headers: Mapping[str, str] | None = None)
     """``{"detail": message, **fields}`` with the error's status and headers (``Retry-After``),
     plus ``headers`` (a 405's ``Allow``)."""
     return JSONResponse(exc.body(), status_code=exc.status_code, headers={**NO_STORE, **exc.headers, **(headers or {})})
+
+
+async def refuse(exc: DarkroomError, scope: Scope, receive: Receive, send: Send) -> None:
+    """An ASGI middleware's refusal before any route runs: ``error_response``, or for a WebSocket a
+    close before the handshake (the client sees an HTTP 403, which carries no reason)."""
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": exc.close_code})
+        return
+    await error_response(exc)(scope, receive, send)
 
 
 def socket_error(exc: DarkroomError, **context: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from core.api.errors import error_response
+from core.api.errors import refuse
 from core.api.origin import check_same_site
 from core.errors import BadRequest, DarkroomError
 from core.sessions import InvalidSessionId, current_session_id, parse_session_id, session_scope
@@ -76,11 +76,7 @@ class SessionScope:
                 connection.query_params.get(SESSION_QUERY), connection.headers.get(SESSION_HEADER)
             )
         except DarkroomError as exc:
-            if scope["type"] == "websocket":
-                # before the handshake is accepted a close is an HTTP 403 refusal: it carries no reason
-                await send({"type": "websocket.close", "code": exc.close_code})
-                return
-            await error_response(exc)(scope, receive, send)
+            await refuse(exc, scope, receive, send)
             return
         with session_scope(session_id):
             await self.app(scope, receive, send)
