@@ -23,6 +23,7 @@ from core.api import annotations as annotations_api
 from core.api import data_input
 from core.api import export as export_api
 from core.api import features as features_api
+from core.api import live as live_api
 from core.api.errors import error_response
 from core.api.logs import install_log_redaction
 from core.api.session_middleware import SessionScope, document_session
@@ -111,6 +112,7 @@ def install(app: FastAPI) -> None:
     app.include_router(data_input.router)
     app.include_router(features_api.router)
     app.include_router(annotations_api.router)
+    app.include_router(live_api.router)
     app.add_exception_handler(DarkroomError, _darkroom_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
