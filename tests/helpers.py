@@ -5,7 +5,9 @@ throw-away PostgreSQL cluster. The fixtures are in ``conftest.py``, which only p
 from __future__ import annotations
 
 import io
+import json
 import os
+import select
 import socket
 import struct
 import sys
@@ -13,6 +15,7 @@ import threading
 import time
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +23,15 @@ import httpx
 import pytest
 import uvicorn
 from PIL import Image
+from websockets.sync.client import connect
 
 from core.api.app import create_app
 from core.config import Settings
+from core.ingest import IngestedImage, ingest_image
+from core.storage.base import ImageStore
+from core.storage.disk import FolderStore, SessionFolders
+from core.storage.memory import MemoryStore
+from core.storage.sql import SqlStore
 
 DATA = Path(__file__).parent / "data"
 HOSTILE = DATA / "hostile"
@@ -315,3 +324,110 @@ def build_zip(members: list[Raw], *, zip64: bool = False, header_offsets: list[i
     else:
         out += struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count, count, cd_size, cd_offset, 0)
     return bytes(out)
+
+
+# -- raw HTTP and the upload socket --
+
+
+def raw_post(port: int, path: str, headers: dict[str, str], body_size: int, chunk: bytes) -> tuple[int, bytes, int]:
+    """Stream a body chunk by chunk; stop as soon as the server answers. Returns the status,
+    the response body and how many body bytes were sent."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {body_size}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    sock.sendall(head.encode())
+    sent = 0
+    response = b""
+    sock.setblocking(False)  # send what the server takes, and stop once it has answered
+    try:
+        while sent < body_size:
+            readable, writable, _ = select.select([sock], [sock], [], 10)
+            if not readable and not writable:
+                raise TimeoutError("the server neither reads the body nor answers")
+            if readable:
+                response += sock.recv(65536)
+                break  # an answer, or the connection closed
+            sent += sock.send(chunk[: body_size - sent])
+    except (BrokenPipeError, ConnectionResetError, BlockingIOError):
+        pass
+    sock.settimeout(10)
+    try:
+        while b"\r\n\r\n" not in response or len(response.split(b"\r\n\r\n", 1)[1]) < _content_length(response):
+            data = sock.recv(65536)
+            if not data:
+                break
+            response += data
+    except (ConnectionResetError, TimeoutError):
+        pass
+    sock.close()
+    status = int(response.split(b" ", 2)[1])
+    return status, response.split(b"\r\n\r\n", 1)[1], sent
+
+
+def _content_length(response: bytes) -> int:
+    for line in response.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+def ws_connect(live_server, session_id: str | None = None, **kwargs):
+    query = f"?session_id={session_id}" if session_id else ""
+    return connect(f"{live_server.ws_url}/api/ws/upload{query}", compression=None, **kwargs)
+
+
+def send_file(ws, name: str, data: bytes, chunk: int = 64 * 1024) -> list[dict]:
+    ws.send(json.dumps({"filename": name, "size": len(data)}))
+    for start in range(0, len(data), chunk):
+        ws.send(data[start : start + chunk])
+    messages = []
+    while True:
+        message = json.loads(ws.recv(timeout=20))
+        messages.append(message)
+        if message["type"] in ("result", "error"):
+            return messages
+
+
+# -- the store contract's stores (tests/test_store_contract.py, tests/test_annotations.py) --
+
+
+A = "11111111-1111-4111-8111-111111111111"
+B = "22222222-2222-4222-8222-222222222222"
+
+
+def image(seed: int = 0, name: str | None = None) -> IngestedImage:
+    return ingest_image(make_jpeg(seed=seed), name or f"photo{seed}.jpg", Settings())
+
+
+StoreFactory = Callable[..., ImageStore]
+
+
+SESSION_STORES = [
+    "memory",
+    "disk",
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("redis", marks=pytest.mark.redis),
+]
+
+
+def store_factory(kind: str, request: pytest.FixtureRequest, tmp_path) -> StoreFactory:
+    def factory(quota: int = 10**9, capacity: int = 10**9) -> ImageStore:
+        if kind == "memory":
+            return MemoryStore(quota, capacity)
+        if kind == "disk":
+            return SessionFolders(tmp_path / "images", quota, capacity)
+        if kind == "sqlite":
+            return SqlStore(f"sqlite:///{tmp_path / 'darkroom.db'}", str(tmp_path / "blobs"), quota, capacity)
+        if kind == "postgres":
+            url = request.getfixturevalue("postgres_cluster").new_database()
+            return SqlStore(url, str(tmp_path / "blobs"), quota, capacity)
+        if kind == "redis":
+            from core.storage.redis import RedisStore  # redis-py is needed only here
+
+            server = request.getfixturevalue("redis_server")
+            server.flush()
+            return RedisStore(server.url(), quota, capacity)
+        return FolderStore(tmp_path / "legacy", quota)
+
+    return factory

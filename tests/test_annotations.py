@@ -24,7 +24,7 @@ from core.annotations import (
 )
 from core.errors import BadRequest, NotFound, QuotaExceeded, TooLarge
 from core.storage.base import RECORD_OVERHEAD_BYTES
-from tests.test_store_contract import SESSION_STORES, A, B, StoreFactory, _factory, image
+from tests.helpers import SESSION_STORES, A, B, StoreFactory, image, store_factory
 
 NOW = "2026-11-30T05:00:00.000Z"
 
@@ -167,7 +167,7 @@ def test_tag_counts_are_most_used_first():
 @pytest.fixture(params=SESSION_STORES)
 def make_session_store(request, tmp_path) -> StoreFactory:
     """The contract suite's session stores (every store mode it lists)."""
-    return _factory(request.param, request, tmp_path)
+    return store_factory(request.param, request, tmp_path)
 
 
 def _change(body: dict, author: str = "Blue Heron"):
@@ -283,7 +283,7 @@ def test_annotations_go_with_their_image(make_session_store):
 
 @pytest.mark.parametrize("kind", ["disk", "sqlite"])
 def test_annotations_survive_a_restart(kind, request, tmp_path):
-    make = _factory(kind, request, tmp_path)
+    make = store_factory(kind, request, tmp_path)
     store = make()
     image_id = store.add(A, image(1)).record.id
     stored = store.patch_annotations(A, image_id, _change({"tags_add": ["keep"], "rating": 5, "note": "ok"}))

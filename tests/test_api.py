@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import select
-import socket
 import time
 from urllib.parse import unquote
 
 import pytest
 
 from core import data_service
-from tests.helpers import LiveServer, hostile, listed, make_jpeg, new_session, upload, upload_zip
+from tests.helpers import LiveServer, hostile, listed, make_jpeg, new_session, raw_post, upload, upload_zip
 
 
 def test_new_sessions_are_distinct_canonical_uuid4(api):
@@ -341,48 +339,6 @@ def test_legacy_fallback_off_switch_gives_400(api, configure):
     assert api.get("/api/health").json()["legacy_fallback"] is False
 
 
-def _raw_post(port: int, path: str, headers: dict[str, str], body_size: int, chunk: bytes) -> tuple[int, bytes, int]:
-    """Stream a body chunk by chunk; stop as soon as the server answers. Returns the status,
-    the response body and how many body bytes were sent."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {body_size}\r\n"
-    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-    sock.sendall(head.encode())
-    sent = 0
-    response = b""
-    sock.setblocking(False)  # send what the server takes, and stop once it has answered
-    try:
-        while sent < body_size:
-            readable, writable, _ = select.select([sock], [sock], [], 10)
-            if not readable and not writable:
-                raise TimeoutError("the server neither reads the body nor answers")
-            if readable:
-                response += sock.recv(65536)
-                break  # an answer, or the connection closed
-            sent += sock.send(chunk[: body_size - sent])
-    except (BrokenPipeError, ConnectionResetError, BlockingIOError):
-        pass
-    sock.settimeout(10)
-    try:
-        while b"\r\n\r\n" not in response or len(response.split(b"\r\n\r\n", 1)[1]) < _length(response):
-            data = sock.recv(65536)
-            if not data:
-                break
-            response += data
-    except (ConnectionResetError, TimeoutError):
-        pass
-    sock.close()
-    status = int(response.split(b" ", 2)[1])
-    return status, response.split(b"\r\n\r\n", 1)[1], sent
-
-
-def _length(response: bytes) -> int:
-    for line in response.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            return int(line.split(b":")[1])
-    return 0
-
-
 def test_oversized_file_is_413_mid_stream_without_reading_the_rest(api, live_server, configure):
     configure(max_file_bytes=2 * 1024 * 1024)
     session = new_session(api)
@@ -393,7 +349,7 @@ def test_oversized_file_is_413_mid_stream_without_reading_the_rest(api, live_ser
     ).encode()
     total = 64 * 1024 * 1024
     chunk = preamble + b"\xff" * (256 * 1024 - len(preamble))
-    status, body, sent = _raw_post(
+    status, body, sent = raw_post(
         live_server.port,
         f"/api/images?session_id={session}",
         {"Content-Type": f"multipart/form-data; boundary={boundary}"},
@@ -409,7 +365,7 @@ def test_oversized_file_is_413_mid_stream_without_reading_the_rest(api, live_ser
 def test_declared_body_over_the_quota_is_413_before_reading(api, live_server, configure):
     configure(session_quota_bytes=1024 * 1024)
     session = new_session(api)
-    status, body, sent = _raw_post(
+    status, body, sent = raw_post(
         live_server.port,
         f"/api/images?session_id={session}",
         {"Content-Type": "multipart/form-data; boundary=x"},

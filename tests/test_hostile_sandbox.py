@@ -15,8 +15,7 @@ import httpx
 import pytest
 
 from tests import hostile_builders as build
-from tests.helpers import listed, make_jpeg, new_session, upload, upload_zip
-from tests.test_websocket_upload import send_file, ws_connect
+from tests.helpers import listed, make_jpeg, new_session, send_file, upload, upload_zip, ws_connect
 
 # builder, expected statuses (a few cases may be refused by either check, as the builders say)
 REFUSED: list[tuple[str, object, set[int]]] = [

@@ -7,8 +7,7 @@ import httpx
 
 from core.api.multipart import MAX_OTHER_PARTS, MAX_PART_HEADER_BYTES
 from core.config import MiB
-from tests.helpers import listed, make_jpeg, new_session
-from tests.test_api import _raw_post
+from tests.helpers import listed, make_jpeg, new_session, raw_post
 
 BOUNDARY = "darkroomboundary"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
@@ -37,7 +36,7 @@ def test_20_mib_of_tiny_parts_with_another_field_name_is_refused_early_with_413(
     tiny = part('form-data; name="other"', b"a")
     total = 20 * MiB
     chunk = tiny * (256 * 1024 // len(tiny))
-    status, answer, sent = _raw_post(
+    status, answer, sent = raw_post(
         live_server.port, f"/api/images?session_id={session}", {"Content-Type": CONTENT_TYPE}, total, chunk
     )
     assert status == 413
@@ -96,7 +95,7 @@ def test_one_endless_header_line_is_refused_without_reading_the_body(api, live_s
     session = new_session(api)
     head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="'.encode()
     total = 20 * MiB
-    status, answer, sent = _raw_post(
+    status, answer, sent = raw_post(
         live_server.port,
         f"/api/images?session_id={session}",
         {"Content-Type": CONTENT_TYPE},

@@ -8,69 +8,25 @@ the legacy folder is one shared namespace by design, so those tests run on the s
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 
 from core.config import Settings
 from core.errors import CapacityExceeded, NotFound, QuotaExceeded
-from core.ingest import IngestedImage, ingest_image
-from core.storage.base import ImageStore
-from core.storage.disk import FolderStore, SessionFolders
-from core.storage.memory import RECORD_OVERHEAD_BYTES, MemoryStore
-from core.storage.sql import SqlStore
-from tests.helpers import make_jpeg
-
-A = "11111111-1111-4111-8111-111111111111"
-B = "22222222-2222-4222-8222-222222222222"
-
-
-def image(seed: int = 0, name: str | None = None) -> IngestedImage:
-    return ingest_image(make_jpeg(seed=seed), name or f"photo{seed}.jpg", Settings())
-
-
-StoreFactory = Callable[..., ImageStore]
-
-
-SESSION_STORES = [
-    "memory",
-    "disk",
-    "sqlite",
-    pytest.param("postgres", marks=pytest.mark.postgres),
-    pytest.param("redis", marks=pytest.mark.redis),
-]
-
-
-def _factory(kind: str, request: pytest.FixtureRequest, tmp_path) -> StoreFactory:
-    def factory(quota: int = 10**9, capacity: int = 10**9) -> ImageStore:
-        if kind == "memory":
-            return MemoryStore(quota, capacity)
-        if kind == "disk":
-            return SessionFolders(tmp_path / "images", quota, capacity)
-        if kind == "sqlite":
-            return SqlStore(f"sqlite:///{tmp_path / 'darkroom.db'}", str(tmp_path / "blobs"), quota, capacity)
-        if kind == "postgres":
-            url = request.getfixturevalue("postgres_cluster").new_database()
-            return SqlStore(url, str(tmp_path / "blobs"), quota, capacity)
-        if kind == "redis":
-            from core.storage.redis import RedisStore  # redis-py is needed only here
-
-            server = request.getfixturevalue("redis_server")
-            server.flush()
-            return RedisStore(server.url(), quota, capacity)
-        return FolderStore(tmp_path / "legacy", quota)
-
-    return factory
+from core.ingest import ingest_image
+from core.storage.disk import FolderStore
+from core.storage.memory import RECORD_OVERHEAD_BYTES
+from tests.helpers import SESSION_STORES, A, B, StoreFactory, image, store_factory
 
 
 @pytest.fixture(params=[*SESSION_STORES, "legacy-folder"])
 def make_store(request, tmp_path) -> StoreFactory:
-    return _factory(request.param, request, tmp_path)
+    return store_factory(request.param, request, tmp_path)
 
 
 @pytest.fixture(params=SESSION_STORES)
 def make_session_store(request, tmp_path) -> StoreFactory:
-    return _factory(request.param, request, tmp_path)
+    return store_factory(request.param, request, tmp_path)
 
 
 def test_added_image_is_listed_and_readable(make_store):

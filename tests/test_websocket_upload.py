@@ -15,24 +15,7 @@ from websockets.sync.client import connect
 
 from core.api.ws_upload import serve_upload_socket
 from core.sessions import session_scope
-from tests.helpers import LiveServer, hostile, listed, make_jpeg, new_session
-
-
-def ws_connect(live_server, session_id: str | None = None, **kwargs):
-    query = f"?session_id={session_id}" if session_id else ""
-    return connect(f"{live_server.ws_url}/api/ws/upload{query}", compression=None, **kwargs)
-
-
-def send_file(ws, name: str, data: bytes, chunk: int = 64 * 1024) -> list[dict]:
-    ws.send(json.dumps({"filename": name, "size": len(data)}))
-    for start in range(0, len(data), chunk):
-        ws.send(data[start : start + chunk])
-    messages = []
-    while True:
-        message = json.loads(ws.recv(timeout=20))
-        messages.append(message)
-        if message["type"] in ("result", "error"):
-            return messages
+from tests.helpers import LiveServer, hostile, listed, make_jpeg, new_session, send_file, ws_connect
 
 
 def test_websocket_upload_stores_files_with_progress_and_results(api, live_server):
