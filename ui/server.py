@@ -77,4 +77,4 @@ def install_for_user_simulation() -> None:
     register_page()
     nicegui_app.on_startup(start_background)
     nicegui_app.on_shutdown(stop_background)
-    ui.run(title=TITLE, reload=False, show=False, show_welcome_message=False)
+    ui.run(title=TITLE, reload=False, show=False, show_welcome_message=False, tailwind=False)  # as served
