@@ -44,11 +44,15 @@ class DarkroomError(Exception):
         return {"detail": self.message, **self.fields}
 
     @property
+    def retry_after_seconds(self) -> int | None:
+        """``retry_after`` as the answer says it: whole seconds, at least 1 (None: not set)."""
+        return None if self.retry_after is None else max(1, math.ceil(self.retry_after))
+
+    @property
     def headers(self) -> dict[str, str]:
-        """Extra response headers: ``Retry-After`` (whole seconds, at least 1) when set."""
-        if self.retry_after is None:
-            return {}
-        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+        """Extra response headers: ``Retry-After`` when set."""
+        seconds = self.retry_after_seconds
+        return {} if seconds is None else {"Retry-After": str(seconds)}
 
 
 class InternalError(DarkroomError):

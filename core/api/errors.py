@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -43,8 +42,8 @@ def socket_error(exc: DarkroomError, **context: Any) -> dict[str, Any]:
     """``{"type": "error", "status", **context, "detail", **fields}``, plus ``retry_after`` (whole
     seconds, as the HTTP header) when the error says when to try again."""
     message: dict[str, Any] = {"type": "error", "status": exc.status_code, **context, **exc.body()}
-    if exc.retry_after is not None:
-        message["retry_after"] = max(1, math.ceil(exc.retry_after))
+    if exc.retry_after_seconds is not None:
+        message["retry_after"] = exc.retry_after_seconds
     return message
 
 
