@@ -282,6 +282,21 @@ def test_heic_and_avif_photos_get_thumbnails(server, browser, tmp_path) -> None:
     assert "HEIF" in driver.page_source and "AVIF" in driver.page_source
 
 
+def test_the_card_memo_wraps_nicegui_s_renderer(server, browser) -> None:
+    """``ui/memo.js`` wraps NiceGUI's private ``renderRecursively`` (until issue 17's gallery
+    component replaces it): an upgrade that drops or renames it must fail here, not leave every
+    card re-rendered for each card added."""
+    driver = browser()
+    open_workspace(driver, server.url)
+    installed = wait_for(
+        driver,
+        lambda d: d.execute_script("return window.renderRecursively && window.renderRecursively.memoized === true"),
+        timeout=10,
+        message="ui/memo.js did not wrap window.renderRecursively: NiceGUI's renderer changed",
+    )
+    assert installed is True
+
+
 def test_download_all_returns_the_uploads_byte_for_byte(server, browser, tmp_path) -> None:
     uploads = {
         "one.jpg": make_jpeg(80, 60, seed=45),
