@@ -29,7 +29,7 @@ from bench.common import free_port  # noqa: E402
 from tests.browser import CHROMEDRIVER, CHROMIUM, MISSING, ServerProcess, wait_for  # noqa: E402
 from tests.helpers import make_jpeg  # noqa: E402
 
-STARS = ".dr-card [data-testid=card-rating] .q-rating__icon-container"
+STARS = ".dr-card [data-testid=card-rating] .dr-star"
 WATCH = """
 const version = String(arguments[0]);
 window.__seen = null;

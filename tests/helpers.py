@@ -431,3 +431,23 @@ def store_factory(kind: str, request: pytest.FixtureRequest, tmp_path) -> StoreF
         return FolderStore(tmp_path / "legacy", quota)
 
     return factory
+
+
+def gallery_cards(user) -> dict[str, dict]:
+    """What the page's gallery shows, for NiceGUI's ``user`` fixture: image id -> card, in order.
+    The cards are one component (``ui.gallery.GalleryGrid``), not elements ``user.should_see`` finds."""
+    (grid,) = user.find(marker="gallery").elements
+    return grid.cards
+
+
+async def cards_named(user, *names: str, shown: bool = True, retries: int = 100) -> dict[str, dict]:
+    """Wait until the gallery has a card named each of ``names`` (``shown=False``: none of them)
+    and return the cards by name."""
+    import asyncio  # the user fixture's tests are async; the rest of this module is not
+
+    for _ in range(retries):
+        by_name = {card["name"]: card for card in gallery_cards(user).values()}
+        if all((name in by_name) == shown for name in names):
+            return by_name
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the gallery {'lacks' if shown else 'still has'} one of {names}: {sorted(by_name)}")

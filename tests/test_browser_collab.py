@@ -49,7 +49,7 @@ def card_tags(driver: Any) -> list[str]:
 
 def card_stars(driver: Any) -> int:
     """How many stars the first card's rating shows."""
-    return len(driver.find_elements(By.CSS_SELECTOR, ".dr-card [data-testid=card-rating] .q-rating__icon--active"))
+    return len(driver.find_elements(By.CSS_SELECTOR, ".dr-card [data-testid=card-rating] .dr-star-on"))
 
 
 def invite_link(driver: Any) -> str:
@@ -99,7 +99,7 @@ def test_two_joined_browsers_see_each_other_and_each_others_annotations_live(ser
     wait_for(guest, lambda d: owner_name in d.find_element(By.CSS_SELECTOR, ".dr-card [data-testid=updated-by]").text)
 
     # A rating given by the guest shows on the owner's card.
-    stars = guest.find_elements(By.CSS_SELECTOR, ".dr-card [data-testid=card-rating] .q-rating__icon-container")
+    stars = guest.find_elements(By.CSS_SELECTOR, ".dr-card [data-testid=card-rating] .dr-star")
     click(guest, stars[3])
     wait_for(guest, lambda d: card_stars(d) == 4)
     wait_for(owner, lambda d: card_stars(d) == 4, message="the rating did not reach the owner live")

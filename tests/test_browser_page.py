@@ -282,21 +282,6 @@ def test_heic_and_avif_photos_get_thumbnails(server, browser, tmp_path) -> None:
     assert "HEIF" in driver.page_source and "AVIF" in driver.page_source
 
 
-def test_the_card_memo_wraps_nicegui_s_renderer(server, browser) -> None:
-    """``ui/memo.js`` wraps NiceGUI's private ``renderRecursively`` (until issue 17's gallery
-    component replaces it): an upgrade that drops or renames it must fail here, not leave every
-    card re-rendered for each card added."""
-    driver = browser()
-    open_workspace(driver, server.url)
-    installed = wait_for(
-        driver,
-        lambda d: d.execute_script("return window.renderRecursively && window.renderRecursively.memoized === true"),
-        timeout=10,
-        message="ui/memo.js did not wrap window.renderRecursively: NiceGUI's renderer changed",
-    )
-    assert installed is True
-
-
 def test_download_all_returns_the_uploads_byte_for_byte(server, browser, tmp_path) -> None:
     uploads = {
         "one.jpg": make_jpeg(80, 60, seed=45),
@@ -405,22 +390,21 @@ def card_names(driver: Any) -> list[str]:
 
 def stars_of(driver: Any, name: str) -> int:
     card = f".dr-card:has([data-testid=card-name][title='{name}'])"
-    return len(driver.find_elements(By.CSS_SELECTOR, f"{card} [data-testid=card-rating] .q-rating__icon--active"))
+    return len(driver.find_elements(By.CSS_SELECTOR, f"{card} [data-testid=card-rating] .dr-star-on"))
 
 
-def test_cards_rendered_once_still_follow_every_change(server, browser, tmp_path) -> None:
-    """The page reuses a card's rendering while its element is unchanged (ui/memo.js); a change inside
-    a card, a hidden card, a deleted card and a new card must all still show."""
+def test_gallery_cards_follow_every_change(server, browser, tmp_path) -> None:
+    """The gallery component draws a card again only when its record changed: a change inside a
+    card, a hidden card, a deleted card and a new card must all still show."""
     driver = browser()
     open_workspace(driver, server.url)
-    assert driver.execute_script("return window.renderRecursively.memoized === true")
     photos = [write(tmp_path, f"card-{n}.jpg", make_jpeg(seed=60 + n)) for n in range(3)]
     choose_files(driver, *photos)
     wait_for(driver, lambda d: loaded_thumbnails(d) == 3)
     assert sorted(card_names(driver)) == ["card-0.jpg", "card-1.jpg", "card-2.jpg"]
 
     # A change inside one card (its rating) after the others were added.
-    star = ".dr-card:has([title='card-1.jpg']) [data-testid=card-rating] .q-rating__icon-container"
+    star = ".dr-card:has([title='card-1.jpg']) [data-testid=card-rating] .dr-star"
     driver.execute_script("arguments[0].click()", driver.find_elements(By.CSS_SELECTOR, star)[3])
     wait_for(driver, lambda d: stars_of(d, "card-1.jpg") == 4, message="the rating did not show")
     assert stars_of(driver, "card-0.jpg") == 0 and stars_of(driver, "card-2.jpg") == 0
@@ -455,6 +439,86 @@ window.Worker = class extends window.Worker {
   }
 };
 """
+
+
+def focused_card(driver: Any) -> str | None:
+    return driver.execute_script(
+        "const e = document.querySelector('.dr-card.dr-focused [data-testid=card-name]');"
+        "return e ? e.getAttribute('title') : null;"
+    )
+
+
+def selected_cards(driver: Any) -> list[str]:
+    return sorted(
+        e.get_attribute("title")
+        for e in driver.find_elements(By.CSS_SELECTOR, ".dr-card.dr-selected [data-testid=card-name]")
+    )
+
+
+def test_the_gallery_is_one_component_with_no_nicegui_element_per_card(server, browser, tmp_path) -> None:
+    driver = browser()
+    open_workspace(driver, server.url)
+    choose_files(driver, *[write(tmp_path, f"one-{n}.jpg", make_jpeg(seed=80 + n)) for n in range(4)])
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 4)
+    # NiceGUI gives each of its elements a DOM id "c<number>": the cards have none of them.
+    inside = driver.execute_script(
+        "return [...document.querySelectorAll('.dr-gallery [id]')].filter(e => /^c[0-9]+$/.test(e.id)).length"
+    )
+    assert inside == 0 and len(driver.find_elements(By.CSS_SELECTOR, ".dr-gallery > .dr-card")) == 4
+
+
+def test_keyboard_moves_rates_selects_and_opens_cards(server, browser, tmp_path) -> None:
+    driver = browser()
+    open_workspace(driver, server.url)
+    choose_files(driver, *[write(tmp_path, f"key-{n}.jpg", make_jpeg(seed=90 + n)) for n in range(3)])
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 3)
+    grid = driver.find_element(By.CSS_SELECTOR, ".dr-gallery")
+    driver.execute_script("arguments[0].focus()", grid)
+    keys = ActionChains(driver)
+    keys.send_keys(Keys.ARROW_RIGHT).perform()  # nothing focused yet: the first card
+    wait_for(driver, lambda d: focused_card(d) == "key-0.jpg", message="the first card did not take the focus")
+    keys.send_keys(Keys.ARROW_RIGHT).perform()
+    wait_for(driver, lambda d: focused_card(d) == "key-1.jpg")
+    keys.send_keys("4").perform()  # rates the focused card, for everyone
+    wait_for(driver, lambda d: stars_of(d, "key-1.jpg") == 4, message="the digit did not rate the card")
+    assert stars_of(driver, "key-0.jpg") == 0
+    keys.send_keys(" ").perform()
+    keys.send_keys(Keys.ARROW_LEFT).perform()
+    keys.send_keys(" ").perform()
+    wait_for(driver, lambda d: selected_cards(d) == ["key-0.jpg", "key-1.jpg"], message="space did not select")
+    wait_for(driver, lambda d: "2 selected" in d.find_element(By.CSS_SELECTOR, "[data-testid=selection-count]").text)
+    keys.send_keys(Keys.ESCAPE).perform()
+    wait_for(driver, lambda d: selected_cards(d) == [], message="escape did not clear the selection")
+    first = driver.find_element(By.CSS_SELECTOR, ".dr-card:has([title='key-0.jpg'])").get_attribute("data-image-id")
+    keys.send_keys(Keys.ENTER).perform()
+    wait_for(driver, lambda d: detail_shows(d) == first, message="enter did not open the detail")
+
+
+def test_selected_cards_are_deleted_together_after_a_confirmation(server, browser, tmp_path) -> None:
+    driver = browser()
+    open_workspace(driver, server.url)
+    choose_files(driver, *[write(tmp_path, f"sel-{n}.jpg", make_jpeg(seed=100 + n)) for n in range(4)])
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 4)
+
+    def click(name: str, **keys: bool) -> None:  # on its name: a click on the thumbnail opens the detail
+        name_of = driver.find_element(By.CSS_SELECTOR, f".dr-card [data-testid=card-name][title='{name}']")
+        driver.execute_script(
+            "arguments[0].dispatchEvent(new MouseEvent('click', Object.assign({bubbles: true}, arguments[1])))",
+            name_of,
+            keys,
+        )
+
+    shown = card_names(driver)  # in the order the files landed
+    click(shown[0])
+    click(shown[2], shiftKey=True)
+    wait_for(driver, lambda d: selected_cards(d) == sorted(shown[:3]), message="shift-click did not select a range")
+    click(shown[1], ctrlKey=True)
+    wait_for(driver, lambda d: selected_cards(d) == sorted([shown[0], shown[2]]), message="ctrl-click did not toggle")
+    driver.execute_script("arguments[0].click()", driver.find_element(By.CSS_SELECTOR, "[data-testid=delete-selected]"))
+    confirm = "//button[.//span[normalize-space()='Delete']]"
+    driver.execute_script("arguments[0].click()", wait_for(driver, lambda d: d.find_elements(By.XPATH, confirm))[0])
+    wait_for(driver, lambda d: card_names(d) == [shown[1], shown[3]], message="the selected cards were not deleted")
+    wait_for(driver, lambda d: not d.find_element(By.CSS_SELECTOR, "[data-testid=selection-count]").is_displayed())
 
 
 def test_a_zip_and_a_loose_file_of_the_same_name_each_get_their_own_verdicts(server, browser, tmp_path) -> None:

@@ -35,7 +35,7 @@ def used_classes() -> dict[str, set[str]]:
 
 
 def defined_classes() -> set[str]:
-    """Classes styled in ``workspace.css``, and marker classes the page's scripts look for (``dr-memo``)."""
+    """Classes styled in ``workspace.css``, and the ``"dr-..."`` classes the scripts in ``ui/*.js`` use."""
     css = (UI / "workspace.css").read_text(encoding="utf-8")
     css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
     styled = {name.replace("\\", "") for name in re.findall(r"\.((?:[A-Za-z0-9_-]|\\.)+)", css)}

@@ -26,7 +26,7 @@ from core import data_service
 from core.config import Settings
 from core.invites import invites
 from core.sessions import CURRENT_SESSION_ID, current_session_id, new_session_id, session_scope
-from tests.helpers import LiveServer, big_jpeg, hostile, make_jpeg
+from tests.helpers import LiveServer, big_jpeg, cards_named, hostile, make_jpeg
 from ui.dropzone import DropZone
 from ui.routes import WS_UPLOAD_PATH, install_routes
 from ui.session import OWNER_KEY, SESSION_KEY, bind, binding_of, choose_session, in_session, unbind
@@ -75,9 +75,8 @@ async def test_dropped_files_appear_as_cards_with_their_details(user: User) -> N
     response = await drop(user, ("first.jpg", make_jpeg(64, 48, seed=1)), ("second.jpg", make_jpeg(32, 40, seed=2)))
     assert response.status_code == 200
     assert [r["filename"] for r in response.json()["accepted"]] == ["first.jpg", "second.jpg"]
-    await user.should_see("first.jpg")
-    await user.should_see("second.jpg")
-    await user.should_see("64×48 · JPEG")
+    cards = await cards_named(user, "first.jpg", "second.jpg")
+    assert cards["first.jpg"]["meta"].startswith("64×48 · JPEG · ")
     await user.should_see("2 images")
     await user.should_not_see("No images yet.")
     assert stored(session_id) == ["first.jpg", "second.jpg"]
@@ -96,7 +95,7 @@ async def test_each_refused_file_gets_the_apis_message_in_plain_words(user: User
     assert set(rejected) == {"truncated.jpg", "x.png"}
     for name, detail in rejected.items():
         await user.should_see(f"{name}: {detail}")
-    await user.should_see("ok.jpg")
+    await cards_named(user, "ok.jpg")
 
 
 async def test_a_zip_dropped_on_the_page_is_unpacked_and_unsafe_archives_refused_whole(user: User) -> None:
@@ -129,7 +128,7 @@ async def test_the_page_stores_each_file_as_it_lands_and_says_so_when_a_later_on
     response = await drop(user, *files, ("never.jpg", make_jpeg(seed=24)))
     assert response.status_code == 413
     assert response.json()["detail"].endswith("the 1 file(s) before it were stored")
-    await user.should_see("small.jpg")
+    await cards_named(user, "small.jpg")
     assert stored(session_id) == ["small.jpg"]
 
 
@@ -147,7 +146,7 @@ async def test_an_upload_over_1_mib_through_the_page_writes_nothing_to_disk(user
         z.writestr("inside.jpg", make_jpeg(1400, 1000, seed=7, quality=100))
     response = await drop(user, ("big.jpg", big_jpeg()), ("photos.zip", archive.getvalue()))
     assert response.status_code == 200
-    await user.should_see("big.jpg")
+    await cards_named(user, "big.jpg")
     assert sorted(stored(session_id)) == ["big.jpg", "inside.jpg"]
     assert files_created(watch_writes) == []
 
@@ -159,26 +158,26 @@ async def test_images_pushed_through_the_api_appear_and_disappear_live(user: Use
         "/api/images", headers=headers, files=[("files", ("pushed.jpg", make_jpeg(seed=8)))]
     )
     assert response.status_code == 200
-    await user.should_see("pushed.jpg")
+    await cards_named(user, "pushed.jpg")
     image_id = response.json()["accepted"][0]["id"]
     assert (await user.http_client.delete(f"/api/images/{image_id}", headers=headers)).status_code == 204
-    await user.should_not_see("pushed.jpg")
+    await cards_named(user, "pushed.jpg", shown=False)
     await user.should_see("No images yet.")
 
 
 async def test_delete_one_image_from_its_card(user: User) -> None:
     _, session_id = await open_page(user)
     await drop(user, ("doomed.jpg", make_jpeg(seed=9)))
-    await user.should_see("doomed.jpg")
-    user.find(marker="delete-image").click()
-    await user.should_not_see("doomed.jpg")
+    cards = await cards_named(user, "doomed.jpg")
+    user.find(marker="gallery").trigger("delete", cards["doomed.jpg"]["id"])
+    await cards_named(user, "doomed.jpg", shown=False)
     assert stored(session_id) == []
 
 
 async def test_clear_asks_first_then_empties_the_workspace(user: User) -> None:
     _, session_id = await open_page(user)
     await drop(user, ("a.jpg", make_jpeg(seed=10)), ("b.jpg", make_jpeg(seed=11)))
-    await user.should_see("b.jpg")
+    await cards_named(user, "b.jpg")
     user.find("Clear workspace").click()
     await user.should_see("Clear this workspace?")
     user.find("Cancel").click()
@@ -186,7 +185,7 @@ async def test_clear_asks_first_then_empties_the_workspace(user: User) -> None:
     user.find("Clear workspace").click()
     user.find(marker="confirm-clear").click()
     await user.should_see("Workspace cleared (2 images deleted).")
-    await user.should_not_see("a.jpg")
+    await cards_named(user, "a.jpg", shown=False)
     await user.should_see("No images yet.")
     assert stored(session_id) == []
 
@@ -197,9 +196,9 @@ async def test_tabs_are_isolated(user: User, create_user: Callable[[], User]) ->
     _, second = await open_page(other)
     assert first != second
     await drop(user, ("mine.jpg", make_jpeg(seed=12)))
-    await user.should_see("mine.jpg")
+    await cards_named(user, "mine.jpg")
     await other.should_see("No images yet.")
-    await other.should_not_see("mine.jpg")
+    await cards_named(other, "mine.jpg", shown=False)
     # The other page's resource token cannot read this page's image.
     with session_scope(first):
         image_id = data_service.list_images()[0].id
@@ -212,7 +211,7 @@ async def test_a_reload_keeps_the_workspace_and_a_new_tab_gets_another(user: Use
     await drop(user, ("kept.jpg", make_jpeg(seed=13)))
     _, again = await open_page(user)  # same tab id: a reload
     assert again == first
-    await user.should_see("kept.jpg")
+    await cards_named(user, "kept.jpg")
     other = create_user()  # another tab id: a new tab
     _, second = await open_page(other)
     assert second != first
@@ -251,11 +250,11 @@ async def test_an_invite_link_joins_the_workspace_live_and_revoking_it_stops_new
     _, guest_session = await open_page(guest, f"/?join={token}")
     assert guest_session == owner_session
     await guest.should_see("You joined a shared workspace")
-    await guest.should_see("shared.jpg")
+    await cards_named(guest, "shared.jpg")
     await drop(user, ("later.jpg", make_jpeg(seed=15)))
-    await guest.should_see("later.jpg")  # live in the joined tab
+    await cards_named(guest, "later.jpg")  # live in the joined tab
     await drop(guest, ("from-guest.jpg", make_jpeg(seed=16)))
-    await user.should_see("from-guest.jpg")  # and back
+    await cards_named(user, "from-guest.jpg")  # and back
     _, reloaded = await open_page(guest)  # the guest's reload stays joined
     assert reloaded == owner_session
 
@@ -265,7 +264,7 @@ async def test_an_invite_link_joins_the_workspace_live_and_revoking_it_stops_new
     _, late_session = await open_page(late, f"/?join={token}")
     assert late_session != owner_session
     await late.should_see("This invite link has expired or was revoked")
-    await late.should_not_see("shared.jpg")
+    await cards_named(late, "shared.jpg", shown=False)
 
 
 async def test_an_expired_invite_link_leaves_the_visitor_in_a_private_workspace(user: User, create_user) -> None:
@@ -276,7 +275,7 @@ async def test_an_expired_invite_link_leaves_the_visitor_in_a_private_workspace(
     _, visitor_session = await open_page(visitor, f"/?join={expired.token}")
     assert visitor_session != owner_session
     await visitor.should_see("This invite link has expired or was revoked")
-    await visitor.should_not_see("private.jpg")
+    await cards_named(visitor, "private.jpg", shown=False)
 
 
 async def test_invites_expire(user: User) -> None:
@@ -304,8 +303,8 @@ async def test_the_session_lives_while_a_tab_is_open_and_expires_after_the_last_
 async def test_detail_shows_upright_preview_charts_tables_and_quality_badges(user: User) -> None:
     client, _ = await open_page(user)
     await drop(user, ("rotated.jpg", hostile("exif_orientation_6.jpg")))
-    await user.should_see("rotated.jpg")
-    user.find(marker="thumbnail").click()
+    cards = await cards_named(user, "rotated.jpg")
+    user.find(marker="gallery").trigger("open", cards["rotated.jpg"]["id"])
     await user.should_see(marker="detail-chart", retries=100)
     charts = user.find(marker="detail-chart").elements
     assert len(charts) == 3
@@ -357,10 +356,9 @@ async def test_script_access_shows_the_session_id_and_snippets(user: User) -> No
 async def test_page_resources_die_with_the_page(user: User) -> None:
     client, _ = await open_page(user)
     await drop(user, ("gone.jpg", make_jpeg(seed=20)))
-    await user.should_see("gone.jpg")
+    image_id = (await cards_named(user, "gone.jpg"))["gone.jpg"]["id"]
     token = binding_of(client).token
     url = uploader_url(user)
-    image_id = next(iter(user.find(marker="thumbnail").elements)).props["src"].rsplit("/", 1)[1]
     assert (await user.http_client.get(f"/_darkroom/thumbnail/{token}/{image_id}")).status_code == 200
     client.delete()
     assert (await user.http_client.get(f"/_darkroom/thumbnail/{token}/{image_id}")).status_code == 404
@@ -442,7 +440,7 @@ async def test_the_pages_upload_socket_stores_photos_and_archives_in_ram_only(
     assert results["big.jpg"]["status"] == 200 and results["inside/zip.jpg"]["status"] == 200
     assert results["bad.jpg"]["status"] == 422 and "corrupt" in results["bad.jpg"]["detail"]
     assert messages[-1] == {"type": "summary", "accepted": 2, "rejected": 1, "duplicates": 0}
-    await user.should_see("big.jpg")
+    await cards_named(user, "big.jpg")
     await user.should_see("bad.jpg: ")  # the refusal, in the API's words, in the page's message list
     assert sorted(stored(session_id)) == ["big.jpg", "inside/zip.jpg"]
     assert files_created(watch_writes) == []

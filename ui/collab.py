@@ -20,6 +20,7 @@ from core.errors import DarkroomError
 from core.events import ANNOTATION_CHANGED, IMAGE_REMOVED, PRESENCE_CHANGED, SESSION_CLEARED, Event
 from core.features import service as features
 from core.presence import MAX_NAME_CHARS, Member, presence
+from ui.gallery import Gallery
 from ui.session import Binding, tab_scope
 from ui.widgets import QUALITY_FLAGS
 
@@ -47,48 +48,6 @@ def tag_colour(tag: str) -> str:
 
 def empty_annotations() -> dict[str, Any]:
     return {"tags": [], "rating": None, "note": "", "version": 0, "updated_at": None, "updated_by": None}
-
-
-class CardStrip:
-    """Tags, stars and the note mark on one gallery card."""
-
-    def __init__(self, collab: Collab, image_id: str) -> None:
-        self.collab = collab
-        self.image_id = image_id
-        self.showing: int | None = None  # the rating on screen, so a set from an event is not an edit
-        with ui.column().classes("w-full q-px-sm q-pb-xs gap-1") as self.box:
-            with ui.row().classes("w-full items-center no-wrap gap-1"):
-                self.rating = ui.rating(max=5, size="1.1em", color="amber", on_change=self._rated)
-                self.rating.props('data-testid=card-rating title="Rate this image for everyone"')
-                ui.space()
-                self.note_mark = ui.icon("sticky_note_2").classes("text-grey-7").props("data-testid=card-note")
-                ui.button(icon="sell", on_click=lambda: collab.ask_tag(image_id)).props(
-                    'flat round dense size=sm color=grey-7 title="Add a tag" data-testid=add-tag'
-                )
-            self.chips = ui.row().classes("w-full gap-1")
-            self.by = ui.label().classes("text-xs text-grey-6 dr-name").props("data-testid=updated-by")
-
-    def show(self, annotations: dict[str, Any]) -> None:
-        self.box.props(f"data-annotation-version={annotations['version']}")
-        self.showing = annotations["rating"] or 0
-        self.rating.value = self.showing
-        note = annotations["note"]
-        self.note_mark.set_visibility(bool(note))
-        self.note_mark.props["title"] = note[:300]  # set, not parsed: any text is safe
-        self.note_mark.update()
-        self.chips.clear()
-        with self.chips:
-            for tag in annotations["tags"]:
-                self.collab.chip(self.image_id, tag, dense=True)
-        who = annotations["updated_by"]
-        self.by.set_text(f"✎ {who}" if who else "")
-
-    def _rated(self, event: Any) -> None:
-        stars = int(event.value or 0)
-        if stars == self.showing:
-            return  # set from an event, not by this user
-        self.showing = stars
-        background_tasks.create(self.collab.rate(self.image_id, stars), name="darkroom-rate")
 
 
 class DetailEditor:
@@ -156,22 +115,23 @@ class DetailEditor:
 class Collab:
     """Presence and annotations for one page (one NiceGUI client)."""
 
-    def __init__(
-        self,
-        client: Client,
-        binding: Binding,
-        cards: Callable[[], dict[str, ui.element]],
-    ) -> None:
+    def __init__(self, client: Client, binding: Binding, gallery: Gallery) -> None:
         self.client = client
         self.binding = binding
-        self.cards = cards
+        self.gallery = gallery
+        gallery.annotations_of = self.annotations_of
+        gallery.passes = self.matches
+        gallery.colour_of = tag_colour
+        gallery.on_added = self._card_added
+        gallery.on_rate = self.rate
+        gallery.on_tag = self.ask_tag
+        gallery.on_untag = self.remove_tag
         self.member: Member | None = None
         self.members: list[dict[str, Any]] = []
         self.annotations: dict[str, dict[str, Any]] = {}
         self.tag_counts: dict[str, int] = {}  # images per tag, kept as annotations come and go
         self.tag_options: set[str] = set()  # the tag filter's options as last set
         self.passing: set[str] = set()  # ids of the cards the filters show
-        self.strips: dict[str, CardStrip] = {}
         self.editor: DetailEditor | None = None
         self.flags: dict[str, list[str]] = {}
         self.flags_task: asyncio.Task[None] | None = None
@@ -286,25 +246,21 @@ class Collab:
                 self.tag_counts[tag] = self.tag_counts.get(tag, 0) + 1
         return changed
 
-    def extend_card(self, image: dict[str, Any]) -> None:
-        """Add the annotation strip to a new gallery card (inside the card)."""
+    def _card_added(self, image: dict[str, Any]) -> None:
+        """A new gallery card: its image's annotations as listed, unless an event brought newer ones."""
         image_id = image["id"]
-        known = self.annotations.get(image_id)
-        value = known if known is not None else image.get("annotations") or empty_annotations()
-        self.strips[image_id] = CardStrip(self, image_id)
-        self.show(image_id, value, filter_now=False)
-        if any(tag not in self.tag_options for tag in value["tags"]):
+        if image_id not in self.annotations and image.get("annotations"):
+            self._remember(image_id, image["annotations"])
+        if any(tag not in self.tag_options for tag in self.annotations_of(image_id)["tags"]):
             self.refresh_tag_options()  # a page that opens on an annotated workspace can filter at once
-        self.apply_filters([image_id])
+        self._track([image_id])
 
     def forget(self, image_id: str) -> None:
-        self.strips.pop(image_id, None)
         self._remember(image_id, None)
         self.flags.pop(image_id, None)
         self.passing.discard(image_id)
 
     def forget_all(self) -> None:
-        self.strips.clear()
         self.annotations.clear()
         self.tag_counts.clear()
         self.flags.clear()
@@ -315,21 +271,16 @@ class Collab:
         self.editor = DetailEditor(self, image_id)
         self.editor.show(self.annotations_of(image_id))
 
-    def show(self, image_id: str, annotations: dict[str, Any], filter_now: bool = True) -> None:
+    def show(self, image_id: str, annotations: dict[str, Any]) -> None:
         known = self.annotations.get(image_id)
         if known is not None and known["version"] > annotations["version"]:
             return  # an older answer arriving after a newer event
-        tags_changed = self._remember(image_id, annotations)
-        strip = self.strips.get(image_id)
-        if strip is not None:
-            strip.show(annotations)
+        if self._remember(image_id, annotations):  # a new tag can be filtered on at once
+            self.refresh_tag_options()
         if self.editor is not None and self.editor.image_id == image_id and not self.editor.box.is_deleted:
             self.editor.show(annotations)
-        if filter_now:
-            if tags_changed:  # a new tag can be filtered on at once
-                self.refresh_tag_options()
-            self.apply_filters([image_id])
-            self._redraw_soon()
+        self.apply_filters([image_id])
+        self._redraw_soon()
 
     def _redraw_soon(self) -> None:
         """Once for a burst of annotation changes: order the tag filter's options by their new
@@ -469,24 +420,24 @@ class Collab:
     def apply_filters(self, image_ids: list[str] | None = None) -> None:
         """Show or hide the cards of ``image_ids`` (None: every card, when a filter changed). An
         event about one image costs O(1), whatever the workspace's size."""
-        cards = self.cards()
         if image_ids is None:
-            image_ids = list(cards)
             self.passing.clear()
+            image_ids = self.gallery.ids()
+        self._track(image_ids)
         for image_id in image_ids:
-            card = cards.get(image_id)
-            if card is None:
-                self.passing.discard(image_id)
-                continue
-            shown = self.matches(image_id)
-            card.set_visibility(shown)
-            if shown:
+            self.gallery.refresh(image_id)
+        if self.flag_filter.value != ANY and any(image_id not in self.flags for image_id in image_ids):
+            self.ensure_flags()
+
+    def _track(self, image_ids: list[str]) -> None:
+        """Count the cards of ``image_ids`` the filters show, for the note above the gallery."""
+        records = self.gallery.records
+        for image_id in image_ids:
+            if image_id in records and self.matches(image_id):
                 self.passing.add(image_id)
             else:
                 self.passing.discard(image_id)
-        self._show_filter_note(len(cards))
-        if self.flag_filter.value != ANY and any(image_id not in self.flags for image_id in image_ids):
-            self.ensure_flags()
+        self._show_filter_note(len(records))
 
     def _show_filter_note(self, cards: int) -> None:
         self.filter_note.set_text(f"showing {len(self.passing)} of {cards}" if self.filtering() else "")

@@ -1,7 +1,11 @@
 """The gallery panel: one card per image of the session, in upload order, live.
 
-Cards are added and removed by the workspace page as the session's events arrive; a click on a
-thumbnail opens the image detail, the bin deletes the image for every tab of the workspace.
+The cards are one NiceGUI component (``GalleryGrid``, drawn by ``gallery.js``), fed with a record
+per image keyed by its id: what the card shows (name, size, stars, tags, note, who changed it) and
+whether the filters hide it. No NiceGUI element per card: a workspace of thousands of images is one
+element, and a change is sent as the records that changed, a burst at a time. What a user does on a
+card comes back as the component's events: a click on the thumbnail opens the image detail, the bin
+deletes the image for every tab of the workspace, stars and tags go to the collaboration panel.
 """
 
 from __future__ import annotations
@@ -10,12 +14,99 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nicegui import ui
+from nicegui import background_tasks, ui
+from nicegui.events import GenericEventArguments
 
 from core import data_service
 from core.errors import DarkroomError
 from core.units import format_bytes
 from ui.session import in_session
+from ui.sharing import open_once
+
+FLUSH_SECONDS = 0.05  # changes to the cards are sent at most this often (a drop of many photos is a burst)
+MAX_NOTE_CHARS = 300  # of an image's note shown as its card's tooltip
+NO_ANNOTATIONS: dict[str, Any] = {"tags": [], "rating": None, "note": "", "version": 0, "updated_by": None}
+EMPTY_HINT = (
+    "Drop photos ({formats}), folders or ZIP archives above, paste a screenshot, or push them from a script: "
+    "see Script access."
+)
+FORMAT_NAMES = "JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC/HEIF, AVIF"
+
+
+class GalleryGrid(ui.element, component="gallery.js"):
+    """The cards, one component: ``put`` and ``drop`` change them, the events say what the user did."""
+
+    def __init__(self, thumbnail_url: str) -> None:
+        """``thumbnail_url`` has ``{id}`` where the image id goes."""
+        super().__init__()
+        self._props["thumbnail"] = thumbnail_url
+        self.cards: dict[str, dict[str, Any]] = {}  # image id -> its card, in upload order
+        self.ready = False  # the browser's component is mounted and has every card
+        self._changed: dict[str, dict[str, Any]] = {}
+        self._removed: set[str] = set()
+        self._flush_pending = False
+        self.on("ready", self._send_all)
+
+    def put(self, card: dict[str, Any]) -> None:
+        """Add a card, or replace the card of the same id (it keeps its place)."""
+        self.cards[card["id"]] = card
+        self._changed[card["id"]] = card
+        self._removed.discard(card["id"])
+        self._flush_soon()
+
+    def drop(self, image_id: str) -> None:
+        if self.cards.pop(image_id, None) is not None:
+            self._changed.pop(image_id, None)
+            self._removed.add(image_id)
+            self._flush_soon()
+
+    def drop_all(self) -> None:
+        self.cards.clear()
+        self._changed.clear()
+        self._removed.clear()
+        if self.ready:
+            self.run_method("reset", [])
+
+    def _send_all(self) -> None:
+        """The component (re)mounted: it gets every card at once, then only changes."""
+        self.ready = True
+        self._changed.clear()
+        self._removed.clear()
+        self.run_method("reset", list(self.cards.values()))
+
+    def _flush_soon(self) -> None:
+        if self._flush_pending or not self.ready:
+            return  # not mounted yet: "ready" sends every card
+        self._flush_pending = True
+        background_tasks.create(self._flush(), name="darkroom-gallery-flush")
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(FLUSH_SECONDS)
+        self._flush_pending = False
+        if self.is_deleted:
+            return
+        changed, removed = list(self._changed.values()), sorted(self._removed)
+        self._changed.clear()
+        self._removed.clear()
+        if changed or removed:
+            self.run_method("apply", changed, removed)
+
+
+def card_of(
+    image: dict[str, Any], annotations: dict[str, Any], colour_of: Callable[[str], str], hidden: bool
+) -> dict[str, Any]:
+    """What one card shows of an image's public record and its annotations."""
+    return {
+        "id": image["id"],
+        "name": image["filename"],
+        "meta": f"{image['width']}×{image['height']} · {image['format']} · {format_bytes(image['size_bytes'])}",
+        "rating": annotations["rating"] or 0,
+        "tags": [[tag, colour_of(tag)] for tag in annotations["tags"]],
+        "note": annotations["note"][:MAX_NOTE_CHARS],
+        "by": annotations["updated_by"] or "",
+        "version": annotations["version"],
+        "hidden": hidden,
+    }
 
 
 class Gallery:
@@ -24,24 +115,47 @@ class Gallery:
     def __init__(self, thumbnail_url: Callable[[str], str], on_open: Callable[[str], Awaitable[None]]) -> None:
         self.thumbnail_url = thumbnail_url
         self.on_open = on_open
-        self.cards: dict[str, ui.element] = {}
         self.records: dict[str, dict[str, Any]] = {}  # image id -> public record, in upload order
-        self.extend_card: Callable[[dict[str, Any]], None] | None = None  # the annotation strip (ui.collab)
+        self.selected: list[str] = []  # ids the user selected, in the order shown
+        # Set by the collaboration panel (ui.collab): a card's annotations, whether the filters show
+        # it, a tag's colour, and what to do with a card's stars and tags.
+        self.annotations_of: Callable[[str], dict[str, Any]] = lambda image_id: NO_ANNOTATIONS
+        self.passes: Callable[[str], bool] = lambda image_id: True
+        self.colour_of: Callable[[str], str] = lambda tag: "#546e7a"
+        self.on_rate: Callable[[str, int], Awaitable[None]] | None = None
+        self.on_tag: Callable[[str], None] | None = None
+        self.on_untag: Callable[[str, str], Awaitable[None]] | None = None
+        self.on_added: Callable[[dict[str, Any]], None] | None = None
 
     def build(self) -> None:
         self.empty = ui.column().classes("w-full items-center q-pa-xl text-grey-7")
         with self.empty:
             ui.icon("add_photo_alternate").classes("text-6xl")
             ui.label("No images yet.").classes("text-lg")
-            ui.label(
-                "Drop photos (JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC/HEIF, AVIF), folders or ZIP archives above, "
-                "paste a screenshot, or push them from a script: see Script access."
+            ui.label(EMPTY_HINT.format(formats=FORMAT_NAMES))
+        with ui.row().classes("w-full items-center gap-2 q-mb-sm") as self.selection_bar:
+            self.selection_label = ui.label().props("data-testid=selection-count")
+            ui.button("Delete selected", icon="delete", on_click=self.confirm_delete_selected).props(
+                "flat dense no-caps color=negative data-testid=delete-selected"
             )
-        self.grid = ui.element("div").classes("dr-grid")
+            ui.button("Clear selection", on_click=self.clear_selection).props("flat dense no-caps")
+        self.selection_bar.set_visibility(False)
+        self.grid = GalleryGrid(self.thumbnail_url("{id}")).mark("gallery")
+        self.grid.on("open", self._opened, args=[None])
+        self.grid.on("delete", self._deleted, args=[None])
+        self.grid.on("rate", self._rated, args=[None])
+        self.grid.on("tag", self._tagged, args=[None])
+        self.grid.on("untag", self._untagged, args=[None])
+        self.grid.on("selection", self._selected, args=[None])
 
     @property
     def count(self) -> int:
-        return len(self.cards)
+        return len(self.records)
+
+    @property
+    def cards(self) -> dict[str, dict[str, Any]]:
+        """Image id -> what its card shows, in the order shown."""
+        return self.grid.cards
 
     def ids(self) -> list[str]:
         """Image ids in the order the cards are shown."""
@@ -50,50 +164,83 @@ class Gallery:
     def add(self, image: dict[str, Any]) -> bool:
         """Show one image; False when it is already shown (events and the first listing overlap)."""
         image_id = image["id"]
-        if image_id in self.cards:
+        if image_id in self.records:
             return False
         self.records[image_id] = image
-        with self.grid, ui.card().tight().classes("dr-card dr-memo").props(f"data-image-id={image_id}") as card:
-            self._card_body(image)
-        self.cards[image_id] = card
-        if self.extend_card is not None:
-            with card:
-                self.extend_card(image)
+        if self.on_added is not None:
+            self.on_added(image)
+        self.refresh(image_id)
         return True
 
-    def _card_body(self, image: dict[str, Any]) -> None:
-        image_id = image["id"]
-        img = ui.element("img").classes("dr-thumb").mark("thumbnail")
-        img.props["src"] = self.thumbnail_url(image_id)
-        img.props["alt"] = image["filename"]
-        img.on("click", lambda: self.on_open(image_id))
-        with ui.row().classes("w-full items-center no-wrap q-px-sm q-py-xs"):
-            with ui.column().classes("gap-0 grow"):
-                name = ui.label(image["filename"]).classes("dr-name").props("data-testid=card-name")
-                name.props["title"] = image["filename"]
-                ui.label(
-                    f"{image['width']}×{image['height']} · {image['format']} · {format_bytes(image['size_bytes'])}"
-                ).classes("text-xs text-grey-7")
-            ui.button(icon="delete", on_click=lambda: self.delete(image_id)).props(
-                "flat round dense size=sm color=grey-7"
-            ).mark("delete-image").props('title="Delete this image"')
+    def refresh(self, image_id: str) -> None:
+        """Draw the card of ``image_id`` again (its annotations or the filters changed)."""
+        image = self.records.get(image_id)
+        if image is not None:
+            hidden = not self.passes(image_id)
+            self.grid.put(card_of(image, self.annotations_of(image_id), self.colour_of, hidden))
+
+    def refresh_all(self) -> None:
+        for image_id in self.records:
+            self.refresh(image_id)
 
     def remove(self, image_id: str) -> bool:
-        card = self.cards.pop(image_id, None)
-        self.records.pop(image_id, None)
-        if card is None:
+        if self.records.pop(image_id, None) is None:
             return False
-        card.delete()
+        self.grid.drop(image_id)
+        if image_id in self.selected:
+            self._show_selection([i for i in self.selected if i != image_id])
         return True
 
     def clear(self) -> None:
-        """Every card goes at once (one by one, each removal scans the grid's children: O(n²))."""
-        self.grid.clear()
-        self.cards.clear()
         self.records.clear()
+        self.grid.drop_all()
+        self._show_selection([])
 
     def show_empty_hint(self) -> None:
-        self.empty.set_visibility(not self.cards)
+        self.empty.set_visibility(not self.records)
+
+    # -- what the user did on the cards (each event's arguments come from the browser: checked) --
+    def _known(self, value: Any) -> str | None:
+        return value if isinstance(value, str) and value in self.records else None
+
+    async def _opened(self, event: GenericEventArguments) -> None:
+        image_id = self._known(event.args)
+        if image_id is not None:
+            await self.on_open(image_id)
+
+    async def _deleted(self, event: GenericEventArguments) -> None:
+        image_id = self._known(event.args)
+        if image_id is not None:
+            await self.delete(image_id)
+
+    async def _rated(self, event: GenericEventArguments) -> None:
+        image_id, stars = _pair(event.args)
+        if self._known(image_id) and isinstance(stars, int) and 0 <= stars <= 5 and self.on_rate is not None:
+            await self.on_rate(image_id, stars)
+
+    def _tagged(self, event: GenericEventArguments) -> None:
+        image_id = self._known(event.args)
+        if image_id is not None and self.on_tag is not None:
+            self.on_tag(image_id)
+
+    async def _untagged(self, event: GenericEventArguments) -> None:
+        image_id, tag = _pair(event.args)
+        if self._known(image_id) and isinstance(tag, str) and self.on_untag is not None:
+            await self.on_untag(image_id, tag)
+
+    def _selected(self, event: GenericEventArguments) -> None:
+        ids = event.args if isinstance(event.args, list) else []
+        chosen = {image_id for image_id in ids[: len(self.records)] if self._known(image_id)}
+        self._show_selection([image_id for image_id in self.records if image_id in chosen])
+
+    def _show_selection(self, ids: list[str]) -> None:
+        self.selected = ids
+        self.selection_label.set_text(f"{len(ids)} selected")
+        self.selection_bar.set_visibility(bool(ids))
+
+    def clear_selection(self) -> None:
+        self._show_selection([])
+        self.grid.run_method("select", [])
 
     @in_session
     async def delete(self, image_id: str) -> None:
@@ -101,3 +248,37 @@ class Gallery:
             await asyncio.to_thread(data_service.delete_image, image_id)
         except DarkroomError as exc:
             ui.notify(exc.message, type="warning")
+
+    def confirm_delete_selected(self) -> None:
+        ids = list(self.selected)
+        if not ids:
+            return
+        with ui.dialog() as dialog, ui.card():
+            ui.label(f"Delete {len(ids)} selected image{'s' if len(ids) != 1 else ''}?").classes("text-lg font-bold")
+            ui.label("They are deleted for every tab joined to this workspace. This cannot be undone.")
+            with ui.row().classes("w-full justify-end"):
+                ui.button("Cancel", on_click=dialog.close).props("flat")
+                ui.button("Delete", color="negative", on_click=lambda: self._delete_many(dialog, ids)).mark(
+                    "confirm-delete-selected"
+                )
+        open_once(dialog)
+
+    @in_session
+    async def _delete_many(self, dialog: ui.dialog, ids: list[str]) -> None:
+        dialog.close()
+        gone = 0
+        for image_id in ids:
+            try:
+                await asyncio.to_thread(data_service.delete_image, image_id)
+                gone += 1
+            except DarkroomError:
+                continue  # deleted meanwhile, by another tab or a script
+        self.clear_selection()
+        ui.notify(f"{gone} image{'s' if gone != 1 else ''} deleted.")
+
+
+def _pair(args: Any) -> tuple[Any, Any]:
+    """An event's ``[image id, value]``, or ``(None, None)`` for anything else a client sent."""
+    if isinstance(args, list) and len(args) == 2:
+        return args[0], args[1]
+    return None, None

@@ -49,7 +49,6 @@ SESSION_END_NOTICES = {
     "evicted": "The server was full and this workspace, the oldest of its address, gave way; its images were deleted.",
 }
 CSS_FILE = Path(__file__).with_name("workspace.css")
-MEMO_FILE = Path(__file__).with_name("memo.js")  # cards rendered once, not once per card added
 
 
 class Workspace:
@@ -65,8 +64,7 @@ class Workspace:
         self.detail = Detail(self.preview_url, self.original_url, self.gallery.ids, self.gallery.records.get)
         self.dashboard = Dashboard(client, self.thumbnail_url, lambda: self.gallery.count, self.open_detail)
         self.sharing = Sharing(binding, base_url, self.settings)
-        self.collab = Collab(client, binding, lambda: self.gallery.cards)
-        self.gallery.extend_card = self.collab.extend_card
+        self.collab = Collab(client, binding, self.gallery)
         self.detail.extend = self.collab.extend_detail
         self.dashboard.extend_controls = lambda: self.collab.build_colouring(self.dashboard.draw_charts)
         self.dashboard.recolour = self.collab.recolour
@@ -164,7 +162,6 @@ class Workspace:
     # -- page --
     def build(self) -> None:
         ui.add_css(CSS_FILE.read_text(encoding="utf-8"))
-        ui.run_javascript(MEMO_FILE.read_text(encoding="utf-8"))
         with ui.header().classes("items-center bg-blue-grey-9 q-px-md"):
             ui.icon("photo_camera").classes("text-2xl")
             ui.label("Darkroom").classes("text-xl font-bold")
