@@ -55,19 +55,38 @@ def flags_of(row: dict[str, Any]) -> list[str]:
     return [label for key, label in QUALITY_FLAGS if row.get(f"cleanvision.{key}")]
 
 
+def nice_bins(low: float, high: float, wanted: int) -> tuple[float, float, int]:
+    """``(first edge, bin width, bins)``: at most ``wanted`` bins of a "nice" width (1, 2, 2.5 or 5
+    times a power of ten) whose edges are multiples of the width, covering ``low``..``high``. The
+    first edge is the multiple at or below ``low``, so values that cannot be negative never get a
+    bin below zero."""
+    if not high > low:
+        return low, 0.0, 1
+    step = (high - low) / max(1, wanted)
+    power = 10 ** math.floor(math.log10(step))
+    width = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= step * (1 - 1e-9))
+    first = math.floor(low / width + 1e-9) * width
+    bins = max(1, math.ceil((high - first) / width - 1e-9))
+    while first + bins * width < high:  # float rounding at the top edge
+        bins += 1
+    return first, width, bins
+
+
 def histogram_options(column: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Bars of how many images fall in each of equal-width bins of ``column``."""
+    """Bars of how many images fall in each of equal-width bins of ``column``, on nice edges."""
     values = [float(row[column]) for row in rows if _is_number(row.get(column))]
     labels: list[str] = []
     counts: list[int] = []
     if values:
-        low, high = min(values), max(values)
-        bins = max(1, min(MAX_BINS, math.ceil(math.sqrt(len(values))))) if high > low else 1
-        width = (high - low) / bins or 1.0
+        wanted = min(MAX_BINS, math.ceil(math.sqrt(len(values))))
+        first, width, bins = nice_bins(min(values), max(values), wanted)
         counts = [0] * bins
         for value in values:
-            counts[min(bins - 1, int((value - low) / width))] += 1
-        labels = [f"{low + i * width:.4g}–{low + (i + 1) * width:.4g}" for i in range(bins)]
+            counts[min(bins - 1, int((value - first) / width)) if width else 0] += 1
+        if width:
+            labels = [f"{first + i * width:.4g}–{first + (i + 1) * width:.4g}" for i in range(bins)]
+        else:
+            labels = [f"{first:.4g}"]
     return {
         "title": {"text": f"Distribution of {column}", "textStyle": {"fontSize": 13}},
         "tooltip": {"trigger": "axis"},
@@ -105,8 +124,8 @@ def scatter_options(x: str, y: str, rows: list[dict[str, Any]], thumbnail_url: C
     return {
         "title": {"text": f"{y} against {x}", "textStyle": {"fontSize": 13}},
         "tooltip": {"trigger": "item", ":formatter": tooltip},
-        "legend": {"right": 0, "top": 22},
-        "grid": {"left": 64, "right": 16, "top": 56, "bottom": 44},
+        "legend": {"bottom": 0},  # below the plot: a long title and the legend never share a line
+        "grid": {"left": 64, "right": 16, "top": 36, "bottom": 64},
         "xAxis": {"type": "value", "name": x, "nameLocation": "middle", "nameGap": 26, "scale": True},
         "yAxis": {"type": "value", "name": y, "nameLocation": "middle", "nameGap": 50, "scale": True},
         "animation": False,

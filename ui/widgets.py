@@ -51,8 +51,8 @@ def _chart(title: str, categories: list[Any], series: list[dict[str, Any]], lege
         {
             "title": {"text": title, "textStyle": {"fontSize": 13}},
             "tooltip": {"trigger": "axis"},
-            "legend": {"show": legend, "right": 0, "top": 0},
-            "grid": {"left": 48, "right": 12, "top": 36, "bottom": 28},
+            "legend": {"show": legend, "bottom": 0},  # below the plot, never over the title
+            "grid": {"left": 48, "right": 12, "top": 36, "bottom": 52 if legend else 28},
             "xAxis": {"type": "category", "data": categories, "axisLabel": {"fontSize": 10}},
             "yAxis": {"type": "value", "axisLabel": {"fontSize": 10}},
             "animation": False,
