@@ -21,6 +21,7 @@ if MISSING:
     pytest.skip(MISSING, allow_module_level=True)
 
 from selenium.webdriver.common.by import By  # noqa: E402  only once Chromium is known to be there
+from websockets.sync.client import connect  # noqa: E402
 
 PHOTOS = sorted((DATA / "features" / "images").iterdir())
 
@@ -77,11 +78,42 @@ def test_upload_through_the_file_input_shows_thumbnails_and_a_reload_keeps_them(
     choose_files(driver, *PHOTOS)
     wait_for(driver, lambda d: loaded_thumbnails(d) == len(PHOTOS), message="thumbnails did not appear")
     assert filenames(driver) == sorted(p.name for p in PHOTOS)
-    driver.save_screenshot(str(screenshots / "workspace.png"))
 
     driver.refresh()
     wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=usage]"))
     wait_for(driver, lambda d: loaded_thumbnails(d) == len(PHOTOS), message="the reload lost the workspace")
+
+
+def test_the_readme_screenshot_shows_a_shared_annotated_workspace(server, browser, screenshots) -> None:
+    """The README's picture of the page: photos with a script's tags, stars and notes on their
+    cards, and the script in the header's presence."""
+    driver = browser()
+    open_workspace(driver, server.url)
+    choose_files(driver, *PHOTOS)
+    wait_for(driver, lambda d: loaded_thumbnails(d) == len(PHOTOS), message="thumbnails did not appear")
+    session = session_id_of(driver)
+    edits = [
+        {"tags_add": ["keep", "portfolio"], "rating": 5, "note": "the cover"},
+        {"tags_add": ["keep"], "rating": 4},
+        {"tags_add": ["blurry"], "rating": 1},
+        {"rating": 3, "note": "crop the left edge"},
+    ]
+    with (
+        httpx.Client(base_url=server.url, timeout=30) as api,
+        connect(f"{server.url.replace('http', 'ws', 1)}/api/ws/events?session_id={session}"),
+    ):  # an open events socket: the script is a member of the workspace
+        images = api.get("/api/images", params={"session_id": session}).json()
+        for image, edit in zip(images, edits, strict=False):
+            response = api.patch(f"/api/images/{image['id']}/annotations", params={"session_id": session}, json=edit)
+            assert response.status_code == 200
+        wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".dr-card [data-tag]")) == 4)
+        wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "[data-testid=presence-member]")) == 2)
+        driver.save_screenshot(str(screenshots / "workspace.png"))
+        click_tab(driver, "Dashboard")
+        wait_for(driver, lambda d: "every feature computed" in d.page_source, timeout=60)
+        driver.execute_script("document.querySelector('[data-testid=histogram]').scrollIntoView({block: 'start'})")
+        driver.execute_script("window.scrollBy(0, -120)")  # the chart controls stay in the picture
+        driver.save_screenshot(str(screenshots / "dashboard.png"))
 
 
 def test_two_browsers_and_two_tabs_are_isolated(server, browser, tmp_path) -> None:
@@ -162,7 +194,7 @@ def test_an_invite_link_joins_another_browser_live(server, browser, tmp_path) ->
     assert session_id_of(guest) == owner_session
 
 
-def test_clear_empties_the_workspace(server, browser, screenshots) -> None:
+def test_clear_empties_the_workspace(server, browser) -> None:
     driver = browser()
     open_workspace(driver, server.url)
     choose_files(driver, *PHOTOS[:3], DATA / "hostile" / "truncated.jpg")
@@ -170,7 +202,6 @@ def test_clear_empties_the_workspace(server, browser, screenshots) -> None:
     wait_for(driver, lambda d: "truncated.jpg: the JPEG data is corrupt" in d.page_source)
     click_tab(driver, "Dashboard")
     wait_for(driver, lambda d: "every feature computed" in d.page_source, timeout=60)
-    driver.save_screenshot(str(screenshots / "dashboard.png"))
     click_tab(driver, "Gallery (3)")
     click_button(driver, "Clear workspace")
     click_button(driver, "Clear")
