@@ -130,14 +130,14 @@ async def prepare_part(part: Part) -> tuple[list[Prepared], list[Skipped]]:
     images and the entries it skipped, or, refused whole, one rejection under the archive's name
     (nothing of it is kept; the upload's other parts go on). Cancelling stops its decodes."""
     if not part.archive:
-        return [await prepare_image(part.data, part.filename)], []
+        return [await _prepare_image(part.data, part.filename)], []
     try:
         return await prepare_archive(part.data)
     except DarkroomError as exc:
         return [_rejection(part.filename, exc)], []
 
 
-async def prepare_image(data: bytes, filename: str | None) -> Prepared:
+async def _prepare_image(data: bytes, filename: str | None) -> Prepared:
     """Validate one file and make its thumbnail in the decode sandbox; cancelling stops the decode."""
     try:
         fmt = check_bytes(data, settings())  # refusals that need no decoder cost no worker
@@ -150,7 +150,7 @@ async def prepare_image(data: bytes, filename: str | None) -> Prepared:
 async def prepare_archive(data: bytes) -> tuple[list[Prepared], list[Skipped]]:
     """``prepare_zip`` for the event loop: cancelling stops its inflating and decoding, member by
     member (the thread running it is told to stop)."""
-    return await run_stoppable(prepare_zip, data)
+    return await _run_stoppable(prepare_zip, data)
 
 
 def prepare_zip(data: bytes, stop: threading.Event | None = None) -> tuple[list[Prepared], list[Skipped]]:
@@ -193,7 +193,7 @@ def prepare_zip(data: bytes, stop: threading.Event | None = None) -> tuple[list[
     return prepared, skipped
 
 
-async def run_stoppable(call: Callable[..., T], *args: object) -> T:
+async def _run_stoppable(call: Callable[..., T], *args: object) -> T:
     """``call(*args, stop)`` in a worker thread. Cancelled (the client left), it sets ``stop`` and
     waits for the thread to notice (between members and files) before it gives up, so the bytes the
     thread holds stay counted in the upload budget until they are really gone."""
