@@ -120,7 +120,7 @@ def settings() -> Settings:
     return _current().settings
 
 
-def stores() -> _Stores:
+def current_stores() -> _Stores:
     """The stores in use, built on first use (``core.uploads`` and ``core.workspace`` reach them here)."""
     return _current()
 
@@ -194,6 +194,7 @@ _SERVED_FROM = {
 
 
 def __getattr__(name: str) -> object:
+    """A name of ``_SERVED_FROM``, from the module that holds it."""
     module = _SERVED_FROM.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

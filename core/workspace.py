@@ -18,7 +18,7 @@ from core.annotations import EMPTY as EMPTY_ANNOTATIONS
 from core.annotations import AnnotationPatch, Annotations, apply_patch
 from core.annotations import limiter as annotation_limiter
 from core.clients import current_client
-from core.data_service import in_store_thread, namespace, reads_block, sandbox, stores
+from core.data_service import current_stores, in_store_thread, namespace, reads_block, sandbox
 from core.errors import BadRequest, CapacityExceeded, QuotaExceeded, ServiceBusy
 from core.events import ANNOTATION_CHANGED, IMAGE_REMOVED, SESSION_CLEARED, Event, bus
 from core.ingest import make_preview
@@ -117,7 +117,7 @@ def clear_session() -> int:
     session_id = current_session_id()
     if session_id is None:
         raise BadRequest("a session id is required to clear a workspace")
-    held = stores()
+    held = current_stores()
     _forget_encoded(record.id for record in held.sessions.list(session_id))
     count = held.sessions.clear(session_id)
     held.ledger.forget(session_id)
@@ -129,7 +129,7 @@ def clear_session() -> int:
 def session_exists() -> bool:
     """Whether the current session exists (made, or holding images)."""
     session_id = current_session_id()
-    return session_id is not None and stores().sessions.has_session(session_id)
+    return session_id is not None and current_stores().sessions.has_session(session_id)
 
 
 def touch_session() -> None:
@@ -142,7 +142,7 @@ def touch_session() -> None:
 def start_session(session_id: str) -> None:
     """Count ``session_id`` as live and in use from now (``POST /api/sessions``, which has no
     session of its own: the id it made is passed, not set as the current one)."""
-    store = stores().sessions
+    store = current_stores().sessions
     admit_session(store, session_id)
     store.touch(session_id)
 
@@ -154,7 +154,7 @@ def admit_session(store: ImageStore, key: str) -> None:
     sessions carry on. Raises ServiceBusy (503, Retry-After)."""
     if store.has_session(key):
         return
-    held = stores()
+    held = current_stores()
     address = current_client()
     held.ledger.check(address)
     limit = held.settings.max_sessions
@@ -164,7 +164,7 @@ def admit_session(store: ImageStore, key: str) -> None:
 
 
 def _make_room(store: ImageStore, newcomer: str, limit: int) -> None:
-    ledger = stores().ledger
+    ledger = current_stores().ledger
     evicted = store.evict_empty_session()
     if evicted is not None:
         ledger.forget(evicted)
@@ -190,13 +190,13 @@ def _ended(session_id: str, reason: str) -> None:
     """A whole session is gone (expired or evicted): its invites and ledger entry go too; its tabs
     and scripts are told why."""
     invites.revoke_all(session_id)
-    stores().ledger.forget(session_id)
+    current_stores().ledger.forget(session_id)
     publish(SESSION_CLEARED, session_id, reason=reason)
 
 
 def expire_idle_sessions(now: float | None = None) -> int:
     """Delete sessions idle for longer than the configured timeout; returns how many went."""
-    held = stores()
+    held = current_stores()
     expired = held.sessions.expire_idle(held.settings.session_idle_seconds, now)
     for session_id in expired:
         _ended(session_id, reason="expired")
@@ -204,7 +204,7 @@ def expire_idle_sessions(now: float | None = None) -> int:
 
 
 def totals() -> StoreTotals:
-    return stores().sessions.totals()
+    return current_stores().sessions.totals()
 
 
 def session_bytes_held() -> int:
