@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from PIL import Image  # noqa: E402
 
 from bench.common import best_of  # noqa: E402
-from core import data_service  # noqa: E402
+from core import data_service, workspace  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.features import CATALOGUE_ORDER  # noqa: E402
 from core.features import service as feature_service  # noqa: E402
@@ -107,7 +107,7 @@ def whole_session(runs: int) -> None:
         timings.append(elapsed)
         lags.append(lag)
         with session_scope(session):
-            data_service.clear_session()
+            workspace.clear_session()
     parallel = statistics.median(timings)
     print(
         f"20-image session: single-threaded loop {single:.2f} s, all cores ({os.cpu_count()}) "

@@ -124,7 +124,7 @@ def client_scope(address: str) -> Iterator[str]:
 
 def _settings() -> Settings:
     """The service's current settings (tests replace them); imported on first use, as
-    ``core.data_service`` imports this module."""
+    ``core.data_service`` imports this module (through ``core.sandbox``)."""
     global _service_settings
     if _service_settings is None:
         from core import data_service

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 
-from core import data_service
+from core import data_service, workspace
 from core.clients import current_client
 from core.config import Settings
 from core.errors import ClientGone, RequestTimeout, ServiceBusy, TooLarge
@@ -60,7 +60,7 @@ async def server_room() -> Room:
     settings = data_service.settings()
     stored = 0
     if settings.storage == "memory":
-        stored = (await data_service.run_store(data_service.totals, sessions_only=True)).bytes_held
+        stored = (await data_service.run_store(workspace.totals, sessions_only=True)).bytes_held
     return Room(settings.upload_budget_bytes, settings.memory_cap_bytes - stored)
 
 

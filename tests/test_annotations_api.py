@@ -15,7 +15,7 @@ import pytest
 from websockets.sync.client import connect
 
 from core.annotations import MAX_NOTE_BYTES, MAX_TAG_CHARS, MAX_TAGS
-from core.data_service import annotation_limiter
+from core.annotations import limiter as annotation_limiter
 from core.events import ANNOTATION_CHANGED, PRESENCE_CHANGED, bus
 from tests.helpers import listed, make_jpeg, new_session, upload
 

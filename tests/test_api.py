@@ -8,7 +8,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from core import data_service
+from core import data_service, workspace
 from tests.helpers import LiveServer, hostile, listed, make_jpeg, new_session, raw_post, upload, upload_zip
 
 
@@ -151,7 +151,7 @@ def test_clear_session_empties_only_that_session(api):
     assert api.delete("/api/session", params={"session_id": mine}).status_code == 204
     assert listed(api, mine) == []
     assert len(listed(api, theirs)) == 1
-    assert data_service.totals().bytes_held > 0
+    assert workspace.totals().bytes_held > 0
 
 
 def test_clear_without_session_is_refused(api):
@@ -251,9 +251,9 @@ def test_idle_sessions_expire_with_their_images(api, configure):
     configure(session_idle_seconds=0.2)
     session = new_session(api)
     upload(api, session, ("a.jpg", make_jpeg()))
-    assert data_service.expire_idle_sessions(now=time.monotonic() + 0.5) == 1
+    assert workspace.expire_idle_sessions(now=time.monotonic() + 0.5) == 1
     assert listed(api, session) == []
-    assert data_service.totals().bytes_held == 0
+    assert workspace.totals().bytes_held == 0
 
 
 def test_background_sweeper_expires_idle_sessions(configure):
@@ -267,9 +267,9 @@ def test_background_sweeper_expires_idle_sessions(configure):
             session = new_session(client)
             upload(client, session, ("a.jpg", make_jpeg()))
             deadline = time.monotonic() + 10
-            while data_service.totals().images and time.monotonic() < deadline:
+            while workspace.totals().images and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert data_service.totals().images == 0
+            assert workspace.totals().images == 0
             assert listed(client, session) == []
     finally:
         server.stop()

@@ -457,7 +457,7 @@ def test_a_slot_comes_back_when_the_archive_fails_before_its_first_piece(api, co
     def broken_store() -> dict[str, object]:
         raise OSError("the store went away")
 
-    monkeypatch.setattr(export.data_service, "list_annotations", broken_store)
+    monkeypatch.setattr(export.workspace, "list_annotations", broken_store)
     with contextlib.suppress(httpx.HTTPError):
         archive(api, session)
     wait_until(lambda: download_slots.streaming(session) == 0, "the slot back after the failure")

@@ -10,7 +10,7 @@ import pytest
 from nicegui import Client
 from nicegui.testing import User
 
-from core import data_service
+from core import data_service, workspace
 from core.annotations import parse_patch
 from core.config import Settings
 from core.presence import presence
@@ -39,7 +39,7 @@ def add_images(session_id: str, *names: str) -> dict[str, str]:
 
 def annotate(session_id: str, image_id: str, body: dict, author: str = "Nightly job") -> None:
     with session_scope(session_id):
-        data_service.patch_annotations(image_id, parse_patch(body), author, author)
+        workspace.patch_annotations(image_id, parse_patch(body), author, author)
 
 
 def collab_of(user: User) -> Collab:
@@ -176,7 +176,7 @@ async def test_detail_editor_shows_and_sends_annotations(user: User) -> None:
     editor.rating.value = 3
     await settle()
     with session_scope(session_id):
-        stored = data_service.get_annotations(ids["a.jpg"])
+        stored = workspace.get_annotations(ids["a.jpg"])
     assert stored.note == "sharp enough" and stored.rating == 3 and stored.updated_by == collab.member.name
 
 

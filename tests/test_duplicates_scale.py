@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import data_service
+from core import workspace
 from core.errors import TooLarge
 from core.features import near_duplicates
 from core.features import service as feature_service
@@ -210,9 +210,9 @@ def test_no_whole_workspace_loop_of_the_feature_api_runs_on_the_event_loop(api, 
         return watched
 
     for module, name in [
-        (data_service, "list_images"),
-        (data_service, "cache_get"),
-        (data_service, "list_annotations"),
+        (workspace, "list_images"),
+        (workspace, "cache_get"),
+        (workspace, "list_annotations"),
         (feature_service, "near_duplicate_groups"),
         (feature_service, "odd_size_flags"),
         (feature_service, "_flatten"),

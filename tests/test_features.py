@@ -9,7 +9,7 @@ import json
 import pytest
 from PIL import Image
 
-from core import data_service
+from core import workspace
 from core.events import PROGRESS, bus
 from core.features import CATALOGUE_ORDER, REGISTRY
 from tests.feature_tolerances import mismatches
@@ -108,11 +108,11 @@ def test_feature_results_are_cached_in_the_session_and_counted(api):
     from core.sessions import session_scope
 
     with session_scope(session):
-        before = data_service.session_bytes_held()
+        before = workspace.session_bytes_held()
         first = features_of(api, session, record["id"], include_vectors="true")
-        after = data_service.session_bytes_held()
+        after = workspace.session_bytes_held()
         assert after > before + 8100 * 8  # the HOG vector alone is that big
-        assert data_service.cache_get(record["id"], "features:hog") is not None
+        assert workspace.cache_get(record["id"], "features:hog") is not None
     assert features_of(api, session, record["id"], include_vectors="true") == first
 
 
@@ -124,12 +124,12 @@ def test_cache_goes_with_the_image_on_delete_and_clear(api):
     features_of(api, session, first["id"])
     api.delete(f"/api/images/{first['id']}", params={"session_id": session})
     with session_scope(session):
-        assert data_service.session_bytes_held() == 0
+        assert workspace.session_bytes_held() == 0
     second = upload(api, session, ("b.jpg", make_jpeg(seed=2))).json()["accepted"][0]
     features_of(api, session, second["id"])
     api.delete("/api/session", params={"session_id": session})
     with session_scope(session):
-        assert data_service.session_bytes_held() == 0
+        assert workspace.session_bytes_held() == 0
     assert api.get(f"/api/images/{second['id']}/features", params={"session_id": session}).status_code == 404
 
 
@@ -142,7 +142,7 @@ def test_same_image_in_two_sessions_is_computed_and_cached_separately(api):
     from core.sessions import session_scope
 
     with session_scope(b):
-        assert data_service.cache_get(in_b["id"], "features:basic") is None  # nothing shared
+        assert workspace.cache_get(in_b["id"], "features:basic") is None  # nothing shared
     api.delete("/api/session", params={"session_id": a})
     assert features_of(api, b, in_b["id"], groups="basic")["basic"]["width"] == 64
 

@@ -197,7 +197,7 @@ def test_sessions_made_and_never_used_give_way_at_the_cap(api, configure):
 
 
 def test_an_archive_whose_client_left_is_neither_inflated_nor_decoded(configure):
-    from core import data_service
+    from core import data_service, uploads
 
     configure()
     archive = io.BytesIO()
@@ -206,7 +206,7 @@ def test_an_archive_whose_client_left_is_neither_inflated_nor_decoded(configure)
             bundle.writestr(f"p{index}.jpg", make_jpeg(seed=index))
     stop = threading.Event()
     stop.set()
-    assert data_service.prepare_file(archive.getvalue(), "a.zip", stop) == ([], [])
+    assert uploads.prepare_zip(archive.getvalue(), stop) == ([], [])
     assert data_service.sandbox().in_flight() == 0
-    prepared, _ = data_service.prepare_file(archive.getvalue(), "a.zip", threading.Event())
+    prepared, _ = uploads.prepare_zip(archive.getvalue(), threading.Event())
     assert len(prepared) == 6

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from core import data_service
+from core import data_service, workspace
 from core.errors import BadRequest
 from core.sessions import CURRENT_SESSION_ID, new_session_id, session_scope
 from tests.helpers import make_jpeg
@@ -116,7 +116,7 @@ def test_service_refuses_to_guess_the_session_in_a_plain_thread(configure):
 
 def _try_list() -> object:
     try:
-        return data_service.list_images()
+        return workspace.list_images()
     except BadRequest as exc:
         return exc
 

@@ -15,7 +15,7 @@ import zipfile
 import pytest
 from websockets.sync.client import connect
 
-from core import data_service
+from core import data_service, workspace
 from core.admission import SessionLedger
 from core.clients import address_of, client_address, client_scope, current_client, parse_proxies
 from core.errors import ServiceBusy
@@ -88,7 +88,7 @@ def test_the_upload_path_keeps_retry_after_of_the_session_cap(api, configure):
     assert upload(api, first, ("a.jpg", make_jpeg(seed=1))).status_code == 200
     refused = upload(api, str(uuid.uuid4()), ("b.jpg", make_jpeg(seed=2)))
     assert refused.status_code == 503
-    assert refused.headers["Retry-After"] == str(data_service.SESSION_CAP_RETRY_SECONDS)
+    assert refused.headers["Retry-After"] == str(workspace.SESSION_CAP_RETRY_SECONDS)
 
 
 def test_a_cleared_or_expired_session_no_longer_counts_against_its_address(configure):
@@ -96,17 +96,17 @@ def test_a_cleared_or_expired_session_no_longer_counts_against_its_address(confi
     with client_scope("192.0.2.1"):
         first = str(uuid.uuid4())
         with session_scope(first):
-            data_service.touch_session()
+            workspace.touch_session()
         with session_scope(str(uuid.uuid4())), pytest.raises(ServiceBusy):
-            data_service.touch_session()
+            workspace.touch_session()
         with session_scope(first):
-            data_service.clear_session()
+            workspace.clear_session()
         second = str(uuid.uuid4())
         with session_scope(second):
-            data_service.touch_session()
-        assert data_service.expire_idle_sessions(now=float("inf")) == 1
+            workspace.touch_session()
+        assert workspace.expire_idle_sessions(now=float("inf")) == 1
         with session_scope(str(uuid.uuid4())):
-            data_service.touch_session()
+            workspace.touch_session()
 
 
 def test_the_ledger_forgets_idle_rate_buckets_and_bounds_what_it_keeps():
@@ -172,8 +172,8 @@ async def test_store_calls_run_on_their_own_threads_while_long_work_holds_every_
             seen = await data_service.in_store_thread(
                 lambda: (current_session_id(), current_client(), threading.current_thread().name)
             )
-            await data_service.run_store(data_service.touch_session)
-            records = await asyncio.wait_for(data_service.run_store(data_service.list_images), timeout=30)
+            await data_service.run_store(workspace.touch_session)
+            records = await asyncio.wait_for(data_service.run_store(workspace.list_images), timeout=30)
         assert seen[:2] == (session, "192.0.2.44")
         assert seen[2].startswith("darkroom-store")
         assert records == [] and not blocked.done()

@@ -22,7 +22,7 @@ from nicegui import Client, app, ui
 from nicegui.testing import User
 from PIL import Image
 
-from core import data_service
+from core import workspace
 from core.config import Settings
 from core.invites import invites
 from core.sessions import CURRENT_SESSION_ID, current_session_id, new_session_id, session_scope
@@ -60,7 +60,7 @@ def files_created(writes: list[str]) -> list[str]:
 
 def stored(session_id: str) -> list[str]:
     with session_scope(session_id):
-        return [record.filename for record in data_service.list_images()]
+        return [record.filename for record in workspace.list_images()]
 
 
 async def test_empty_workspace_says_what_to_do_and_that_it_lives_in_memory(user: User) -> None:
@@ -201,7 +201,7 @@ async def test_tabs_are_isolated(user: User, create_user: Callable[[], User]) ->
     await cards_named(other, "mine.jpg", shown=False)
     # The other page's resource token cannot read this page's image.
     with session_scope(first):
-        image_id = data_service.list_images()[0].id
+        image_id = workspace.list_images()[0].id
     other_token = binding_of(other.client).token
     assert (await other.http_client.get(f"/_darkroom/thumbnail/{other_token}/{image_id}")).status_code == 404
 
@@ -292,11 +292,11 @@ async def test_the_session_lives_while_a_tab_is_open_and_expires_after_the_last_
     client, session_id = await open_page(user)
     await drop(user, ("alive.jpg", make_jpeg(seed=17)))
     await asyncio.sleep(3.0)  # longer than the idle time: only the page's keep-alive holds it
-    data_service.expire_idle_sessions()
+    workspace.expire_idle_sessions()
     assert stored(session_id) == ["alive.jpg"]
     client.delete()  # the tab is gone
     await asyncio.sleep(2.5)
-    assert data_service.expire_idle_sessions() >= 1
+    assert workspace.expire_idle_sessions() >= 1
     assert stored(session_id) == []
 
 
@@ -314,7 +314,7 @@ async def test_detail_shows_upright_preview_charts_tables_and_quality_badges(use
     assert titles == {"RGB and gray histograms", "HSV histograms", "LBP texture histogram"}
     assert user.find(kind=ui.badge).elements
     with session_scope(binding_of(client).session_id):
-        record = data_service.list_images()[0]
+        record = workspace.list_images()[0]
     assert record.height > record.width  # stored landscape with orientation 6: upright is portrait
     preview = await user.http_client.get(f"/_darkroom/preview/{binding_of(client).token}/{record.id}")
     assert preview.status_code == 200
@@ -467,7 +467,7 @@ async def test_download_all_and_the_detail_download_serve_the_originals_by_page_
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
         assert {name: archive.read(name) for name in archive.namelist()} == photos
     with session_scope(session_id):
-        image_id = data_service.list_images()[0].id
+        image_id = workspace.list_images()[0].id
     original = await user.http_client.get(f"/_darkroom/original/{token}/{image_id}")
     assert original.status_code == 200 and original.content == photos["a.jpg"]
     assert original.headers["content-disposition"].startswith("attachment;")
@@ -502,7 +502,7 @@ async def test_dashboard_charts_show_every_image_highlight_flags_and_follow_remo
     assert histogram.options["title"]["text"] == "Distribution of entropy.shannon_entropy"
 
     with session_scope(session_id):
-        data_service.delete_image(next(r.id for r in data_service.list_images() if r.filename == "dark.jpg"))
+        workspace.delete_image(next(r.id for r in workspace.list_images() if r.filename == "dark.jpg"))
     await user.should_see("2 images")
     for _ in range(50):  # removals are batched into one redraw a moment later, without recomputing
         clean, flagged = _chart(user, "scatter").options["series"]

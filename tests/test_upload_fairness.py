@@ -18,7 +18,7 @@ from starlette.requests import Request
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from core import data_service
+from core import data_service, uploads
 from core.api.data_input import upload_response
 from core.config import MiB
 from core.errors import ClientGone, DarkroomError, ServiceBusy
@@ -393,10 +393,10 @@ def test_a_zip_upload_reserves_what_its_members_unpack_to_while_it_is_stored(api
 
 # -- Retry-After on every 503 --
 def test_every_503_of_the_upload_paths_carries_retry_after(configure):
-    report = data_service.UploadReport(rejected=[data_service.Rejection("a.jpg", 503, "the decoders are busy")])
+    report = uploads.UploadReport(rejected=[uploads.Rejection("a.jpg", 503, "the decoders are busy")])
     response = upload_response({}, report)
     assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 1
-    fine = upload_response({}, data_service.UploadReport())
+    fine = upload_response({}, uploads.UploadReport())
     assert "retry-after" not in fine.headers
 
 

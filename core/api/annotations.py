@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 
-from core import data_service
+from core import data_service, workspace
 from core.annotations import (
     MAX_PATCH_BODY_BYTES,
     Annotations,
@@ -81,7 +81,7 @@ def _editor(session: str | None, client_id: str | None, request: Request) -> tup
 async def get_annotations(image_id: str, session: Session) -> JSONResponse:
     """The image's shared tags, rating (0-5 or null) and note, with the version to send back as
     ``expected_version`` and who changed them last."""
-    annotations: Annotations = await data_service.run_store(data_service.get_annotations, image_id)
+    annotations: Annotations = await data_service.run_store(workspace.get_annotations, image_id)
     return _no_cache(annotations.to_public())
 
 
@@ -110,7 +110,7 @@ async def patch_annotations(
     shows the change at once."""
     patch = parse_patch(await _json_body(request))
     author, client = _editor(session, x_darkroom_client, request)
-    result = await data_service.run_store(data_service.patch_annotations, image_id, patch, author, client)
+    result = await data_service.run_store(workspace.patch_annotations, image_id, patch, author, client)
     return _no_cache(result.to_public())  # a StaleVersion (409, ``current``) or RateLimited (429) is the app's
 
 
@@ -124,7 +124,7 @@ async def list_annotations(session: Session) -> Response:
 
 def _annotations_body() -> bytes:
     """The encoded answer of ``GET /api/annotations`` for the current session (a store thread's work)."""
-    found = data_service.list_annotations()
+    found = workspace.list_annotations()
     body = {
         "images": {image_id: value.to_public() for image_id, value in found.items()},
         "tags": [{"tag": tag, "count": count} for tag, count in tag_counts(found)],

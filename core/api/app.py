@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core import data_service
+from core import data_service, workspace
 from core.api import annotations as annotations_api
 from core.api import data_input
 from core.api import export as export_api
@@ -66,7 +66,7 @@ async def sweep_idle_sessions_forever() -> None:
     while True:
         await asyncio.sleep(data_service.settings().sweep_interval_seconds)
         try:
-            await data_service.in_store_thread(data_service.expire_idle_sessions)
+            await data_service.in_store_thread(workspace.expire_idle_sessions)
         except Exception:  # the sweeper must outlive one bad round
             log.exception("idle-session sweep failed")
 

@@ -1,7 +1,8 @@
 """The data API: sessions, uploads (multipart, ZIP, WebSocket), images, health.
 
-Routes stay thin: they read bytes and call ``core.data_service``. Decoding (validation, thumbnails)
-runs in the decode sandbox's worker processes; storage I/O in the store's own threads
+Routes stay thin: they read bytes and hand each part to the one upload pipeline (``core.uploads``);
+reads go to ``core.workspace``. Decoding (validation, thumbnails) runs in the decode sandbox's
+worker processes; storage I/O in the store's own threads
 (``data_service.in_store_thread`` copies the context, so the session set by ``SessionScope`` is what
 the service sees there too). Upload bodies are read through ``core.inflight``: one slot of the
 client address's share, the budget for bytes in flight, the minimum rate; work done for an upload
@@ -16,7 +17,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 
-from core import data_service
+from core import data_service, uploads, workspace
 from core.api.models import (
     ERRORS,
     Health,
@@ -30,11 +31,10 @@ from core.api.session_middleware import Session
 from core.api.ws_upload import serve_upload_socket
 from core.archive import read_central_directory
 from core.clients import current_client
-from core.errors import BadRequest, ClientGone, DarkroomError, ServiceBusy, TooLarge
+from core.errors import BadRequest, ClientGone, DarkroomError, TooLarge
 from core.inflight import IncomingBody, Reservation, receiving
-from core.ingest import ALLOWED_FORMATS, is_zip
+from core.ingest import ALLOWED_FORMATS
 from core.presence import presence
-from core.sandbox import RETRY_AFTER_SECONDS as DECODE_RETRY_SECONDS
 from core.sessions import new_session_id
 from core.storage.base import ImageRecord
 from core.units import format_bytes
@@ -62,11 +62,11 @@ def _mime(record: ImageRecord) -> str:
     return ALLOWED_FORMATS[record.format]
 
 
-def upload_response(body: dict[str, object], report: data_service.UploadReport) -> JSONResponse:
+def upload_response(body: dict[str, object], report: uploads.UploadReport) -> JSONResponse:
     """An upload's answer: 503 only when every file was refused for a busy server (the decoders),
     and then with ``Retry-After`` like every other 503."""
-    busy = report.status_code == ServiceBusy.status_code
-    headers = {"Retry-After": str(DECODE_RETRY_SECONDS)} if busy else None
+    retry_after = report.retry_after
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return JSONResponse(body, status_code=report.status_code, headers=headers)
 
 
@@ -74,7 +74,7 @@ def upload_response(body: dict[str, object], report: data_service.UploadReport) 
 async def create_session() -> SessionCreated:
     """A new private workspace. Keep the id secret: whoever has it sees the workspace."""
     session_id = new_session_id()
-    await data_service.run_store(data_service.start_session, session_id, sessions_only=True)
+    await data_service.run_store(workspace.start_session, session_id, sessions_only=True)
     return SessionCreated(session_id=session_id)
 
 
@@ -95,9 +95,7 @@ async def upload_images(request: Request) -> JSONResponse:
     return upload_response(UploadResult.body(report), report)
 
 
-async def receive_files(
-    request: Request, archives: bool = False, progressive: bool = False
-) -> data_service.UploadReport:
+async def receive_files(request: Request, archives: bool = False, progressive: bool = False) -> uploads.UploadReport:
     """Stream the multipart parts named ``files`` into the current session, validating each while
     the next arrives. With ``archives``, a part that is a ZIP archive is unpacked (the page's drop
     zone takes photos and archives together). Files are stored in the order sent: all at the end
@@ -115,12 +113,12 @@ async def receive_files(
 
 async def _receive_parts(
     request: Request, body: IncomingBody, boundary: bytes, archives: bool, progressive: bool
-) -> data_service.UploadReport:
+) -> uploads.UploadReport:
     settings = data_service.settings()
     in_validation = data_service.sandbox().one_caller  # more waits: the body is not read meanwhile
     largest = max(settings.max_file_bytes, settings.zip_max_archive_bytes) if archives else settings.max_file_bytes
-    report = data_service.UploadReport()
-    pending: list[asyncio.Task[tuple[list[data_service.Prepared], list[data_service.Skipped]]]] = []
+    report = uploads.UploadReport()
+    pending: list[asyncio.Task[tuple[list[uploads.Prepared], list[uploads.Skipped]]]] = []
     part_bytes: list[int] = []  # each pending part's size, given back to the budget once it is stored
     committed = 0
 
@@ -130,7 +128,7 @@ async def _receive_parts(
             items, skipped = await pending[committed]
             committed += 1
             report.skipped.extend(skipped)
-            await data_service.run_store(data_service.commit, items, report)
+            await data_service.run_store(uploads.commit, items, report)
             body.reservation.release(part_bytes[committed - 1])
 
     try:
@@ -144,9 +142,10 @@ async def _receive_parts(
             max_archive_bytes=settings.zip_max_archive_bytes if archives else None,
             chunks=body.chunks(),
         ):
-            unpacked = await _cover_members(body.reservation, part.data) if archives and is_zip(part.data) else 0
-            pending.append(asyncio.create_task(_prepare_part(part.data, part.filename, archives)))
-            part_bytes.append(len(part.data) + unpacked)
+            upload = uploads.Part.arrived(part.data, part.filename, archives)
+            unpacked = await _cover_members(body.reservation, upload.data) if upload.archive else 0
+            pending.append(asyncio.create_task(uploads.prepare_part(upload)))
+            part_bytes.append(len(upload.data) + unpacked)
             if progressive:
                 await commit_in_order(wait=False)
             busy = [task for task in pending[committed:] if not task.done()]
@@ -174,14 +173,6 @@ async def _receive_parts(
             task.cancel()
         raise
     return report
-
-
-async def _prepare_part(
-    data: bytes, filename: str | None, archives: bool
-) -> tuple[list[data_service.Prepared], list[data_service.Skipped]]:
-    if archives and is_zip(data):
-        return await data_service.prepare_archive_async(data, filename)
-    return [await data_service.prepare_image_async(data, filename)], []
 
 
 def _archive_too_large(limit: int) -> TooLarge:
@@ -217,14 +208,12 @@ async def _cover_members(reservation: Reservation, archive: bytes) -> int:
     return unpacked
 
 
-async def _store_archive(archive: bytes, reservation: Reservation) -> data_service.UploadReport:
+async def _store_archive(archive: bytes, reservation: Reservation) -> uploads.UploadReport:
     """Unpack, validate and store a ZIP archive in the current session; cancelled (the client
     left), nothing more of it is inflated or decoded and its queued decodes are cancelled."""
     await _cover_members(reservation, archive)
-    prepared, skipped = await data_service.run_stoppable(data_service.prepare_zip, archive)
-    if not prepared:
-        raise data_service._no_images_in_archive(skipped)
-    return await data_service.run_store(data_service.commit, prepared, data_service.UploadReport(skipped=skipped))
+    prepared, skipped = await uploads.prepare_archive(archive)
+    return await data_service.run_store(uploads.commit, prepared, uploads.UploadReport(skipped=skipped))
 
 
 @router.post(
@@ -270,7 +259,7 @@ async def upload_zip(request: Request) -> JSONResponse:
 async def list_images() -> Response:
     """The workspace's images, in upload order, each with its shared ``annotations``."""
     # Each record is serialised once; the decorator's response_model documents the shape.
-    return Response(await data_service.listing_json_async(), media_type="application/json")
+    return Response(await workspace.listing_json_async(), media_type="application/json")
 
 
 @router.get(
@@ -285,7 +274,7 @@ async def list_images() -> Response:
 )
 async def get_image(image_id: str) -> Response:
     """The original file, byte for byte, with its real Content-Type."""
-    record, body = await data_service.run_store(data_service.load_image, image_id)
+    record, body = await data_service.run_store(workspace.load_image, image_id)
     return _image_response(body, _mime(record), record.filename)
 
 
@@ -301,28 +290,28 @@ async def get_image(image_id: str) -> Response:
 )
 async def get_thumbnail(image_id: str) -> Response:
     """The preview made at upload (longest side 256 px by default), upright."""
-    record, body = await data_service.run_store(data_service.load_thumbnail, image_id)
+    record, body = await data_service.run_store(workspace.load_thumbnail, image_id)
     return _image_response(body, record.thumbnail_mime)
 
 
 @router.delete("/images/{image_id}", status_code=204, responses={400: ERRORS[400], 404: ERRORS[404]}, tags=["images"])
 async def delete_image(image_id: str) -> Response:
     """Delete one image and everything computed from it."""
-    await data_service.in_store_thread(data_service.delete_image, image_id)
+    await data_service.in_store_thread(workspace.delete_image, image_id)
     return Response(status_code=204)
 
 
 @router.delete("/session", status_code=204, responses={400: ERRORS[400]}, tags=["sessions"])
 async def clear_session() -> Response:
     """Delete everything in the workspace (a session id is required)."""
-    await data_service.in_store_thread(data_service.clear_session)
+    await data_service.in_store_thread(workspace.clear_session)
     return Response(status_code=204)
 
 
 @router.get("/health", response_model=Health, tags=["service"])
 async def health() -> Health:
     """Service status and totals (never ids)."""
-    totals = await data_service.run_store(data_service.totals, sessions_only=True)
+    totals = await data_service.run_store(workspace.totals, sessions_only=True)
     settings = data_service.settings()
     return Health(
         storage=settings.storage,

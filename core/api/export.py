@@ -38,7 +38,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from core import data_service
+from core import data_service, workspace
 from core.api.data_input import content_disposition
 from core.api.models import ERRORS, ErrorModel
 from core.errors import NotFound, ServiceBusy
@@ -252,7 +252,7 @@ async def iter_archive(session_id: str | None, records: list[ImageRecord]) -> As
     image deleted meanwhile is left out. Closing this generator closes the ones it drives at once."""
     if current_session_id() != session_id:  # a stream moved out of its request would read elsewhere
         raise RuntimeError("an archive is streamed only inside its own session's request")
-    annotated = await data_service.run_store(data_service.list_annotations)
+    annotated = await data_service.run_store(workspace.list_annotations)
 
     async def members() -> AsyncGenerator[tuple[zipfile.ZipInfo, bytes], None]:
         taken: set[str] = {ANNOTATIONS_MEMBER} if annotated else set()  # an image never takes its name
@@ -260,7 +260,7 @@ async def iter_archive(session_id: str | None, records: list[ImageRecord]) -> As
         notes: list[dict[str, object]] = []
         for record in records:
             try:
-                _, body = await data_service.run_store(data_service.load_image, record.id)
+                _, body = await data_service.run_store(workspace.load_image, record.id)
             except NotFound:
                 continue
             name = member_name(record.filename, taken, last_number=last_number)
@@ -362,7 +362,7 @@ async def archive_response() -> StreamingResponse:
     """The current session's archive as a download (the legacy shared folder without a session);
     503 with ``Retry-After`` when the session or the server streams as many archives as it may."""
     session_id = current_session_id()
-    records = await data_service.run_store(data_service.list_images)
+    records = await data_service.run_store(workspace.list_images)
     settings = data_service.settings()
     headers = {
         "Content-Disposition": content_disposition(archive_filename(), "attachment"),

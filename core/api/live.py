@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect, status
 from fastapi.responses import JSONResponse
 
-from core import data_service
+from core import data_service, workspace
 from core.annotations import MAX_PATCH_BODY_BYTES, StaleVersion, parse_patch
 from core.api.errors import NO_STORE, end_socket, refuse_handshake, socket_error
 from core.api.models import ERRORS
@@ -104,7 +104,7 @@ class _EventsSocket:
         try:
             patch = parse_patch(message.get("patch"))
             result = await data_service.run_store(
-                data_service.patch_annotations, image_id, patch, self.member.name, self.member.id
+                workspace.patch_annotations, image_id, patch, self.member.name, self.member.id
             )
         except StaleVersion as exc:
             await self.send(socket_error(exc, image_id=image_id))
@@ -127,7 +127,7 @@ async def websocket_events(
     if session is None:
         await refuse_handshake(websocket, BadRequest("a session id is required"))
         return
-    if not await data_service.run_store(data_service.session_exists):
+    if not await data_service.run_store(workspace.session_exists):
         await refuse_handshake(websocket, NotFound("no such workspace"))
         return
     await websocket.accept()

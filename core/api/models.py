@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from core.data_service import UploadReport
 from core.storage.base import ImageRecord
+from core.uploads import UploadReport
 
 
 class SessionCreated(BaseModel):

@@ -19,7 +19,7 @@ twice), and per-part decisions are taken once, when its headers end.
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
@@ -82,6 +82,102 @@ def _too_large(limit: int) -> TooLarge:
     return TooLarge(f"a file is over the {format_bytes(limit)} limit per file")
 
 
+class _FormReader:
+    """The parser's callbacks for one body: every part counted, the wanted ones kept (``done``),
+    each limit raised from inside the parser as soon as it is passed."""
+
+    def __init__(
+        self, field_names: set[str], max_file_bytes: int, max_files: int, max_archive_bytes: int | None
+    ) -> None:
+        self.field_names = field_names
+        self.max_file_bytes = max_file_bytes
+        self.max_files = max_files
+        self.max_archive_bytes = max_archive_bytes
+        self.state = _PartState()
+        self.done: list[FilePart] = []  # parts completed and not yet handed out
+        self.files = 0
+        self.others = 0
+
+    def callbacks(self) -> dict[str, Callable[..., None]]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self.state = _PartState()
+
+    def count_header_bytes(self, amount: int) -> None:
+        self.state.header_bytes += amount
+        if self.state.header_bytes > MAX_PART_HEADER_BYTES:
+            raise TooLarge(f"a part's headers are over {format_bytes(MAX_PART_HEADER_BYTES)}")
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.count_header_bytes(end - start)
+        self.state.header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.count_header_bytes(end - start)
+        self.state.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        state = self.state
+        state.headers[bytes(state.header_field).lower().decode("latin-1")] = bytes(state.header_value)
+        state.header_field.clear()
+        state.header_value.clear()
+
+    def on_headers_finished(self) -> None:
+        state = self.state
+        disposition = state.headers.get("content-disposition", b"")
+        _, params = parse_options_header(disposition)
+        state.name = params.get(b"name", b"").decode("utf-8", "replace")
+        state.wanted = state.name in self.field_names
+        state.filename = _filename(params)
+        state.is_file = b"filename" in disposition  # a part with only ``filename*`` is still a file
+        state.limit = self.max_file_bytes if state.is_file else MAX_FIELD_BYTES
+        if state.wanted:
+            self.files += 1
+            if self.files > self.max_files:
+                raise TooLarge(f"at most {self.max_files} files can be sent at once")
+        else:
+            self.others += 1
+            if self.others > MAX_OTHER_PARTS:
+                expected = " or ".join(repr(name) for name in sorted(self.field_names))
+                raise TooLarge(
+                    f"at most {MAX_OTHER_PARTS} form fields besides the files can be sent at once; "
+                    f"send each file in a part named {expected}"
+                )
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        state = self.state
+        state.size += end - start
+        if state.is_file and len(state.head) < _ZIP_SNIFF_BYTES:
+            state.head += data[start : min(end, start + _ZIP_SNIFF_BYTES - len(state.head))]
+            if self.max_archive_bytes is not None and is_zip(state.head):
+                state.limit = self.max_archive_bytes
+        if state.size > state.limit:
+            raise _too_large(state.limit) if state.is_file else BadRequest("a form field is too long")
+        if state.wanted:
+            state.buffer.write(memoryview(data)[start:end])
+
+    def on_part_end(self) -> None:
+        state = self.state
+        if not state.wanted:
+            return
+        self.done.append(FilePart(state.name, state.filename, state.buffer.getvalue()))
+        state.buffer = io.BytesIO()
+
+    def take_done(self) -> list[FilePart]:
+        """The parts completed since the last call."""
+        ready, self.done = self.done, []
+        return ready
+
+
 async def iter_file_parts(
     request: Request,
     boundary: bytes,
@@ -102,84 +198,8 @@ async def iter_file_parts(
         raise TooLarge(
             f"the upload is {format_bytes(int(declared))}; at most {format_bytes(max_body_bytes)} can be sent at once"
         )
-    state = _PartState()
-    done: list[FilePart] = []
-    files = 0
-    others = 0
-
-    def on_part_begin() -> None:
-        nonlocal state
-        state = _PartState()
-
-    def count_header_bytes(amount: int) -> None:
-        state.header_bytes += amount
-        if state.header_bytes > MAX_PART_HEADER_BYTES:
-            raise TooLarge(f"a part's headers are over {format_bytes(MAX_PART_HEADER_BYTES)}")
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        count_header_bytes(end - start)
-        state.header_field += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        count_header_bytes(end - start)
-        state.header_value += data[start:end]
-
-    def on_header_end() -> None:
-        state.headers[bytes(state.header_field).lower().decode("latin-1")] = bytes(state.header_value)
-        state.header_field.clear()
-        state.header_value.clear()
-
-    def on_headers_finished() -> None:
-        nonlocal files, others
-        disposition = state.headers.get("content-disposition", b"")
-        _, params = parse_options_header(disposition)
-        state.name = params.get(b"name", b"").decode("utf-8", "replace")
-        state.wanted = state.name in field_names
-        state.filename = _filename(params)
-        state.is_file = b"filename" in disposition  # a part with only ``filename*`` is still a file
-        state.limit = max_file_bytes if state.is_file else MAX_FIELD_BYTES
-        if state.wanted:
-            files += 1
-            if files > max_files:
-                raise TooLarge(f"at most {max_files} files can be sent at once")
-        else:
-            others += 1
-            if others > MAX_OTHER_PARTS:
-                expected = " or ".join(repr(name) for name in sorted(field_names))
-                raise TooLarge(
-                    f"at most {MAX_OTHER_PARTS} form fields besides the files can be sent at once; "
-                    f"send each file in a part named {expected}"
-                )
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        state.size += end - start
-        if state.is_file and len(state.head) < _ZIP_SNIFF_BYTES:
-            state.head += data[start : min(end, start + _ZIP_SNIFF_BYTES - len(state.head))]
-            if max_archive_bytes is not None and is_zip(state.head):
-                state.limit = max_archive_bytes
-        if state.size > state.limit:
-            raise _too_large(state.limit) if state.is_file else BadRequest("a form field is too long")
-        if state.wanted:
-            state.buffer.write(memoryview(data)[start:end])
-
-    def on_part_end() -> None:
-        if not state.wanted:
-            return
-        done.append(FilePart(state.name, state.filename, state.buffer.getvalue()))
-        state.buffer = io.BytesIO()
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
+    reader = _FormReader(field_names, max_file_bytes, max_files, max_archive_bytes)
+    parser = MultipartParser(boundary, reader.callbacks())
     received = 0
     async for chunk in request.stream() if chunks is None else chunks:
         received += len(chunk)
@@ -192,9 +212,7 @@ async def iter_file_parts(
             failure = BadRequest(f"the multipart body is malformed ({exc})")
         except DarkroomError as exc:
             failure = exc
-        ready = done.copy()  # parts completed before the failure in the same chunk still count
-        done.clear()
-        for part in ready:
+        for part in reader.take_done():  # parts completed before the failure in the same chunk still count
             yield part
         if failure is not None:
             raise failure
@@ -202,5 +220,5 @@ async def iter_file_parts(
         parser.finalize()
     except MultipartParseError as exc:
         raise BadRequest(f"the multipart body is malformed ({exc})") from None
-    for part in done:
+    for part in reader.take_done():
         yield part

@@ -35,12 +35,10 @@ from typing import Any
 from fastapi import WebSocket, WebSocketDisconnect
 from starlette import status
 
-from core import data_service
+from core import data_service, uploads, workspace
 from core.api.errors import end_socket
 from core.errors import WS_POLICY_VIOLATION, BadRequest, DarkroomError, RequestTimeout, ServiceBusy, TooLarge
 from core.inflight import MinimumRate, SessionRoom, budget, budget_key, server_room, upload_slot
-from core.ingest import is_zip
-from core.sandbox import RETRY_AFTER_SECONDS as DECODE_RETRY_SECONDS
 from core.storage.base import ImageRecord
 from core.units import format_bytes
 
@@ -49,7 +47,7 @@ MAX_HEADER_CHARS = 4096
 # Bytes of received files waiting for validation on one socket (also capped by the session's quota).
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
 
-ReportListener = Callable[[data_service.UploadReport], None]
+ReportListener = Callable[[uploads.UploadReport], None]
 Attachment = Callable[[], AbstractContextManager[object]]
 
 
@@ -177,7 +175,7 @@ class WebSocketUpload:
             refusal = TooLarge(f"the file is over the {format_bytes(self.largest)} limit per file")
             await self._refuse_before_bytes(filename, refusal, size)
             return
-        stored = await data_service.run_store(data_service.session_bytes_held)
+        stored = await data_service.run_store(workspace.session_bytes_held)
         session = SessionRoom(stored, self.settings.session_quota_bytes)
         try:
             budget.reserve(self.key, size, await server_room(), session)
@@ -239,15 +237,10 @@ class WebSocketUpload:
         task.add_done_callback(self._work_done)
 
     async def _store(self, index: int, filename: str | None, data: bytes) -> None:
-        archive = self.archives and is_zip(data)
+        part = uploads.Part.arrived(data, filename, self.archives)
         try:
-            if archive:
-                prepared, skipped = await data_service.prepare_archive_async(data, filename)
-            else:
-                prepared, skipped = [await data_service.prepare_image_async(data, filename)], []
-            report = await data_service.run_store(
-                data_service.commit, prepared, data_service.UploadReport(skipped=skipped)
-            )
+            prepared, skipped = await uploads.prepare_part(part)
+            report = await data_service.run_store(uploads.commit, prepared, uploads.UploadReport(skipped=skipped))
         finally:
             self.queued_bytes -= len(data)
             self.reserved -= len(data)
@@ -258,18 +251,21 @@ class WebSocketUpload:
         for record in report.accepted:
             self.counts["accepted"] += 1
             duplicate_of = same_bytes.get(record.filename)
-            await self._result(index, record.filename, 200, archive, image=record, duplicate_of=duplicate_of)
+            await self._result(index, record.filename, 200, part.archive, image=record, duplicate_of=duplicate_of)
         accepted_names = {record.filename for record in report.accepted}
         for duplicate in report.duplicates:
             if duplicate.filename not in accepted_names:
                 self.counts["duplicates"] += 1
-                await self._result(index, duplicate.filename, 200, archive, duplicate_of=duplicate.existing)
+                await self._result(index, duplicate.filename, 200, part.archive, duplicate_of=duplicate.existing)
         for rejection in report.rejected:
             self.counts["rejected"] += 1
-            busy = rejection.status == ServiceBusy.status_code  # the decoders were busy
-            retry_after = DECODE_RETRY_SECONDS if busy else None
             await self._result(
-                index, rejection.filename, rejection.status, archive, detail=rejection.detail, retry_after=retry_after
+                index,
+                rejection.filename,
+                rejection.status,
+                part.archive,
+                detail=rejection.detail,
+                retry_after=rejection.retry_after,
             )
         for skip in report.skipped:
             await self.send({"type": "skipped", "file": index, "filename": skip.filename, "detail": skip.reason})

@@ -1,6 +1,6 @@
 """Features of the current session's images: cached per image, computed off the event loop.
 
-``extract`` reads the session from ``CURRENT_SESSION_ID`` (through ``core.data_service``) like the
+``extract`` reads the session from ``CURRENT_SESSION_ID`` (through ``core.workspace``) like the
 seed's feature services did. Results are cached per image and group in the session's store, so
 they count against its quota and go with the image. Every decode runs in the decode sandbox
 (``core.sandbox``): it gets image *bytes* (never sessions: context does not cross into processes),
@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from core import data_service
+from core import data_service, workspace
 from core.annotations import EMPTY as EMPTY_ANNOTATIONS
 from core.annotations import Annotations
 from core.errors import CapacityExceeded, DarkroomError, QuotaExceeded
@@ -50,7 +50,7 @@ def _approx_nbytes(value: object) -> int:
 def _cached(image_id: str, groups: list[str]) -> dict[str, dict[str, Any]]:
     found = {}
     for name in groups:
-        value = data_service.cache_get(image_id, _CACHE_PREFIX + name)
+        value = workspace.cache_get(image_id, _CACHE_PREFIX + name)
         if value is not None:
             found[name] = value
     return found
@@ -59,7 +59,7 @@ def _cached(image_id: str, groups: list[str]) -> dict[str, dict[str, Any]]:
 def _remember(image_id: str, computed: dict[str, dict[str, Any]]) -> None:
     for name, value in computed.items():
         try:
-            data_service.cache_put(image_id, _CACHE_PREFIX + name, value, _approx_nbytes(value))
+            workspace.cache_put(image_id, _CACHE_PREFIX + name, value, _approx_nbytes(value))
         except (QuotaExceeded, CapacityExceeded):
             return  # a full workspace still gets its numbers, just not cached
 
@@ -80,13 +80,13 @@ def extract(image_id: str, groups: str | list[str] | None = None, include_vector
     """One image of the current session: ``{"id", "name", group: {...}}`` in FEATURES.md's schema.
     CPU-bound: call it from a worker thread (``asyncio.to_thread`` keeps the session)."""
     names = resolve_groups(groups)
-    record = data_service.get_record(image_id)
+    record = workspace.get_record(image_id)
     values = _cached(image_id, names)
     missing = [n for n in names if n not in values]
     if missing:
-        _, data = data_service.load_image(image_id)
+        _, data = workspace.load_image(image_id)
         max_pixels = data_service.settings().feature_max_pixels
-        heavy = data_service.heavy_record(record)
+        heavy = workspace.heavy_record(record)
         computed = data_service.sandbox().call(compute_features, data, missing, max_pixels, heavy=heavy)
         _remember(image_id, computed)
         values.update(computed)
@@ -104,7 +104,7 @@ Values = dict[str, dict[str, dict[str, Any]]]
 def _read_cached(names: list[str]) -> tuple[list[ImageRecord], Values, list[tuple[ImageRecord, list[str]]]]:
     """The session's records, the cached groups of each and the groups still missing, in one pass
     (a worker thread's: it reads every image's cache)."""
-    records = data_service.list_images()
+    records = workspace.list_images()
     values: Values = {}
     todo: list[tuple[ImageRecord, list[str]]] = []
     for record in records:
@@ -134,9 +134,9 @@ async def _session_values(names: list[str]) -> tuple[list[ImageRecord], Values]:
     async def work() -> None:
         nonlocal done
         for record, missing in queue:
-            _, data = await data_service.run_store(data_service.load_image, record.id)
+            _, data = await data_service.run_store(workspace.load_image, record.id)
             try:
-                heavy = data_service.heavy_record(record)
+                heavy = workspace.heavy_record(record)
                 computed = await pool.run(compute_features, data, missing, max_pixels, heavy=heavy)
             except DarkroomError as exc:
                 raise exc.with_message(f"{record.filename}: {exc.message}") from None
@@ -183,7 +183,7 @@ def _group_duplicates(
     records: list[ImageRecord], values: Values, limit: int, stop: threading.Event | None = None
 ) -> DuplicateGroups:
     """``find_duplicates``' grouping, for a worker thread: images deleted meanwhile are left out."""
-    current = {record.id: record for record in data_service.list_images()}
+    current = {record.id: record for record in workspace.list_images()}
     kept = [current[record.id] for record in records if record.id in current]
     by_pixels: dict[tuple, list[ImageRecord]] = {}
     for record in kept:
@@ -257,7 +257,7 @@ def _table(records: list[ImageRecord], names: list[str], values: Values) -> tupl
         for row, (score, odd) in zip(rows, flags, strict=True):
             row["cleanvision.odd_size_score"] = score
             row["cleanvision.is_odd_size"] = odd
-    _add_annotations(rows, data_service.list_annotations())
+    _add_annotations(rows, workspace.list_annotations())
     columns: list[str] = []
     seen: set[str] = set()
     for row in rows:

@@ -1,0 +1,310 @@
+"""Uploads: the one pipeline from a part's bytes to images stored in the current session.
+
+Every way in (multipart ``POST /api/images``, ``POST /api/images/zip``, the upload socket, and the
+page's drop zone over the socket or its HTTP fallback) goes through the same two steps, so that
+CPU work runs while later bytes still arrive:
+
+1. ``prepare_part``: one part, a photo or a ZIP archive (``Part.arrived`` tells them apart by
+   content, where the way in takes archives), becomes prepared images and skipped entries. It needs
+   no session. Every decode runs in the decode sandbox (``core.sandbox``), within the session's
+   and the address's decode shares; cancelling it (the client left) stops the decode, or the
+   archive's inflating and decoding member by member. The ZIP route, whose body is one archive
+   refused whole as the request's answer, uses its archive step ``prepare_archive``.
+2. ``commit``: store prepared images into the current session, one by one.
+
+The bytes in flight are counted by the callers (``core.inflight``) until ``commit`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from core import workspace
+from core.archive import ZipMember, iter_members
+from core.data_service import namespace, sandbox, settings
+from core.errors import CorruptImage, DarkroomError, ServiceBusy, UnsupportedImage
+from core.events import IMAGE_ADDED
+from core.ingest import (
+    ALLOWED_TEXT,
+    ImageFacts,
+    IngestedImage,
+    check_bytes,
+    clean_filename,
+    inspect_image,
+    is_zip,
+    with_facts,
+)
+from core.prechecks import pixels_at_a_glance
+from core.sandbox import RETRY_AFTER_SECONDS as DECODE_RETRY_SECONDS
+from core.storage.base import ImageRecord
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    filename: str
+    status: int
+    detail: str
+
+    @property
+    def retry_after(self) -> int | None:
+        """A 503 (the decoders were busy): when to send the file again, as ``Retry-After`` says."""
+        return DECODE_RETRY_SECONDS if self.status == ServiceBusy.status_code else None
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    filename: str
+    existing: ImageRecord
+
+
+@dataclass(frozen=True)
+class Skipped:
+    filename: str
+    reason: str
+
+
+@dataclass
+class UploadReport:
+    accepted: list[ImageRecord] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    # ``duplicates`` lists files whose bytes were already in the workspace: under the same name
+    # they were not stored again; under a new name they are also in ``accepted``.
+
+    @property
+    def status_code(self) -> int:
+        """200 when anything was stored or already there, else the first rejection's status."""
+        if self.accepted or self.duplicates or not self.rejected:
+            return 200
+        return self.rejected[0].status
+
+    @property
+    def detail(self) -> str | None:
+        if self.status_code == 200:
+            return None
+        first = self.rejected[0]
+        more = len(self.rejected) - 1
+        return f"{first.filename}: {first.detail}" + (f" (and {more} more rejected)" if more else "")
+
+    @property
+    def retry_after(self) -> int | None:
+        """When every file was refused for busy decoders: when to send them again (else None)."""
+        return self.rejected[0].retry_after if self.status_code != 200 else None
+
+
+Prepared = IngestedImage | Rejection
+
+
+@dataclass(frozen=True)
+class Part:
+    """One file of an upload as it arrived: its bytes, the name the client gave it, and whether it
+    is a ZIP archive whose images are unpacked."""
+
+    data: bytes
+    filename: str | None
+    archive: bool = False
+
+    @classmethod
+    def arrived(cls, data: bytes, filename: str | None, archives: bool) -> Part:
+        """The part of a way in that takes archives too (``archives``: the page's drop zone) or
+        photos only; an archive is told by its content, never by its name."""
+        return cls(data, filename, archives and is_zip(data))
+
+
+# -- prepare --
+async def prepare_part(part: Part) -> tuple[list[Prepared], list[Skipped]]:
+    """Prepare one part for ``commit``: a photo becomes one image or one rejection; an archive its
+    images and the entries it skipped, or, refused whole, one rejection under the archive's name
+    (nothing of it is kept; the upload's other parts go on). Cancelling stops its decodes."""
+    if not part.archive:
+        return [await _prepare_image(part.data, part.filename)], []
+    try:
+        return await prepare_archive(part.data)
+    except DarkroomError as exc:
+        return [_rejection(part.filename, exc)], []
+
+
+async def _prepare_image(data: bytes, filename: str | None) -> Prepared:
+    """Validate one file and make its thumbnail in the decode sandbox; cancelling stops the decode."""
+    try:
+        fmt = check_bytes(data, settings())  # refusals that need no decoder cost no worker
+        facts = await sandbox().run(inspect_image, data, settings(), heavy=_heavy(data, fmt))
+        return with_facts(data, filename, facts)
+    except Exception as exc:  # noqa: BLE001  every failure is this file's answer, never a 5xx
+        return _rejection(filename, exc)
+
+
+async def prepare_archive(data: bytes) -> tuple[list[Prepared], list[Skipped]]:
+    """``prepare_zip`` for the event loop: cancelling stops its inflating and decoding, member by
+    member (the thread running it is told to stop)."""
+    return await _run_stoppable(prepare_zip, data)
+
+
+def prepare_zip(data: bytes, stop: threading.Event | None = None) -> tuple[list[Prepared], list[Skipped]]:
+    """Read an archive with every guard and prepare its images (blocks: call it from a worker
+    thread). Whole-archive problems raise before anything is kept: UnsafeArchive 422, TooLarge 413,
+    UnsupportedImage 415 when it holds no image. Once ``stop`` is set (the client left), nothing
+    more is inflated or decoded and nothing is returned."""
+    members: list[ZipMember] = []
+    order: list[ZipMember | Rejection] = []
+    skipped: list[Skipped] = []
+    for item in iter_members(data, settings()):
+        if stop is not None and stop.is_set():
+            return [], []
+        name = clean_filename(item.name)
+        if isinstance(item, ZipMember):
+            members.append(item)
+            order.append(item)
+        elif item.status is None:
+            skipped.append(Skipped(name, item.reason))
+        else:
+            order.append(Rejection(name, item.status, item.reason))
+    results = iter(_prepare_many(((m.name, m.data) for m in members), stop))
+    prepared: list[Prepared] = []
+    for entry in order:
+        if isinstance(entry, Rejection):
+            prepared.append(entry)
+            continue
+        result = next(results, None)
+        if result is None:  # stopped
+            return [], []
+        if isinstance(result, Rejection) and result.status == UnsupportedImage.status_code:
+            skipped.append(Skipped(result.filename, result.detail))
+        else:
+            prepared.append(result)
+    if not prepared and not (stop is not None and stop.is_set()):
+        raise UnsupportedImage(
+            f"the archive contains no supported images ({ALLOWED_TEXT})"
+            + (f"; {len(skipped)} file(s) skipped" if skipped else "")
+        )
+    return prepared, skipped
+
+
+async def _run_stoppable(call: Callable[..., T], *args: object) -> T:
+    """``call(*args, stop)`` in a worker thread. Cancelled (the client left), it sets ``stop`` and
+    waits for the thread to notice (between members and files) before it gives up, so the bytes the
+    thread holds stay counted in the upload budget until they are really gone."""
+    stop = threading.Event()
+    work = asyncio.ensure_future(asyncio.to_thread(call, *args, stop))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        stop.set()
+        with contextlib.suppress(BaseException):
+            await work
+        raise
+
+
+def _heavy(data: bytes, fmt: str) -> bool:
+    """Whether the decode of these bytes is a heavy task (``DecodePool.is_heavy``)."""
+    return sandbox().is_heavy(fmt, pixels_at_a_glance(data, fmt))
+
+
+def _rejection(filename: str | None, exc: BaseException) -> Rejection:
+    if not isinstance(exc, DarkroomError):  # a bug of ours, not the client's: logged, told plainly
+        log.error("unexpected failure while reading an upload", exc_info=exc)
+        exc = CorruptImage("the file could not be read")
+    return Rejection(clean_filename(filename), exc.status_code, exc.message)
+
+
+def _prepare_many(files: Iterable[tuple[str | None, bytes]], stop: threading.Event | None = None) -> Iterator[Prepared]:
+    """Prepare files in order, keeping every worker busy but never more than one task each in
+    flight for this caller, nor more than the session's decode share (a 1000-member archive does
+    not take the whole queue). Refused for the session's or the address's share while this caller
+    has decodes of its own in flight, a file waits for the oldest of them instead of failing."""
+    pool = sandbox()
+    window: deque[tuple[str | None, bytes, concurrent.futures.Future[ImageFacts] | Exception]] = deque()
+    most_in_flight = max(1, min(pool.workers, pool.session_tasks - 1))  # the window reaches one more
+
+    def submit(data: bytes, fmt: str) -> concurrent.futures.Future[ImageFacts]:
+        """The file's decode; while this caller's share is full, its oldest decode is settled first."""
+        while True:
+            try:
+                return pool.submit(inspect_image, data, settings(), heavy=_heavy(data, fmt))
+            except ServiceBusy:
+                if not window or isinstance(window[0][2], Exception):
+                    raise
+                settled.append(settle())
+
+    def settle() -> Prepared:
+        name, data, work = window.popleft()
+        try:
+            if isinstance(work, Exception):
+                raise work
+            return with_facts(data, name, pool.result(work))
+        except Exception as exc:  # noqa: BLE001  this file's answer; the others go on
+            return _rejection(name, exc)
+
+    settled: list[Prepared] = []  # answers settled while waiting for a share, yielded next
+    try:
+        for name, data in files:
+            if stop is not None and stop.is_set():
+                return  # the client left: nothing more is decoded (the window is cancelled below)
+            try:
+                fmt = check_bytes(data, settings())
+                work: concurrent.futures.Future[ImageFacts] | Exception = submit(data, fmt)
+            except Exception as exc:  # noqa: BLE001  answered in order by settle()
+                work = exc
+            yield from settled
+            settled.clear()
+            window.append((name, data, work))
+            while len(window) > most_in_flight or (window and isinstance(window[0][2], Exception)):
+                yield settle()
+        while window:
+            yield settle()
+    finally:
+        for _, _, work in window:  # the caller stopped early: free the workers
+            if isinstance(work, concurrent.futures.Future):
+                pool.cancel(work)
+
+
+# -- store --
+def commit(prepared: Iterable[Prepared], report: UploadReport | None = None) -> UploadReport:
+    """Store prepared images into the current session, one by one (a full quota rejects the
+    image that does not fit, not the ones before it)."""
+    report = report or UploadReport()
+    store, key, session_id = namespace()
+    if session_id is not None:
+        workspace.admit_session(store, key)
+    for item in prepared:
+        if isinstance(item, Rejection):
+            report.rejected.append(item)
+            continue
+        try:
+            outcome = store.add(key, item)
+        except DarkroomError as exc:
+            report.rejected.append(Rejection(item.filename, exc.status_code, exc.message))
+            continue
+        if outcome.duplicate:
+            report.duplicates.append(Duplicate(item.filename, outcome.record))
+            continue
+        report.accepted.append(outcome.record)
+        if outcome.same_bytes_as is not None:
+            report.duplicates.append(Duplicate(item.filename, outcome.same_bytes_as))
+        workspace.publish(IMAGE_ADDED, session_id, image=outcome.record.to_public())
+    return report
+
+
+# -- the seed's service names (``core.data_service`` serves them) --
+def save_uploaded_images(files: Iterable[tuple[str | None, bytes]]) -> UploadReport:
+    """Validate and store ``(filename, bytes)`` pairs in the current session."""
+    return commit(list(_prepare_many(files)))
+
+
+def save_and_extract_zip(data: bytes) -> UploadReport:
+    """Store every image of a ZIP archive in the current session; list what was not taken."""
+    prepared, skipped = prepare_zip(data)
+    return commit(prepared, UploadReport(skipped=skipped))
