@@ -172,24 +172,13 @@ async def in_store_thread(call: Callable[..., T], *args: object) -> T:
     return await loop.run_in_executor(_current().store_threads, context.run, call, *args)
 
 
-# The seed's names, and those the page (``ui/``) still calls here until it imports them from
-# ``core.workspace``: served from their modules, which import this one's wiring at their top, so
-# this one can only import them once they are asked for.
+# The seed's four service names: served from their modules, which import this one's wiring at
+# their top, so this one can only import them once they are asked for.
 _SERVED_FROM = {
     "save_uploaded_images": "core.uploads",
     "save_and_extract_zip": "core.uploads",
     "load_image": "core.workspace",
     "get_all_image_ids": "core.workspace",
-    # the page's
-    "UploadReport": "core.uploads",
-    "clear_session": "core.workspace",
-    "delete_image": "core.workspace",
-    "list_records_with_annotations": "core.workspace",
-    "load_preview": "core.workspace",
-    "load_thumbnail": "core.workspace",
-    "patch_annotations": "core.workspace",
-    "session_bytes_held": "core.workspace",
-    "touch_session": "core.workspace",
 }
 
 

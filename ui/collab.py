@@ -14,7 +14,7 @@ from typing import Any
 
 from nicegui import Client, app, background_tasks, ui
 
-from core import data_service
+from core import data_service, workspace
 from core.annotations import MAX_TAG_CHARS, AnnotationPatch, RateLimited, StaleVersion, parse_patch
 from core.errors import DarkroomError
 from core.events import ANNOTATION_CHANGED, IMAGE_REMOVED, PRESENCE_CHANGED, SESSION_CLEARED, Event
@@ -500,7 +500,7 @@ async def _patch_in_session(client: Client, image_id: str, patch: AnnotationPatc
     """Apply an edit in the client's session: inline in memory mode, else in a worker thread
     (``run_store`` decides). Runs in its own task, so the session does not leak into another's."""
     with tab_scope(client):
-        return await data_service.run_store(data_service.patch_annotations, image_id, patch, author, member)
+        return await data_service.run_store(workspace.patch_annotations, image_id, patch, author, member)
 
 
 async def _flag_rows(client: Client) -> list[dict[str, Any]]:

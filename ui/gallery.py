@@ -17,7 +17,7 @@ from typing import Any
 from nicegui import background_tasks, ui
 from nicegui.events import GenericEventArguments
 
-from core import data_service
+from core import workspace
 from core.errors import DarkroomError
 from core.units import format_bytes
 from ui.session import in_session
@@ -245,7 +245,7 @@ class Gallery:
     @in_session
     async def delete(self, image_id: str) -> None:
         try:
-            await asyncio.to_thread(data_service.delete_image, image_id)
+            await asyncio.to_thread(workspace.delete_image, image_id)
         except DarkroomError as exc:
             ui.notify(exc.message, type="warning")
 
@@ -269,7 +269,7 @@ class Gallery:
         gone = 0
         for image_id in ids:
             try:
-                await asyncio.to_thread(data_service.delete_image, image_id)
+                await asyncio.to_thread(workspace.delete_image, image_id)
                 gone += 1
             except DarkroomError:
                 continue  # deleted meanwhile, by another tab or a script

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from core import data_service
+from core import data_service, uploads, workspace
 from core.api.data_input import content_disposition, receive_files, upload_response
 from core.api.errors import refuse
 from core.api.export import archive_response
@@ -41,7 +41,7 @@ WS_UPLOAD_PATH = "/_darkroom/ws/upload/{token}"
 PREVIEW_SIZE = 1280
 
 # client id -> what shows that page the outcome of its uploads (set by the workspace page)
-upload_listeners: dict[str, Callable[[data_service.UploadReport | None, DarkroomError | None], None]] = {}
+upload_listeners: dict[str, Callable[[uploads.UploadReport | None, DarkroomError | None], None]] = {}
 
 
 PAGE_GONE = "this page is no longer open; reload it to get your workspace back"
@@ -86,7 +86,7 @@ class PageSession:
             await self.app(scope, receive, send)
 
 
-def _report_to(token: str) -> Callable[[data_service.UploadReport], None] | None:
+def _report_to(token: str) -> Callable[[uploads.UploadReport], None] | None:
     """What shows the page behind ``token`` each file's outcome (refusals, duplicates, skips)."""
     client_id = client_for_token(token)
     listener = upload_listeners.get(client_id) if client_id else None
@@ -121,12 +121,12 @@ def install_routes(app: FastAPI) -> None:
 
     @app.get(THUMBNAIL_PATH, include_in_schema=False)
     async def thumbnail(token: str, image_id: str) -> Response:
-        record, body = await data_service.run_store(data_service.load_thumbnail, image_id)
+        record, body = await data_service.run_store(workspace.load_thumbnail, image_id)
         return _image(body, record.thumbnail_mime)
 
     @app.get(PREVIEW_PATH, include_in_schema=False)
     async def preview(token: str, image_id: str) -> Response:
-        body, mime = await asyncio.to_thread(data_service.load_preview, image_id, PREVIEW_SIZE)
+        body, mime = await asyncio.to_thread(workspace.load_preview, image_id, PREVIEW_SIZE)
         return _image(body, mime)
 
     @app.websocket(WS_UPLOAD_PATH)
@@ -138,7 +138,7 @@ def install_routes(app: FastAPI) -> None:
     @app.get(ORIGINAL_PATH, include_in_schema=False)
     async def original(token: str, image_id: str) -> Response:
         """The detail's download button: the original bytes, as uploaded."""
-        record, body = await data_service.run_store(data_service.load_image, image_id)
+        record, body = await data_service.run_store(workspace.load_image, image_id)
         headers = {
             "X-Content-Type-Options": "nosniff",
             "Cache-Control": "private, no-store",

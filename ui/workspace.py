@@ -18,7 +18,8 @@ from typing import Any
 
 from nicegui import Client, app, background_tasks, ui
 
-from core import data_service
+from core import data_service, uploads
+from core import workspace as core_workspace
 from core.archive import _OS_JUNK_NAMES as OS_JUNK_NAMES  # the page skips the same junk in folders
 from core.errors import DarkroomError
 from core.events import IMAGE_ADDED, IMAGE_REMOVED, PROGRESS, SESSION_CLEARED, Event, bus
@@ -91,7 +92,7 @@ class Workspace:
         upload_listeners[self.client.id] = self.show_upload_outcome
         self.collab.start()
         listed = await data_service.in_store_thread(
-            run_in_session, self.client, data_service.list_records_with_annotations
+            run_in_session, self.client, core_workspace.list_records_with_annotations
         )
         for image in listed:
             self.gallery.add(image)
@@ -105,7 +106,7 @@ class Workspace:
         at page load; uploads then say the same, and the timer tries again. A store that does I/O
         is touched from a store thread, never the event loop."""
         try:
-            await data_service.run_store(run_in_session, self.client, data_service.touch_session)
+            await data_service.run_store(run_in_session, self.client, core_workspace.touch_session)
         except DarkroomError as exc:
             if notify:
                 ui.notify(exc.message, type="warning", timeout=10000)
@@ -238,7 +239,7 @@ class Workspace:
 
     async def _update_counts(self) -> None:
         count = self.gallery.count
-        held = await data_service.run_store(run_in_session, self.client, data_service.session_bytes_held)
+        held = await data_service.run_store(run_in_session, self.client, core_workspace.session_bytes_held)
         self.usage.set_text(
             f"{count} image{'s' if count != 1 else ''} · {format_bytes(held)} of "
             f"{format_bytes(self.settings.session_quota_bytes)}"
@@ -268,7 +269,7 @@ class Workspace:
     @in_session
     async def _clear(self, dialog: ui.dialog) -> None:
         dialog.close()
-        count = await asyncio.to_thread(data_service.clear_session)  # disk and sql modes delete files
+        count = await asyncio.to_thread(core_workspace.clear_session)  # disk and sql modes delete files
         ui.notify(f"Workspace cleared ({count} image{'s' if count != 1 else ''} deleted).")
 
     # -- uploads --
@@ -286,7 +287,7 @@ class Workspace:
     def _upload_stopped(self, detail: str) -> None:
         self._show_lines([("negative", f"Upload stopped: {detail}")])
 
-    def show_upload_outcome(self, report: data_service.UploadReport | None, error: DarkroomError | None) -> None:
+    def show_upload_outcome(self, report: uploads.UploadReport | None, error: DarkroomError | None) -> None:
         """Called by the upload routes: what was refused, skipped or already there, in plain words."""
         lines: list[tuple[str, str]] = []
         if error is not None:
