@@ -1,5 +1,6 @@
 """Presence: who is in a workspace, with generated names, renames, scripts lingering a minute, and
-nothing of one workspace visible from another."""
+nothing of one workspace visible from another. (Across processes, on every presence mirror:
+``test_presence_contract.py``.)"""
 
 from __future__ import annotations
 
