@@ -36,6 +36,7 @@ import io
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -274,25 +275,26 @@ class RedisServer:
     """A throw-away, RAM-only redis-server on a free port."""
 
     def __init__(self) -> None:
-        import redis
-
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
         )
-        client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
+        while not self.ping():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
 
     def stop(self) -> None:
         self.process.terminate()
@@ -300,16 +302,15 @@ class RedisServer:
 
 
 def redis_mode_available(redis_url: str) -> bool:
-    """Whether DARKROOM_STORAGE=redis gives a Redis-backed store (not the memory default)."""
-    from core import data_service
+    """Whether DARKROOM_STORAGE=redis works against ``redis_url`` (redis-py installed, the server usable)."""
     from core.config import Settings
-    from core.storage.memory import MemoryStore
+    from core.storage.factory import build_backends
 
     try:
-        store = data_service.session_store(Settings(storage="redis", redis_url=redis_url))
+        build_backends(Settings(storage="redis", redis_url=redis_url))
     except Exception:  # noqa: BLE001  any failure means: not usable here
         return False
-    return not isinstance(store, MemoryStore)
+    return True
 
 
 def warm_up(server: Server, pngs: list[bytes]) -> None:

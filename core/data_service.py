@@ -34,55 +34,33 @@ from core.presence import presence
 from core.sandbox import DecodePool, decode_pool
 from core.sessions import LEGACY_KEY, current_session_id
 from core.storage.base import ImageStore
-from core.storage.disk import FolderStore, SessionFolders
-from core.storage.memory import MemoryStore
+from core.storage.disk import FolderStore
+from core.storage.factory import build_backends
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-def session_store(settings: Settings) -> ImageStore:
-    """The session store ``DARKROOM_STORAGE`` selects."""
-    quota, cap = settings.session_quota_bytes, settings.memory_cap_bytes
-    if settings.storage == "disk":
-        return SessionFolders(settings.sessions_dir(), quota, cap)
-    if settings.storage == "sql":
-        from core.storage.sql import SqlStore  # SQLAlchemy is imported only when asked for
-
-        return SqlStore(settings.database(), settings.blobs(), quota, cap)
-    if settings.storage == "redis":
-        from core.storage.redis import RedisStore  # redis-py is imported only when asked for
-
-        return RedisStore(
-            settings.redis_url,
-            quota,
-            cap,
-            idle_seconds=settings.session_idle_seconds,
-            allow_persistence=settings.redis_allow_persistence,
-        )
-    return MemoryStore(quota, cap)
-
-
 class _Stores:
-    """The stores built from the settings, replaced as a whole by ``configure``: the session store,
-    the legacy folder, the ledger of which address started which session, and the threads that run
-    blocking store calls (their own, so that deletes and the idle sweep never wait behind uploads,
-    archives and feature runs on the default executor)."""
+    """The stores built from the settings, replaced as a whole by ``configure``: the backends of
+    ``DARKROOM_STORAGE`` (the session store; the event relay, invite book and presence mirror, handed
+    to ``bus``, ``invites`` and ``presence``), the legacy folder, the ledger of which address started
+    which session, and the threads that run blocking store calls (their own, so that deletes and the
+    idle sweep never wait behind uploads, archives and feature runs on the default executor)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.sessions = session_store(settings)
+        backends = build_backends(settings)
+        self.sessions = backends.sessions
         self.legacy = FolderStore(settings.legacy_dir, settings.session_quota_bytes)
         self.ledger = SessionLedger(settings.client_sessions, settings.client_sessions_per_minute)
         self.store_threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, settings.store_threads), thread_name_prefix="darkroom-store"
         )
-        # Redis mode: events, invites and presence go through the same Redis, so every process sees them.
-        shared = getattr(self.sessions, "client", None) if settings.storage == "redis" else None
-        bus.share_through(shared)
-        invites.share_through(shared)
-        presence.share_through(shared)
+        bus.use_relay(backends.relay)
+        invites.use_book(backends.invites)
+        presence.use_mirror(backends.presence)
 
 
 _stores: _Stores | None = None

@@ -8,16 +8,16 @@ changes (``PRESENCE_CHANGED`` events to that session's subscribers only) and not
 or name spans workspaces.
 
 Each process keeps the members connected to it (a tab's socket stays on one process: sticky
-routing). In redis mode (``share_through``) every process also mirrors its members into one Redis
-hash per session, each entry with a lease it renews every few seconds, and lists the union: a tab
-on process A sees a tab on process B, and the members of a process that died leave once their
-lease runs out.
+routing), and mirrors them into the presence mirror ``core.storage.factory`` chooses
+(``core.storage.base.PresenceMirror``; in redis mode one Redis hash per session), each entry with a
+lease it renews every few seconds, and lists the union: a tab on process A sees a tab on process B,
+and the members of a process that died leave once their lease runs out.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import random
 import secrets
 import threading
@@ -29,15 +29,16 @@ from typing import Any, Literal
 
 from core.errors import BadRequest, TooLarge
 from core.events import PRESENCE_CHANGED, Event, bus
+from core.storage.base import PresenceEntry, PresenceMirror
+from core.storage.local import LocalPresenceMirror
 from core.text import one_line
 
 SCRIPT_SEEN_SECONDS = 60.0  # a script stays listed this long after its last WebSocket activity
 MAX_MEMBERS = 100  # per workspace: tabs and scripts together
 MAX_NAME_CHARS = 40
 SWEEP_SECONDS = 1.0  # how often lingering scripts are checked while there are any
-LEASE_SECONDS = 30.0  # redis mode: a member its process stopped renewing (it died) goes after this
-RENEW_SECONDS = 10.0  # redis mode: how often a process renews its members' leases
-SHARED_KEY = "darkroom:presence:"  # + session id: a hash of member id -> JSON (redis mode)
+LEASE_SECONDS = 30.0  # a member its process stopped renewing (it died) goes after this
+RENEW_SECONDS = 10.0  # how often a process renews its members' leases
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +117,10 @@ class Presence:
         publish: Callable[[Event], None] | None = None,
         sweep: bool = True,
         wall: Callable[[], float] = time.time,
+        mirror: PresenceMirror | None = None,
     ) -> None:
         self.clock = clock
-        self.wall = wall  # redis mode: leases are wall-clock times, comparable across processes
+        self.wall = wall  # leases are wall-clock times, comparable across processes
         self._publish = publish or bus.publish
         self._sessions: dict[str, dict[str, Member]] = {}
         self._joined: dict[str, float] = {}  # member id -> wall time it came (the shared list's order)
@@ -126,16 +128,17 @@ class Presence:
         self._lock = threading.Lock()
         self._sweep = sweep
         self._sweeper: threading.Thread | None = None
-        self._shared: Any | None = None
-        self._published: dict[str, list[dict[str, Any]]] = {}  # redis mode: the last list sent per session
-        self._renewed = -RENEW_SECONDS
+        self._mirror = mirror or LocalPresenceMirror()
+        self._published: dict[str, list[dict[str, Any]]] = {}  # the last list sent per session
+        self._renewed = -math.inf
 
-    def share_through(self, client: Any | None) -> None:
-        """Mirror members into Redis through ``client`` (a ``redis.Redis``) and list every process's
-        members, or keep them in this process only (None)."""
+    def use_mirror(self, mirror: PresenceMirror) -> None:
+        """Mirror members into ``mirror`` and list every process's members from it from now on;
+        this process's members are written there at the next sweep."""
         with self._lock:
-            self._shared = client
-            if client is not None and self._sessions:
+            self._mirror = mirror
+            self._renewed = -math.inf
+            if self._sessions:
                 self._start_sweeper()
 
     # -- helpers (lock held) --
@@ -172,75 +175,31 @@ class Presence:
         if member.client is not None and self._scripts.get((session_id, member.client)) == member.id:
             del self._scripts[(session_id, member.client)]
 
-    # -- the shared mirror (redis mode; called without the lock: it does network I/O) --
-    def _entry(self, member: Member, now: float, wall: float) -> str:
+    # -- the mirror (called without the lock: it may do network I/O) --
+    def _entry(self, member: Member, now: float, wall: float) -> PresenceEntry:
         if member.connections > 0:
             until = wall + LEASE_SECONDS
         else:  # a script whose socket closed: listed until a minute after it was last seen
             until = wall + SCRIPT_SEEN_SECONDS - (now - member.last_seen)
-        return json.dumps({**member.to_public(), "joined": self._joined.get(member.id, wall), "until": until})
+        joined = self._joined.get(member.id, wall)
+        return PresenceEntry(member.id, member.name, member.colour, member.kind, joined, until)
 
-    def _mirror(self, session_id: str, write: Sequence[Member] = (), remove: Sequence[str] = ()) -> None:
-        client = self._shared
-        if client is None or not (write or remove):
-            return
-        now, wall = self.clock(), self.wall()
-        key = SHARED_KEY + session_id
-        try:
-            pipe = client.pipeline()
-            if remove:
-                pipe.hdel(key, *remove)
-            if write:
-                pipe.hset(key, mapping={m.id: self._entry(m, now, wall) for m in write})
-                pipe.expire(key, int(LEASE_SECONDS + SCRIPT_SEEN_SECONDS))
-            pipe.execute()
-        except Exception as exc:  # noqa: BLE001  presence is best effort while Redis is away
-            log.warning("could not share presence through Redis (%s)", type(exc).__name__)
+    def _share(self, session_id: str, write: Sequence[Member] = (), remove: Sequence[str] = ()) -> None:
+        if remove:
+            self._mirror.remove(session_id, remove)
+        if write:
+            now, wall = self.clock(), self.wall()
+            self._mirror.write(session_id, [self._entry(m, now, wall) for m in write])
 
     def _shared_members(self, session_id: str) -> list[dict[str, Any]] | None:
-        """Every process's members of the session (None when not shared or Redis is away)."""
-        client = self._shared
-        if client is None:
-            return None
-        try:
-            raw = client.hgetall(SHARED_KEY + session_id)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("could not read presence from Redis (%s)", type(exc).__name__)
+        """Every process's members of the session, in the order they came (None when the mirror
+        cannot be read)."""
+        entries = self._mirror.read(session_id)
+        if entries is None:
             return None
         wall = self.wall()
-        entries = []
-        for value in raw.values():
-            try:
-                entry = json.loads(value)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and entry.get("until", 0) > wall:
-                entries.append(entry)
-        entries.sort(key=lambda e: (e.get("joined", 0), e.get("id", "")))
-        return [{k: e[k] for k in ("id", "name", "colour", "kind")} for e in entries]
-
-    def _prune_shared(self, session_id: str) -> bool:
-        """Remove entries whose lease ran out (their process died); True if this call removed any
-        (so one process, not every one, tells the workspace)."""
-        client = self._shared
-        if client is None:
-            return False
-        key = SHARED_KEY + session_id
-        try:
-            raw = client.hgetall(key)
-            wall = self.wall()
-            expired = []
-            for field, value in raw.items():
-                try:
-                    until = json.loads(value).get("until", 0)
-                except (ValueError, AttributeError):
-                    until = 0
-                if until <= wall:
-                    expired.append(field)
-            return bool(expired) and client.hdel(key, *expired) > 0
-        except Exception as exc:  # noqa: BLE001
-            log.warning("could not prune presence in Redis (%s)", type(exc).__name__)
-            return False
+        listed = sorted((e for e in entries if e.until > wall), key=lambda e: (e.joined, e.id))
+        return [e.to_public() for e in listed]
 
     def _public(self, session_id: str) -> list[dict[str, Any]]:
         shared = self._shared_members(session_id)
@@ -253,8 +212,7 @@ class Presence:
 
     def _changed(self, session_id: str) -> None:
         public = self._public(session_id)
-        if self._shared is not None:
-            self._published[session_id] = public
+        self._published[session_id] = public
         self._publish(Event(PRESENCE_CHANGED, session_id, {"members": public}))
 
     # -- the API --
@@ -284,7 +242,7 @@ class Presence:
                     member.name = clean
         if member is not None:
             if renamed or member.connections == 1:  # a new name, or a lingering script's lease renewed
-                self._mirror(session_id, write=[member])
+                self._share(session_id, write=[member])
             if renamed:
                 self._changed(session_id)
             return member
@@ -302,9 +260,8 @@ class Presence:
                 self._scripts[(session_id, client)] = member.id
             self._sessions.setdefault(session_id, {})[member.id] = member
             self._joined[member.id] = self.wall()
-            if self._shared is not None:
-                self._start_sweeper()
-        self._mirror(session_id, write=[member])
+            self._start_sweeper()
+        self._share(session_id, write=[member])
         self._changed(session_id)
         return member
 
@@ -332,9 +289,9 @@ class Presence:
             else:
                 self._start_sweeper()
         if member.kind == "tab":
-            self._mirror(session_id, remove=[member_id])
+            self._share(session_id, remove=[member_id])
         else:
-            self._mirror(session_id, write=[member])
+            self._share(session_id, write=[member])
         self._changed(session_id)
 
     def seen(self, session_id: str, member_id: str) -> None:
@@ -352,18 +309,18 @@ class Presence:
             if member is None:
                 raise BadRequest("you are not in this workspace any more; reconnect first")
             member.name = clean
-        self._mirror(session_id, write=[member])
+        self._share(session_id, write=[member])
         self._changed(session_id)
         return member
 
     def member(self, session_id: str, member_id: str | None) -> Member | None:
-        """The member with this id in this session (None for an unknown id or another session's);
-        in redis mode also one connected to another process."""
+        """The member with this id in this session (None for an unknown id or another session's),
+        also one connected to another process."""
         if not member_id:
             return None
         with self._lock:
             local = self._sessions.get(session_id, {}).get(member_id)
-        if local is not None or self._shared is None:
+        if local is not None:
             return local
         found = next((m for m in self._shared_members(session_id) or [] if m["id"] == member_id), None)
         if found is None:
@@ -375,7 +332,7 @@ class Presence:
         with self._lock:
             _, went = self._live(session_id, self.clock())
         if went:
-            self._mirror(session_id, remove=went)
+            self._share(session_id, remove=went)
             self._changed(session_id)
         public = self._public(session_id)
         with self._lock:
@@ -388,7 +345,7 @@ class Presence:
             gone = self._sessions.pop(session_id, {})
             for member in gone.values():
                 self._drop(session_id, member)
-        self._mirror(session_id, remove=list(gone))
+        self._share(session_id, remove=list(gone))
 
     @contextmanager
     def attached(
@@ -402,31 +359,25 @@ class Presence:
             self.leave(session_id, member.id)
 
     def sweep(self) -> None:
-        """Drop scripts gone for over a minute and tell their workspaces; in redis mode also renew
-        this process's leases and tell of members other processes lost."""
+        """Drop scripts gone for over a minute and tell their workspaces; every RENEW_SECONDS also
+        renew this process's leases and tell of members other processes lost."""
         now = self.clock()
         with self._lock:
             went = {key: gone for key in list(self._sessions) if (gone := self._live(key, now)[1])}
-            renew = self._shared is not None and now - self._renewed >= RENEW_SECONDS
+            renew = now - self._renewed >= RENEW_SECONDS
             if renew:
                 self._renewed = now
             local = {key: list(members.values()) for key, members in self._sessions.items()} if renew else {}
         for session_id, gone in went.items():
-            self._mirror(session_id, remove=gone)
+            self._share(session_id, remove=gone)
             self._changed(session_id)
         for session_id, members in local.items():
-            self._mirror(session_id, write=members)
-            pruned = self._prune_shared(session_id)
+            self._share(session_id, write=members)
+            pruned = self._mirror.prune(session_id, self.wall())
             if session_id not in went and (pruned or self._public(session_id) != self._published.get(session_id)):
                 self._changed(session_id)
         for session_id in [k for k in self._published if k not in self._sessions]:
             self._published.pop(session_id, None)
-
-    def _needs_sweeping(self) -> bool:
-        # Called with the lock held.
-        if self._shared is not None and self._sessions:
-            return True
-        return any(m.kind == "script" and m.connections <= 0 for ms in self._sessions.values() for m in ms.values())
 
     def _start_sweeper(self) -> None:
         # Called with the lock held: one daemon thread, alive while there is something to sweep.
@@ -443,7 +394,7 @@ class Presence:
             except Exception:  # the sweeper must outlive one bad round
                 log.exception("presence sweep failed")
             with self._lock:
-                if not self._needs_sweeping():
+                if not self._sessions:  # nobody left to renew or to drop
                     self._sweeper = None
                     return
 

@@ -451,3 +451,24 @@ async def cards_named(user, *names: str, shown: bool = True, retries: int = 100)
             return by_name
         await asyncio.sleep(0.05)
     raise AssertionError(f"the gallery {'lacks' if shown else 'still has'} one of {names}: {sorted(by_name)}")
+
+
+# -- the contract suites of the event relay, the invite book and the presence mirror --
+ADAPTERS = ["local", pytest.param("redis", marks=pytest.mark.redis)]
+
+
+def flushed_redis_url(request: pytest.FixtureRequest, db: int) -> str:
+    """The URL of database ``db``, emptied, on the run's throw-away redis-server."""
+    server = request.getfixturevalue("redis_server")
+    server.flush(db)
+    return server.url(db)
+
+
+class Clock:
+    """A clock a test sets by hand (``now``), for ``Presence(clock=..., wall=...)``."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -32,18 +32,18 @@ def redis_env(url: str) -> dict[str, str]:
 def pair() -> Iterator[tuple[ServerProcess, ServerProcess]]:
     if REDIS_MISSING:
         skip_or_fail(REDIS_MISSING)
-    redis = RedisServer()
-    first = ServerProcess(free_port(), redis_env(redis.url()))
+    redis_process = RedisServer()
+    first = ServerProcess(free_port(), redis_env(redis_process.url()))
     try:
-        second = ServerProcess(free_port(), redis_env(redis.url()))
+        second = ServerProcess(free_port(), redis_env(redis_process.url()))
     except BaseException:
         first.stop()
-        redis.close()
+        redis_process.close()
         raise
     yield first, second
     first.stop()
     second.stop()
-    redis.close()
+    redis_process.close()
 
 
 def events(server: ServerProcess, session: str, name: str):

@@ -1,5 +1,6 @@
 """Presence: who is in a workspace, with generated names, renames, scripts lingering a minute, and
-nothing of one workspace visible from another."""
+nothing of one workspace visible from another. (Across processes, on every presence mirror:
+``test_presence_contract.py``.)"""
 
 from __future__ import annotations
 
@@ -8,17 +9,10 @@ import pytest
 from core.errors import BadRequest, TooLarge
 from core.events import PRESENCE_CHANGED, Event
 from core.presence import COLOURS, MAX_MEMBERS, MAX_NAME_CHARS, SCRIPT_SEEN_SECONDS, Presence
+from tests.helpers import Clock
 
 A = "11111111-1111-4111-8111-111111111111"
 B = "22222222-2222-4222-8222-222222222222"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -174,50 +168,3 @@ def test_a_script_gone_a_minute_comes_back_as_a_new_member(presence, clock):
     presence.sweep()
     assert presence.members(A) == []
     assert presence.join(A, "script", client="203.0.113.7").id != first.id
-
-
-# -- redis mode: two processes' presences share one Redis --
-@pytest.fixture
-def shared(redis_server, clock):
-    """Two Presence objects (two processes) on one real redis-server, with one wall clock."""
-    redis_server.flush(3)
-    wall = Clock()
-    wall.now = 2_000_000.0
-    published: list[Event] = []
-    pair = []
-    for _ in range(2):
-        process = Presence(clock=clock, publish=published.append, sweep=False, wall=wall)
-        process.share_through(redis_server.client(3))
-        pair.append(process)
-    yield pair[0], pair[1], wall, published
-    for process in pair:
-        process._shared.close()
-
-
-def test_tabs_on_two_processes_see_each_other(shared):
-    first, second, wall, published = shared
-    on_first = first.join(A, "tab")
-    wall.now += 1
-    on_second = second.join(A, "tab")
-    assert [m.id for m in first.members(A)] == [on_first.id, on_second.id]
-    assert [m.id for m in second.members(A)] == [on_first.id, on_second.id]
-    assert [m["id"] for m in published[-1].data["members"]] == [on_first.id, on_second.id]
-    assert first.member(A, on_second.id).name == on_second.name  # an edit through A is named for B's tab
-    assert first.members(B) == [] and second.member(B, on_first.id) is None
-    second.leave(A, on_second.id)
-    assert [m.id for m in first.members(A)] == [on_first.id]
-
-
-def test_members_of_a_process_that_died_leave_after_their_lease(shared):
-    from core.presence import LEASE_SECONDS
-
-    first, second, wall, published = shared
-    survivor = first.join(A, "tab")
-    second.join(A, "tab")  # then the second process dies: nobody renews its lease
-    wall.now += LEASE_SECONDS - 1
-    assert len(first.members(A)) == 2
-    wall.now += 2
-    published.clear()
-    first.sweep()  # renews its own lease and notices the list changed
-    assert [m.id for m in first.members(A)] == [survivor.id]
-    assert published and [m["id"] for m in published[-1].data["members"]] == [survivor.id]

@@ -1,11 +1,11 @@
 """Redis mode beyond the shared store contract (``test_store_contract.py`` runs that on Redis too):
 two stores on one Redis act like two processes; quota and cap hold under concurrent uploads; a
-full Redis answers 507, a missing one 503 and recovers; a Redis that writes to disk is refused;
-events and invites cross from one "process" to the other. All on a real throw-away redis-server."""
+full Redis answers 507, a missing one 503 and recovers; a Redis that writes to disk is refused.
+All on a real throw-away redis-server. (Events, invites and presence across processes: the
+contract suites ``test_relay_contract.py``, ``test_invite_contract.py``, ``test_presence_contract.py``.)"""
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -14,9 +14,7 @@ import pytest
 
 from core.config import Settings
 from core.errors import CapacityExceeded, NotFound, QuotaExceeded
-from core.events import IMAGE_ADDED, EventBus
 from core.ingest import IngestedImage, ingest_image
-from core.invites import InviteBook
 from core.storage.base import RECORD_OVERHEAD_BYTES
 from core.storage.redis import (
     PersistentRedis,
@@ -51,7 +49,7 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
+def own_server() -> Iterator[RedisServer]:
     """A redis-server of this test's own (it is stopped, restarted or filled up)."""
     if MISSING:
         skip_or_fail(MISSING)
@@ -166,10 +164,10 @@ def test_a_session_nobody_uses_is_dropped_by_redis_itself_and_settled_on_next_us
     assert store.totals().bytes_held == cost(image(2)) and store.totals().images == 1
 
 
-def test_a_full_redis_refuses_uploads_with_507_and_still_serves_reads(own_redis):
-    with own_redis.client() as client:
+def test_a_full_redis_refuses_uploads_with_507_and_still_serves_reads(own_server):
+    with own_server.client() as client:
         client.config_set("maxmemory-policy", "noeviction")
-        store = RedisStore(own_redis.url(), 10**12, 10**12)
+        store = RedisStore(own_server.url(), 10**12, 10**12)
         kept = store.add(A, image(0)).record
         used = int(client.info("memory")["used_memory"])
         client.config_set("maxmemory", used + 64 * 1024)
@@ -185,10 +183,10 @@ def test_a_full_redis_refuses_uploads_with_507_and_still_serves_reads(own_redis)
     store.delete(A, kept.id)  # removing still works when Redis is full
 
 
-def test_redis_down_is_a_503_with_retry_after_and_calls_recover_by_themselves(own_redis):
-    store = RedisStore(own_redis.url(), 10**9, 10**9)
+def test_redis_down_is_a_503_with_retry_after_and_calls_recover_by_themselves(own_server):
+    store = RedisStore(own_server.url(), 10**9, 10**9)
     record = store.add(A, image(1)).record
-    own_redis.stop()
+    own_server.stop()
     with pytest.raises(StoreUnavailable) as error:
         store.list(A)
     assert error.value.status_code == 503
@@ -197,7 +195,7 @@ def test_redis_down_is_a_503_with_retry_after_and_calls_recover_by_themselves(ow
     with pytest.raises(StoreUnavailable):
         store.add(A, image(2))
     assert store.expire_idle(idle_seconds=0) == []  # the background sweep waits quietly
-    own_redis.start()  # a RAM-only Redis comes back empty
+    own_server.start()  # a RAM-only Redis comes back empty
     assert store.list(A) == []
     assert store.add(A, image(1)).record.id != record.id
 
@@ -206,59 +204,16 @@ def test_redis_down_is_a_503_with_retry_after_and_calls_recover_by_themselves(ow
     ("option", "words"),
     [(("--save", "900 1"), "RDB snapshots"), (("--appendonly", "yes"), "AOF (appendonly yes)")],
 )
-def test_a_redis_that_writes_to_disk_is_refused_with_how_to_turn_it_off(own_redis, option, words):
-    with own_redis.client() as client:
+def test_a_redis_that_writes_to_disk_is_refused_with_how_to_turn_it_off(own_server, option, words):
+    with own_server.client() as client:
         client.config_set(option[0].removeprefix("--"), option[1])
     with pytest.raises(PersistentRedis) as error:
-        RedisStore(own_redis.url(), 10**9, 10**9)
+        RedisStore(own_server.url(), 10**9, 10**9)
     message = str(error.value)
     assert words in message
     assert "CONFIG SET save ''" in message and "CONFIG SET appendonly no" in message
     assert "DARKROOM_REDIS_ALLOW_PERSISTENCE=1" in message
-    RedisStore(own_redis.url(), 10**9, 10**9, allow_persistence=True).add(A, image(1))  # accepted when asked
-
-
-def test_events_published_in_one_process_reach_subscribers_in_another(redis_url):
-    import redis
-
-    here, there = EventBus(), EventBus()
-    here.share_through(redis.Redis.from_url(redis_url))
-    there.share_through(redis.Redis.from_url(redis_url))
-    try:
-        assert here.wait_until_shared(10) and there.wait_until_shared(10)
-        got_there: queue.Queue = queue.Queue()
-        got_here: queue.Queue = queue.Queue()
-        there.subscribe(A, got_there.put)
-        here.subscribe(A, got_here.put)
-        there.subscribe(B, lambda event: pytest.fail("another session's event"))
-        from core.events import Event
-
-        here.publish(Event(IMAGE_ADDED, A, {"image": {"id": "x"}}))
-        remote = got_there.get(timeout=10)
-        assert (remote.kind, remote.session_id, remote.data) == (IMAGE_ADDED, A, {"image": {"id": "x"}})
-        assert got_here.get(timeout=1).data == {"image": {"id": "x"}}
-        with pytest.raises(queue.Empty):  # no echo: the publisher's own subscribers get it once
-            got_here.get(timeout=1)
-    finally:
-        here.share_through(None)
-        there.share_through(None)
-
-
-def test_an_invite_made_in_one_process_opens_in_another(redis_url):
-    import redis
-
-    here, there = InviteBook(), InviteBook()
-    here.share_through(redis.Redis.from_url(redis_url))
-    there.share_through(redis.Redis.from_url(redis_url))
-    invite = here.create(A, ttl_seconds=60)
-    assert there.resolve(invite.token) == A
-    assert [i.token for i in there.active(A)] == [invite.token]
-    assert there.revoke(B, invite.token) is False  # not another session's to revoke
-    assert there.revoke(A, invite.token) is True
-    assert here.resolve(invite.token) is None
-    made = here.create(A, ttl_seconds=60, now=1000.0)
-    assert there.resolve(made.token, now=1059.0) == A and there.resolve(made.token, now=1060.0) is None
-    assert there.revoke_all(A) == 1 and here.active(A, now=1000.0) == []
+    RedisStore(own_server.url(), 10**9, 10**9, allow_persistence=True).add(A, image(1))  # accepted when asked
 
 
 def test_concurrent_tag_edits_through_two_processes_lose_nothing_and_are_counted(redis_url):

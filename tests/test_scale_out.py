@@ -52,7 +52,7 @@ def redis_env(url: str, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def shared_redis() -> Iterator[RedisServer]:
+def shared_server() -> Iterator[RedisServer]:
     if REDIS_MISSING:
         skip_or_fail(REDIS_MISSING)
     server = RedisServer()
@@ -61,11 +61,11 @@ def shared_redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def pair(shared_redis: RedisServer) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+def pair(shared_server: RedisServer) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """Two darkroom processes on one Redis."""
-    first = ServerProcess(free_port(), redis_env(shared_redis.url()))
+    first = ServerProcess(free_port(), redis_env(shared_server.url()))
     try:
-        second = ServerProcess(free_port(), redis_env(shared_redis.url()))
+        second = ServerProcess(free_port(), redis_env(shared_server.url()))
     except BaseException:
         first.stop()
         raise
@@ -135,8 +135,8 @@ def test_uploads_through_both_processes_at_once_stay_inside_the_quota(pair):
     assert sum(r["size_bytes"] for r in kept) + thumbnails + 1024 * len(kept) <= QUOTA_BYTES
 
 
-def test_when_one_process_is_killed_the_other_serves_every_session(shared_redis, pair):
-    victim = ServerProcess(free_port(), redis_env(shared_redis.url()))
+def test_when_one_process_is_killed_the_other_serves_every_session(shared_server, pair):
+    victim = ServerProcess(free_port(), redis_env(shared_server.url()))
     sessions = {}
     for n in range(3):
         session_id = new_session(victim.url)
@@ -148,7 +148,7 @@ def test_when_one_process_is_killed_the_other_serves_every_session(shared_redis,
         assert [r["filename"] for r in listed(survivor, session_id)] == [name]
 
 
-def test_a_redis_that_writes_to_disk_is_refused_at_start(shared_redis):
+def test_a_redis_that_writes_to_disk_is_refused_at_start(shared_server):
     persistent = RedisServer(persistence=True)
     try:
         with pytest.raises(RuntimeError) as error:
@@ -163,11 +163,11 @@ def test_a_redis_that_writes_to_disk_is_refused_at_start(shared_redis):
 def test_when_redis_goes_away_calls_get_503_and_recover_when_it_returns():
     if REDIS_MISSING:
         skip_or_fail(REDIS_MISSING)
-    redis = RedisServer()
-    server = ServerProcess(free_port(), redis_env(redis.url()))
+    redis_process = RedisServer()
+    server = ServerProcess(free_port(), redis_env(redis_process.url()))
     try:
         session_id = new_session(server.url)
-        redis.stop()
+        redis_process.stop()
         for call in (
             lambda: httpx.get(f"{server.url}/api/images", params={"session_id": session_id}, timeout=30),
             lambda: push(server.url, session_id, "a.jpg", make_jpeg(seed=3)),
@@ -177,7 +177,7 @@ def test_when_redis_goes_away_calls_get_503_and_recover_when_it_returns():
             assert response.status_code == 503, response.text
             assert "Redis" in response.json()["detail"] and "try again" in response.json()["detail"]
             assert int(response.headers["Retry-After"]) > 0
-        redis.start()  # same port; a RAM-only Redis comes back empty
+        redis_process.start()  # same port; a RAM-only Redis comes back empty
         deadline = time.monotonic() + WAIT_SECONDS
         while (status := push(server.url, session_id, "b.jpg", make_jpeg(seed=4)).status_code) != 200:
             assert status == 503 and time.monotonic() < deadline, status
@@ -186,7 +186,7 @@ def test_when_redis_goes_away_calls_get_503_and_recover_when_it_returns():
         assert "Traceback" not in server.output()
     finally:
         server.stop()
-        redis.close()
+        redis_process.close()
 
 
 # -- Chromium through HAProxy in front of two processes --

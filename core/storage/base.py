@@ -1,8 +1,15 @@
-"""The one contract every image store implements, and the errors it raises.
+"""The contracts of the backends ``DARKROOM_STORAGE`` chooses, and the errors a store raises.
 
-A store keeps images per *namespace key*: a session id, or the legacy shared folder. The key is
-an explicit argument here (stores are adapters); ``core.data_service`` resolves it from
-``CURRENT_SESSION_ID`` so nothing above the service layer ever passes it around.
+- ``ImageStore``: images per *namespace key*: a session id, or the legacy shared folder. The key is
+  an explicit argument here (stores are adapters); ``core.data_service`` resolves it from
+  ``CURRENT_SESSION_ID`` so nothing above the service layer ever passes it around.
+- ``EventRelay``: carries the event bus's events (``core.events``) to the other processes' buses.
+- ``InviteBook``: where invite links (``core.invites``) are kept.
+- ``PresenceMirror``: where each process's members of a workspace (``core.presence``) are listed
+  for every process.
+
+Each has an in-process adapter (``core.storage.local``, ``memory.py``, ``disk.py``, ``sql.py``) and a
+Redis one (``core.storage.redis``); ``core.storage.factory`` builds the set for the settings.
 """
 
 from __future__ import annotations
@@ -10,22 +17,31 @@ from __future__ import annotations
 import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from core.annotations import Annotations
 from core.errors import CapacityExceeded, NotFound, QuotaExceeded
 from core.ingest import IngestedImage
 from core.units import format_bytes
 
+if TYPE_CHECKING:  # these modules use the contracts below; the types are only named here
+    from core.events import Event
+    from core.invites import Invite
+
 __all__ = [
     "RECORD_OVERHEAD_BYTES",
     "AddOutcome",
     "CapacityExceeded",
+    "EventRelay",
     "ImageRecord",
     "ImageStore",
+    "InviteBook",
     "NotFound",
+    "PresenceEntry",
+    "PresenceMirror",
     "QuotaExceeded",
     "StoreTotals",
     "is_image_id",
@@ -222,3 +238,91 @@ class ImageStore(ABC):
     def list_annotations(self, key: str) -> dict[str, Annotations]:
         """Annotations of the namespace's images that have any, by image id."""
         raise NotImplementedError
+
+
+class EventRelay(ABC):
+    """Carries events between the buses of several processes. A bus owns one relay: it starts it,
+    sends each event it publishes through it and is handed the events the others sent; a relay
+    never hands a bus back its own events. Delivery is best effort (a relay that lost its link
+    drops events until it is back), and ``send`` never raises."""
+
+    @abstractmethod
+    def start(self, deliver: Callable[[Event], None]) -> None:
+        """Hand every event another bus sends from now on to ``deliver`` (possibly on another thread)."""
+
+    @abstractmethod
+    def send(self, event: Event) -> None:
+        """Pass ``event`` to the other buses."""
+
+    @abstractmethod
+    def wait_until_listening(self, timeout: float) -> bool:
+        """True once events the others send reach ``deliver`` (False if not within ``timeout``)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop sending and delivering."""
+
+
+class InviteBook(ABC):
+    """Where invites are kept: ``core.invites.Invites`` makes them and applies the rules, the book
+    only stores. Every call costs O(the session's own invites). ``now`` is wall-clock seconds, the
+    same for every process."""
+
+    @abstractmethod
+    def add(self, invite: Invite, most_active: int, now: float) -> bool:
+        """Keep ``invite``, unless its session already has ``most_active`` unexpired ones: then False
+        and nothing is kept."""
+
+    @abstractmethod
+    def find(self, token: str) -> Invite | None:
+        """The invite of ``token`` (possibly expired), or None when unknown or revoked."""
+
+    @abstractmethod
+    def live(self, session_id: str, now: float) -> list[Invite]:
+        """The session's unexpired invites, in any order."""
+
+    @abstractmethod
+    def remove(self, session_id: str, token: str) -> bool:
+        """Remove one of the session's invites; False (and nothing removed) when ``token`` is not one."""
+
+    @abstractmethod
+    def remove_all(self, session_id: str) -> int:
+        """Remove all the session's invites; returns how many there were."""
+
+
+@dataclass(frozen=True)
+class PresenceEntry:
+    """A member of a workspace as every process lists it: its public form, when it came and until
+    when it stays listed unless its process renews it (wall-clock seconds, the same for every process)."""
+
+    id: str
+    name: str
+    colour: str
+    kind: str
+    joined: float
+    until: float
+
+    def to_public(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "colour": self.colour, "kind": self.kind}
+
+
+class PresenceMirror(ABC):
+    """Lists every process's members of each workspace (``core.presence`` keeps and renews its own
+    in it). Best effort: a mirror that cannot be reached logs it, writes nothing and reads None."""
+
+    @abstractmethod
+    def write(self, session_id: str, entries: Sequence[PresenceEntry]) -> None:
+        """Add or replace these members of the session (by id)."""
+
+    @abstractmethod
+    def remove(self, session_id: str, member_ids: Sequence[str]) -> None:
+        """Remove these members of the session (unknown ids are ignored)."""
+
+    @abstractmethod
+    def read(self, session_id: str) -> list[PresenceEntry] | None:
+        """The session's entries, expired ones included, in any order; None when it cannot be read."""
+
+    @abstractmethod
+    def prune(self, session_id: str, now: float) -> bool:
+        """Remove the session's entries that expired by ``now``; True if this call removed any (so
+        that one process, not every one, tells the workspace)."""

@@ -1,0 +1,3 @@
+settle()
+keep()
+return 1
