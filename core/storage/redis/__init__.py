@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from core.config import Settings
 from core.storage.factory import Backends
-from core.storage.redis.client import PersistentRedis, StoreUnavailable, connect
+from core.storage.redis.client import Client, PersistentRedis, StoreUnavailable, connect
 from core.storage.redis.invites import RedisInviteBook
 from core.storage.redis.presence import RedisPresenceMirror
 from core.storage.redis.relay import RedisRelay
 from core.storage.redis.store import RedisStore, decode_cached, encode_cached
 
 __all__ = [
+    "Client",
     "PersistentRedis",
     "RedisInviteBook",
     "RedisPresenceMirror",
