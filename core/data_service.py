@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from core import formats
 from core.admission import SessionLedger
 from core.annotations import EMPTY as EMPTY_ANNOTATIONS
 from core.annotations import AnnotationPatch, Annotations, apply_patch
@@ -43,7 +44,6 @@ from core.errors import (
 )
 from core.events import ANNOTATION_CHANGED, IMAGE_ADDED, IMAGE_REMOVED, SESSION_CLEARED, Event, bus
 from core.ingest import (
-    ALLOWED_TEXT,
     ImageFacts,
     IngestedImage,
     check_bytes,
@@ -449,7 +449,7 @@ def prepare_zip(data: bytes, stop: threading.Event | None = None) -> tuple[list[
 
 def _no_images_in_archive(skipped: list[Skipped]) -> UnsupportedImage:
     return UnsupportedImage(
-        f"the archive contains no supported images ({ALLOWED_TEXT})"
+        f"the archive contains no supported images ({formats.accepted_labels()})"
         + (f"; {len(skipped)} file(s) skipped" if skipped else "")
     )
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 
-from core import data_service
+from core import data_service, formats
 from core.api.models import (
     ERRORS,
     Health,
@@ -32,7 +32,7 @@ from core.archive import read_central_directory
 from core.clients import current_client
 from core.errors import BadRequest, ClientGone, DarkroomError, ServiceBusy, TooLarge
 from core.inflight import IncomingBody, Reservation, receiving
-from core.ingest import ALLOWED_FORMATS, is_zip
+from core.ingest import is_zip
 from core.presence import presence
 from core.sandbox import RETRY_AFTER_SECONDS as DECODE_RETRY_SECONDS
 from core.sessions import new_session_id
@@ -59,7 +59,7 @@ def _image_response(body: bytes, media_type: str, filename: str | None = None) -
 
 
 def _mime(record: ImageRecord) -> str:
-    return ALLOWED_FORMATS[record.format]
+    return formats.get(record.format).mime
 
 
 def upload_response(body: dict[str, object], report: data_service.UploadReport) -> JSONResponse:
