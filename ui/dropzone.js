@@ -26,7 +26,6 @@ const PAINT_MS = 100; // ms at least between two drawings of the tiles
 const PREVIEW_TIMEOUT = 5000; // ms a local preview may take to decode before the next one starts
 const KEEP_FAILED = 10000; // ms a refusal stays on its tile (the page's message list keeps it too)
 const KEEP_DONE = 3000; // ms at most a stored file waits for its gallery card
-const PREVIEWABLE = /^image\/(jpeg|png|gif|webp|avif|bmp|x-ms-bmp)$/;
 
 class SocketUnavailable extends Error {}
 
@@ -325,6 +324,9 @@ export default {
     maxArchiveBytes: Number,
     maxFiles: Number,
     junkNames: Array,
+    previewable: Array, // File.type of the formats the browser decodes itself (core.formats)
+    archiveMimes: Array,
+    archiveExtensions: Array,
   },
   data() {
     return {
@@ -444,7 +446,8 @@ export default {
       return (this.junkNames || []).includes(base) || base.startsWith("._");
     },
     isArchive(file, name) {
-      return /\.zip$/i.test(name) || /zip/.test(file.type);
+      const lower = name.toLowerCase();
+      return this.archiveMimes.includes(file.type) || this.archiveExtensions.some((ext) => lower.endsWith(ext));
     },
     add(entries) {
       entries = entries.filter((entry) => !this.isJunk(entry.name));
@@ -749,7 +752,7 @@ export default {
     },
     askPreview(item) {
       // Queue a tile for its local preview once; true when it was queued.
-      if (item.previewAsked || item.archive || !item.file || !PREVIEWABLE.test(item.file.type)) return false;
+      if (item.previewAsked || item.archive || !item.file || !this.previewable.includes(item.file.type)) return false;
       item.previewAsked = true;
       this.previewQueue.push(item);
       return true;
