@@ -9,6 +9,9 @@ When the WebSocket cannot be opened it falls back to one streaming multipart req
 ``url``. The server enforces every limit; files over them are held back in the browser too
 (``rejected``), so that one of them cannot stop the others.
 
+The upload socket and the local previews (the photo's embedded EXIF thumbnail, else a reduced
+decode) run in Web Workers of ``upload_worker.js``, a module attached with ``dependencies=``.
+
 What the page knows of formats comes from ``core.formats``: the picker's accept list, the types the
 browser previews itself and the archives' types and extensions, passed as props.
 """
@@ -24,7 +27,7 @@ from core import formats
 from core.archive import OS_JUNK_NAMES
 
 
-class DropZone(ui.element, component="dropzone.js"):
+class DropZone(ui.element, component="dropzone.js", dependencies=["upload_worker.js"]):
     def __init__(
         self,
         url: str,
