@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from PIL import ExifTags, Image
 
+from core.units import format_bytes
 from tests.browser import MISSING, loaded_thumbnails, wait_for
 from tests.helpers import DATA, make_jpeg
 
@@ -569,3 +570,15 @@ def test_a_photo_without_an_embedded_thumbnail_is_previewed_from_a_decode(server
     wait_for(driver, lambda d: loaded_thumbnails(d) == len(PHOTOS), message="thumbnails did not appear")
     previews = driver.execute_script("return window.__previews")
     assert previews and {preview["source"] for preview in previews} == {"decoded"}, previews
+
+
+def test_the_drop_zone_writes_sizes_as_the_servers_messages_do(server, browser) -> None:
+    sizes = [0, 1, 1023, 1024, 1280, 1536, 1587, 10_239, 1_048_575, 26_214_400, 5 * 2**40, 3 * 2**50]
+    driver = browser()
+    open_workspace(driver, server.url)
+    written = driver.execute_script(
+        "const zone = getElement(document.querySelector('.dr-dropzone'));"
+        "return arguments[0].map((size) => zone.formatBytes(size));",
+        sizes,
+    )
+    assert written == [format_bytes(size) for size in sizes]

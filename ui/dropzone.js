@@ -13,7 +13,9 @@
 // decode near tile size, one at a time, the files that will wait longest for the server first, and
 // only while the server's thumbnail is not expected sooner.
 //
-// What the page knows of formats comes from Python as props (core.formats).
+// What the page knows of formats, OS junk and byte sizes comes from Python as props (core.formats,
+// core.archive, core.units); formatBytes below is the one remainder of core.units.format_bytes that
+// must run here, on sizes only the browser knows, from the unit table Python gives it.
 
 import { markRaw } from "vue";
 import { localPreview, socketUploader } from "upload_worker";
@@ -29,6 +31,11 @@ const SMOOTHING = 0.2; // weight of the newest measurement in the upload rate an
 const PENDING = ["queued", "uploading", "checking"]; // a file without its verdict yet
 // The workers' script: the page's import map knows the library NiceGUI serves (null: too old a browser).
 const WORKER_URL = typeof import.meta.resolve === "function" ? import.meta.resolve("upload_worker") : null;
+// Python's rounding (half to even), so that a size reads here as in the server's messages.
+const NUMBER = [0, 1].map(
+  (digits) =>
+    new Intl.NumberFormat("en-US", { maximumFractionDigits: digits, useGrouping: false, roundingMode: "halfEven" }),
+);
 
 class SocketUnavailable extends Error {}
 
@@ -91,10 +98,15 @@ export default {
     maxImageBytes: Number,
     maxArchiveBytes: Number,
     maxFiles: Number,
-    junkNames: Array,
+    junkNames: Array, // core.archive: lowercase file names, folder names, name prefixes
+    junkFolders: Array,
+    junkPrefixes: Array,
     previewable: Array, // core.formats: File.type of the formats the browser decodes itself
     archiveMimes: Array,
     archiveExtensions: Array,
+    extensionsByMime: Object, // a pasted image's extension by its type
+    byteUnits: Array, // core.units: the unit table of format_bytes
+    byteStep: Number,
   },
   data() {
     return {
@@ -207,17 +219,19 @@ export default {
       const named = files.map((file, index) => {
         // Screenshots come as "image.png"; a file copied in a file manager keeps its name.
         if (file.name && !/^image\.\w+$/i.test(file.name)) return { file, name: file.name, fromFolder: false };
-        const ext = (file.type.split("/")[1] || "png").replace("jpeg", "jpg").replace(/\+.*$/, "");
+        const subtype = (file.type.split("/")[1] || "png").replace(/\+.*$/, ""); // a type no format has
+        const ext = this.extensionsByMime[file.type] || `.${subtype}`;
         const suffix = files.length > 1 ? `-${index + 1}` : "";
-        return { file, name: `${stamp}${suffix}.${ext}`, fromFolder: false };
+        return { file, name: `${stamp}${suffix}${ext}`, fromFolder: false };
       });
       this.add(named);
     },
     isJunk(path) {
+      // core.archive.is_os_junk, on the lists it reads
       const parts = path.split("/").filter(Boolean);
-      if (!parts.length || parts.includes("__MACOSX")) return true;
+      if (!parts.length || parts.some((part) => this.junkFolders.includes(part))) return true;
       const base = parts[parts.length - 1].toLowerCase();
-      return (this.junkNames || []).includes(base) || base.startsWith("._");
+      return this.junkNames.includes(base) || this.junkPrefixes.some((prefix) => base.startsWith(prefix));
     },
     isArchive(file, name) {
       const lower = name.toLowerCase();
@@ -330,13 +344,23 @@ export default {
     smoothed(previous, value) {
       return previous ? previous + SMOOTHING * (value - previous) : value;
     },
+    formatBytes(n) {
+      // core.units.format_bytes: whole bytes, then at most one decimal in the unit table's units.
+      let value = n;
+      for (const [index, unit] of this.byteUnits.entries()) {
+        if (Math.abs(value) < this.byteStep || index === this.byteUnits.length - 1) {
+          return `${NUMBER[index ? 1 : 0].format(value)} ${unit}`;
+        }
+        value /= this.byteStep;
+      }
+      return "";
+    },
     caption(item) {
       if (item.detail) return item.detail;
       if (item.state === "queued") return "waiting";
       if (item.state === "checking") return "checking";
       if (item.state === "done") return item.archive ? `${item.stored} stored` : "stored";
-      const size = item.size < 1048576 ? `${Math.ceil(item.size / 1024)} KiB` : `${(item.size / 1048576).toFixed(1)} MiB`;
-      return `${Math.round(item.progress * 100)}% of ${size}`;
+      return `${Math.round(item.progress * 100)}% of ${this.formatBytes(item.size)}`;
     },
     // -- sending --
     async pump() {

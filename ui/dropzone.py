@@ -12,8 +12,9 @@ When the WebSocket cannot be opened it falls back to one streaming multipart req
 The upload socket and the local previews (the photo's embedded EXIF thumbnail, else a reduced
 decode) run in Web Workers of ``upload_worker.js``, a module attached with ``dependencies=``.
 
-What the page knows of formats comes from ``core.formats``: the picker's accept list, the types the
-browser previews itself and the archives' types and extensions, passed as props.
+What the page knows of formats (``core.formats``: the picker's accept list, the types the browser
+previews itself, the archives' types and extensions, a pasted image's extension), of OS junk
+(``core.archive``) and of byte sizes (``core.units``' unit table) comes from Python as props.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any
 from nicegui import ui
 
 from core import formats
-from core.archive import OS_JUNK_NAMES
+from core.archive import OS_JUNK_FOLDERS, OS_JUNK_NAMES, OS_JUNK_PREFIXES
+from core.units import BYTE_STEP, BYTE_UNITS
 
 
 class DropZone(ui.element, component="dropzone.js", dependencies=["upload_worker.js"]):
@@ -46,10 +48,15 @@ class DropZone(ui.element, component="dropzone.js", dependencies=["upload_worker
         self._props["previewable"] = formats.previewable_mimes()
         self._props["archive-mimes"] = formats.archive_mimes()
         self._props["archive-extensions"] = formats.archive_extensions()
+        self._props["extensions-by-mime"] = formats.extensions_by_mime()
         self._props["max-image-bytes"] = max_image_bytes
         self._props["max-archive-bytes"] = max_archive_bytes
         self._props["max-files"] = max_files
         self._props["junk-names"] = sorted(OS_JUNK_NAMES)
+        self._props["junk-folders"] = list(OS_JUNK_FOLDERS)
+        self._props["junk-prefixes"] = list(OS_JUNK_PREFIXES)
+        self._props["byte-units"] = list(BYTE_UNITS)
+        self._props["byte-step"] = BYTE_STEP
 
     def on_rejected(self, handler: Callable[[list[dict[str, Any]]], Any]) -> DropZone:
         """``handler(files)`` with the name and size of each file held back for its size."""

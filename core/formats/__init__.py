@@ -9,7 +9,8 @@ registered when this package is imported, so adding a format is one new module (
 * ``core.ingest`` sniffs with ``sniff`` and decodes with what the record says;
 * ``core.prechecks`` runs the record's structure check and its size at a glance;
 * the page's file picker (``accept_list``), its hint (``accepted_labels``) and its local previews
-  (``previewable_mimes``, ``archive_mimes``, ``archive_extensions``), passed to ``ui/dropzone.js``;
+  (``previewable_mimes``, ``archive_mimes``, ``archive_extensions``, ``extensions_by_mime``), passed
+  to ``ui/dropzone.js``;
 * the folder store's file names (``ImageFormat.extensions``) and every served ``Content-Type``.
 
 Modules whose names start with ``_`` are shared helpers, not formats.
@@ -34,6 +35,7 @@ __all__ = [
     "check_area",
     "archive_extensions",
     "archive_mimes",
+    "extensions_by_mime",
     "find",
     "get",
     "image_formats",
@@ -129,6 +131,11 @@ def archive_extensions() -> list[str]:
 
 def _archive_formats() -> list[Format]:
     return sorted(ARCHIVES.values(), key=lambda fmt: fmt.rank)
+
+
+def extensions_by_mime() -> dict[str, str]:
+    """Each image type a browser may report (``File.type``) -> the extension a file of it is named with."""
+    return {mime: fmt.extensions[0] for fmt in image_formats() for mime in fmt.mimes}
 
 
 def prepare_decoders() -> None:
