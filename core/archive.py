@@ -34,7 +34,10 @@ _EOCD64 = struct.Struct("<4sQHHIIQQQQ")
 _CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
 
-_OS_JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", ".directory", "icon\r"}
+# What operating systems leave beside files; skipped silently in archives and in the page's folder drops.
+OS_JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", ".directory", "icon\r"})
+OS_JUNK_FOLDERS = ("__MACOSX",)  # a folder of these names holds junk only
+OS_JUNK_PREFIXES = ("._",)  # macOS resource forks: "._photo.jpg"
 _ARCHIVE_SUFFIXES = (".zip", ".7z", ".rar", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".zst", ".cbz", ".jar")
 _ARCHIVE_MAGIC = (b"PK\x03\x04", b"\x1f\x8b", b"7z\xbc\xaf\x27\x1c", b"Rar!", b"BZh", b"\xfd7zXZ")
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -104,13 +107,14 @@ def _is_unsafe_path(name: str) -> bool:
 
 
 def is_os_junk(name: str) -> bool:
+    """Whether the path ``name`` is something an operating system left there (``OS_JUNK_*``)."""
     parts = [p for p in name.replace("\\", "/").split("/") if p]
     if not parts:
         return True
-    if any(p == "__MACOSX" for p in parts):
+    if any(p in OS_JUNK_FOLDERS for p in parts):
         return True
     base = parts[-1].lower()
-    return base in _OS_JUNK_NAMES or base.startswith("._")
+    return base in OS_JUNK_NAMES or base.startswith(OS_JUNK_PREFIXES)
 
 
 def read_central_directory(data: bytes, settings: Settings) -> list[ZipEntry]:

@@ -1,9 +1,10 @@
 """Bytes -> a validated image ready to store.
 
 The format is decided from the content only (never the file name or the Content-Type), checked
-against an allow-list, and the container's structure is checked (``core.prechecks``: dimensions,
-frames, scans, chunks, tiles) before any pixel is decoded. One decode (at reduced scale for JPEG,
-through libjpeg's draft mode) both proves the data is intact and produces the upright thumbnail.
+against the allow-list (``core.formats``, one module per format), and the container's structure is
+checked (``core.prechecks``: dimensions, frames, scans, chunks, tiles) before any pixel is decoded.
+One decode (at reduced scale for JPEG, through libjpeg's draft mode) both proves the data is intact
+and produces the upright thumbnail.
 
 Decoding untrusted bytes can cost far more than their size, so ``inspect_image`` and
 ``make_preview`` run in the decode sandbox's worker processes (``core.sandbox``), never in the
@@ -20,52 +21,20 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import pillow_heif
 from PIL import Image, ImageFile
 
+from core import formats
 from core.config import Settings
 from core.errors import CorruptImage, DarkroomError, TooLarge, UnsupportedImage
 from core.prechecks import check_area, check_structure
 from core.text import one_line
 from core.units import format_bytes
 
-pillow_heif.register_heif_opener()  # HEIC/HEIF photos from phones; AVIF is Pillow's own plugin
+formats.prepare_decoders()  # HEIC/HEIF through pillow-heif; the others are Pillow's own plugins
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-ALLOWED_FORMATS: dict[str, str] = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "GIF": "image/gif",
-    "WEBP": "image/webp",
-    "BMP": "image/bmp",
-    "TIFF": "image/tiff",
-    "HEIF": "image/heic",
-    "AVIF": "image/avif",
-}
-ALLOWED_TEXT = "JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC/HEIF, AVIF"
-_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
-_AVIF_BRANDS = {b"avif", b"avis"}
 # "cannot identify image file <_io.BytesIO object at 0x7f...>": internals never reach a user
 _OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")
-
-# Recognised but refused, so that the message can name what the file really is.
-_KNOWN_OTHER_SIGNATURES: list[tuple[bytes, int, str]] = [
-    (b"%!PS", 0, "EPS/PostScript"),
-    (b"\xc5\xd0\xd3\xc6", 0, "EPS"),
-    (b"%PDF", 0, "PDF"),
-    (b"\x00\x00\x01\x00", 0, "ICO"),
-    (b"\x00\x00\x02\x00", 0, "CUR"),
-    (b"8BPS", 0, "PSD"),
-    (b"icns", 0, "ICNS"),
-    (b"\x00\x00\x00\x0cjP  ", 0, "JPEG 2000"),
-    (b"\xff\x4f\xff\x51", 0, "JPEG 2000"),
-    (b"\xff\x0a", 0, "JPEG XL"),
-    (b"\x00\x00\x00\x0cJXL ", 0, "JPEG XL"),
-    (b"qoif", 0, "QOI"),
-    (b"DDS ", 0, "DDS"),
-    (b"PK\x03\x04", 0, "ZIP archive"),
-    (b"\x1f\x8b", 0, "gzip archive"),
-]
 
 
 # EXIF orientation tag -> the transpose that makes the picture upright (as ImageOps.exif_transpose).
@@ -85,7 +54,7 @@ class IngestedImage:
     """An image that passed every check, with what the store keeps of it."""
 
     filename: str
-    format: str  # Pillow's name: JPEG, PNG, GIF, WEBP, BMP, TIFF
+    format: str  # Pillow's name, as registered in core.formats: JPEG, PNG, GIF, WEBP, ...
     width: int  # upright (EXIF orientation applied)
     height: int
     data: bytes
@@ -95,7 +64,7 @@ class IngestedImage:
 
     @property
     def mime(self) -> str:
-        return ALLOWED_FORMATS[self.format]
+        return formats.get(self.format).mime
 
 
 def clean_filename(raw: str | None, max_length: int = 200, fallback: str = "image") -> str:
@@ -112,49 +81,18 @@ def clean_filename(raw: str | None, max_length: int = 200, fallback: str = "imag
 
 
 def sniff_format(data: bytes) -> str:
-    """The allowed format the bytes are in, decided by their signature; UnsupportedImage otherwise."""
-    head = data[:64]
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    if head[:2] == b"BM" and len(head) >= 26:
-        return "BMP"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF"
-    if head[4:8] == b"ftyp":
-        # the major brand, then the compatible brands (a generic "mif1" major brand is common)
-        brands = {head[8:12]} | {head[i : i + 4] for i in range(16, min(len(head), _box_size(head)) - 3, 4)}
-        if brands & _AVIF_BRANDS:
-            return "AVIF"
-        if brands & _HEIF_BRANDS:
-            return "HEIF"
+    """The allowed format the bytes are in, decided by their signature (``core.formats``);
+    UnsupportedImage otherwise, naming what the file is when its signature tells."""
+    found = formats.sniff(data)
+    if found is not None:
+        return found.name
     if not data:
         raise UnsupportedImage("the file is empty")
-    other = _name_other_format(head)
+    allowed = formats.accepted_labels()
+    other = formats.refused_name(data)
     if other:
-        raise UnsupportedImage(f"{other} is not supported ({ALLOWED_TEXT} are)")
-    raise UnsupportedImage(f"not a supported image: the content is not {ALLOWED_TEXT}")
-
-
-def _name_other_format(head: bytes) -> str | None:
-    for signature, offset, name in _KNOWN_OTHER_SIGNATURES:
-        if head[offset : offset + len(signature)] == signature:
-            return name
-    if head[:4] in (b"II+\x00", b"MM\x00+"):
-        return "BigTIFF"
-    if head[4:8] == b"ftyp":
-        return "a video or ISO media file"
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith((b"<svg", b"<?xml", b"<!doctype svg")):
-        return "SVG"
-    if text.startswith((b"<!doctype html", b"<html")):
-        return "HTML"
-    return None
+        raise UnsupportedImage(f"{other} is not supported ({allowed} are)")
+    raise UnsupportedImage(f"not a supported image: the content is not {allowed}")
 
 
 @dataclass(frozen=True)
@@ -255,7 +193,7 @@ def make_preview(data: bytes, size: int) -> tuple[bytes, str]:
 
 def is_zip(data: bytes) -> bool:
     """Whether the bytes start like a ZIP archive (local header or an empty archive's end record)."""
-    return data[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+    return formats.is_archive(data)
 
 
 def _too_many_pixels_message(settings: Settings) -> str:
@@ -263,9 +201,9 @@ def _too_many_pixels_message(settings: Settings) -> str:
 
 
 def _check_frames(image: Image.Image, fmt: str, settings: Settings) -> None:
-    """Frames of the formats ``core.prechecks`` cannot count from the container. GIF, PNG, WebP
-    and TIFF were counted there, without seeking (seeking decodes every frame before it)."""
-    if fmt not in ("HEIF", "AVIF"):
+    """Frames of the formats whose structure check does not count them (``counts_frames``); the
+    others were counted there, without seeking (seeking decodes every frame before it)."""
+    if formats.get(fmt).counts_frames:
         return
     frames = getattr(image, "n_frames", 1)  # read from the container by libheif/libavif
     if frames > settings.max_frames:
@@ -281,7 +219,7 @@ def _orientation(image: Image.Image) -> int:
 
 
 def _thumbnail(image: Image.Image, fmt: str, orientation: int, size: int) -> tuple[bytes, str]:
-    if fmt == "JPEG":
+    if formats.get(fmt).draft:
         # libjpeg decodes at 1/2..1/8 scale when the result still covers the thumbnail's box; asking
         # for the real box (not size x size) lets a 3:2 photo use 1/8.
         scale = size / max(image.size)
@@ -336,14 +274,10 @@ def _displayable(image: Image.Image, size: int) -> Image.Image:
 
 
 def _label(fmt: str) -> str:
-    return {"WEBP": "WebP", "HEIF": "HEIC/HEIF"}.get(fmt, fmt)
+    return formats.get(fmt).label
 
 
 def _reason(exc: BaseException) -> str:
     """A decoder's complaint in plain words: first line, no object reprs, bounded length."""
     text = _OBJECT_REPR.sub("the data", str(exc).split("\n")[0])[:120].strip()
     return text or "unreadable data"
-
-
-def _box_size(head: bytes) -> int:
-    return int.from_bytes(head[:4], "big") if len(head) >= 4 else 0

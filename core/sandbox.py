@@ -63,6 +63,7 @@ from typing import Any, Generic, TypeVar
 
 from pebble import ProcessExpired, ProcessPool
 
+from core import formats
 from core.clients import current_client
 from core.config import Settings
 from core.errors import CorruptImage, DarkroomError, ServiceBusy, TooLarge
@@ -333,8 +334,9 @@ class DecodePool:
     # -- admission --
     def is_heavy(self, fmt: str, pixels: int | None) -> bool:
         """Whether decoding an image of ``fmt`` with ``pixels`` (None: not known) is a heavy task:
-        over ``DARKROOM_DECODE_HEAVY_PIXELS`` or of unknown size, except a JPEG (decoded reduced)."""
-        return fmt != "JPEG" and (pixels is None or pixels > self.heavy_pixels)
+        over ``DARKROOM_DECODE_HEAVY_PIXELS`` or of unknown size, except a format decoded reduced
+        (``ImageFormat.draft``: a JPEG)."""
+        return not formats.get(fmt).draft and (pixels is None or pixels > self.heavy_pixels)
 
     def submit(self, function: Callable[..., T], *args: Any, heavy: bool = False) -> concurrent.futures.Future[T]:
         """Queue ``function(*args)`` for a worker, owned by the current session and client address;

@@ -27,13 +27,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from core import workspace
+from core import formats, workspace
 from core.archive import ZipMember, iter_members
 from core.data_service import namespace, sandbox, settings
 from core.errors import CorruptImage, DarkroomError, ServiceBusy, UnsupportedImage
 from core.events import IMAGE_ADDED
 from core.ingest import (
-    ALLOWED_TEXT,
     ImageFacts,
     IngestedImage,
     check_bytes,
@@ -187,7 +186,7 @@ def prepare_zip(data: bytes, stop: threading.Event | None = None) -> tuple[list[
             prepared.append(result)
     if not prepared and not (stop is not None and stop.is_set()):
         raise UnsupportedImage(
-            f"the archive contains no supported images ({ALLOWED_TEXT})"
+            f"the archive contains no supported images ({formats.accepted_labels()})"
             + (f"; {len(skipped)} file(s) skipped" if skipped else "")
         )
     return prepared, skipped

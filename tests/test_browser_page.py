@@ -12,13 +12,15 @@ import io
 import json
 import os
 import re
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 
+from core.units import format_bytes
 from tests.browser import MISSING, loaded_thumbnails, wait_for
 from tests.helpers import DATA, make_jpeg
 
@@ -35,24 +37,28 @@ PHOTOS = sorted((DATA / "features" / "images").iterdir())
 
 
 def everywhere(code: str) -> str:
-    """A script that runs ``code`` on the page and first thing in every worker the page starts from a
-    Blob (the drop zone's upload socket lives in one), with ``self`` as the global scope there."""
+    """A script that runs ``code`` on the page and in every module worker the page starts (the drop
+    zone's upload socket and local previews live in two), with ``self`` as the global scope there:
+    each worker is started from a module that imports the worker's script, then runs ``code``, before
+    the worker takes its first message."""
     return f"""
 const __everywhere = {json.dumps(code)};
 (0, eval)(__everywhere);
-const __RealBlob = window.Blob;
-window.Blob = class extends __RealBlob {{
-  constructor(parts, options) {{
-    if (options && /javascript/.test(options.type || '')) parts = [__everywhere, '\\n', ...parts];
-    super(parts, options);
-  }}
-}};
+if (window.Worker) {{
+  const __RealWorker = window.Worker;
+  window.Worker = class extends __RealWorker {{
+    constructor(url, options) {{
+      const boot = `import ${{JSON.stringify(new URL(url, location.href).href)}};\\n` + __everywhere;
+      super(URL.createObjectURL(new Blob([boot], {{ type: 'text/javascript' }})), options);
+    }}
+  }};
+}}
 """
 
 
 # Records, from the moment the page starts, every WebSocket it or its workers open (a worker reports
 # through a BroadcastChannel), when the first local preview showed and when the first server
-# thumbnail finished loading (performance.now(), same clock). A local preview is a data: URL.
+# thumbnail finished loading (performance.now(), same clock). A local preview is an object URL.
 INSTRUMENT = (
     everywhere("""
 (function (scope) {
@@ -73,7 +79,7 @@ window.__firstPreview = null;
 window.__firstThumbnail = null;
 document.addEventListener('DOMContentLoaded', () => {
   new MutationObserver(() => {
-    if (window.__firstPreview === null && document.querySelector('img.dr-local-preview[src^="data:"]')) {
+    if (window.__firstPreview === null && document.querySelector('img.dr-local-preview[src^="blob:"]')) {
       window.__firstPreview = performance.now();
     }
   }).observe(document.body, { childList: true, subtree: true, attributes: true, attributeFilter: ['src'] });
@@ -164,8 +170,8 @@ def test_chosen_files_travel_over_the_websocket_and_show_a_local_preview_first(s
 
 
 # A browser without workers; a worker that never loads (as under a Content-Security-Policy without
-# blob: workers: the browser reports it with an error event after the constructor returned); one
-# that fails once it is given a batch. A failing worker takes no message.
+# its script, or a browser without module workers: the browser reports it with an error event after
+# the constructor returned); one that fails once it is given a batch. A failing worker takes no message.
 FAILING_WORKER = """
 window.Worker = class extends EventTarget {
   constructor() { super(); if (FAIL_AT === 'load') this.fail(); }
@@ -550,3 +556,93 @@ def test_the_page_loads_no_tailwind_runtime_and_its_utility_classes_still_apply(
       return [style.alignItems, style.rowGap, getComputedStyle(document.querySelector('.text-sm')).fontSize];
     """)
     assert styles == ["center", "8px", "14px"]  # beats NiceGUI's rows (align-items: flex-start; gap: 1rem)
+
+
+def jpeg_with_exif_thumbnail(photo: Image.Image, thumbnail: Image.Image, orientation: int, order: str) -> bytes:
+    """A JPEG of ``photo`` whose EXIF block (APP1) holds, as cameras write it, IFD0 with the
+    ``orientation`` and IFD1 pointing at a JPEG of ``thumbnail``, in byte order ``order`` ("<" for
+    "II", ">" for "MM"). Written by hand: Pillow writes no IFD1."""
+    small, big = io.BytesIO(), io.BytesIO()
+    thumbnail.save(small, "JPEG", quality=90)
+    photo.save(big, "JPEG", quality=90)
+    entry = struct.Struct(order + "HHII")  # tag, type, count, value (a SHORT sits in the first 2 bytes)
+    short = 1 << 16 if order == ">" else 1  # a SHORT value of 1 read as the entry's 4-byte field
+    ifd0_at, ifd1_at = 8, 8 + 2 + entry.size + 4
+    thumbnail_at = ifd1_at + 2 + 3 * entry.size + 4
+    tiff = b"".join(
+        [
+            (b"II" if order == "<" else b"MM") + struct.pack(order + "HI", 42, ifd0_at),
+            struct.pack(order + "H", 1),
+            entry.pack(0x0112, 3, 1, orientation * short),
+            struct.pack(order + "I", ifd1_at),
+            struct.pack(order + "H", 3),
+            entry.pack(0x0103, 3, 1, 6 * short),  # Compression: JPEG
+            entry.pack(0x0201, 4, 1, thumbnail_at),  # JPEGInterchangeFormat
+            entry.pack(0x0202, 4, 1, len(small.getvalue())),  # JPEGInterchangeFormatLength
+            struct.pack(order + "I", 0),
+            small.getvalue(),
+        ]
+    )
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\0\0" + tiff
+    return big.getvalue()[:2] + app1 + big.getvalue()[2:]
+
+
+# Records each local preview as it loads: its tile's name, where it came from (the EXIF thumbnail or
+# a decode), its size as shown and the colour at its centre.
+PREVIEWS = """
+window.__previews = [];
+document.addEventListener('load', (event) => {
+  const img = event.target;
+  if (!(img.matches && img.matches('img.dr-local-preview'))) return;
+  const canvas = document.createElement('canvas');
+  canvas.width = img.naturalWidth;
+  canvas.height = img.naturalHeight;
+  const context = canvas.getContext('2d');
+  context.drawImage(img, 0, 0);
+  const centre = context.getImageData(canvas.width >> 1, canvas.height >> 1, 1, 1).data;
+  window.__previews.push({ name: img.closest('[data-name]').dataset.name, source: img.dataset.preview,
+                           width: img.naturalWidth, height: img.naturalHeight, pixel: [...centre.slice(0, 3)] });
+}, true);
+"""
+PHOTO_RED, THUMBNAIL_BLUE = (220, 30, 30), (20, 40, 230)
+
+
+@pytest.mark.parametrize(("orientation", "order", "shown"), [(1, "<", (160, 120)), (6, ">", (120, 160))])
+def test_a_photo_with_an_embedded_exif_thumbnail_is_previewed_from_it(
+    server, browser, tmp_path, orientation, order, shown
+) -> None:
+    photo = jpeg_with_exif_thumbnail(
+        Image.new("RGB", (1200, 800), PHOTO_RED), Image.new("RGB", (160, 120), THUMBNAIL_BLUE), orientation, order
+    )
+    with Image.open(io.BytesIO(photo)) as opened:  # what cameras write, as Pillow reads it
+        exif = opened.getexif()
+        assert exif[0x0112] == orientation and exif.get_ifd(ExifTags.IFD.IFD1)[0x0202] > 0
+    driver = browser()
+    open_workspace(driver, server.url, before_load=PREVIEWS)
+    choose_files(driver, write(tmp_path, "camera.jpg", photo))
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 1, message="the photo did not arrive")
+    (preview,) = driver.execute_script("return window.__previews")
+    assert (preview["name"], preview["source"]) == ("camera.jpg", "embedded")
+    assert (preview["width"], preview["height"]) == shown  # the thumbnail, turned as the photo is
+    assert all(abs(got - want) < 40 for got, want in zip(preview["pixel"], THUMBNAIL_BLUE, strict=True)), preview
+
+
+def test_a_photo_without_an_embedded_thumbnail_is_previewed_from_a_decode(server, browser) -> None:
+    driver = browser()
+    open_workspace(driver, server.url, before_load=PREVIEWS)
+    choose_files(driver, *PHOTOS)
+    wait_for(driver, lambda d: loaded_thumbnails(d) == len(PHOTOS), message="thumbnails did not appear")
+    previews = driver.execute_script("return window.__previews")
+    assert previews and {preview["source"] for preview in previews} == {"decoded"}, previews
+
+
+def test_the_drop_zone_writes_sizes_as_the_servers_messages_do(server, browser) -> None:
+    sizes = [0, 1, 1023, 1024, 1280, 1536, 1587, 10_239, 1_048_575, 26_214_400, 5 * 2**40, 3 * 2**50]
+    driver = browser()
+    open_workspace(driver, server.url)
+    written = driver.execute_script(
+        "const zone = getElement(document.querySelector('.dr-dropzone'));"
+        "return arguments[0].map((size) => zone.formatBytes(size));",
+        sizes,
+    )
+    assert written == [format_bytes(size) for size in sizes]

@@ -17,15 +17,12 @@ from PIL import Image
 
 from core.config import Settings
 from core.errors import CorruptImage, DarkroomError, TooLarge
+from core.formats._isobmff import MAX_BMFF_BOXES
+from core.formats.gif import MAX_GIF_BLOCKS
+from core.formats.jpeg import MAX_JPEG_JUNK_BYTES
+from core.formats.tiff import MAX_TIFF_SEGMENTS
 from core.ingest import sniff_format
-from core.prechecks import (
-    MAX_BMFF_BOXES,
-    MAX_GIF_BLOCKS,
-    MAX_JPEG_JUNK_BYTES,
-    MAX_TIFF_SEGMENTS,
-    check_structure,
-    pixels_at_a_glance,
-)
+from core.prechecks import check_structure, pixels_at_a_glance
 from tests import hostile_builders as hb
 from tests.helpers import DATA, HOSTILE, make_jpeg
 

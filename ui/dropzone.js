@@ -1,75 +1,45 @@
 // Darkroom's drop zone. Files and folders (dropped or picked) and pasted images are shown at once
-// with the browser's own preview, then streamed over the page's upload WebSocket in binary chunks,
-// never more than WINDOW bytes ahead of the server's acknowledgements. Each file gets the server's
-// verdict as it lands; its local preview then gives way to the gallery card (or to the refusal).
-// When the WebSocket cannot be opened, the same files go in one streaming HTTP request per batch.
+// with a local preview, then streamed over the page's upload WebSocket in binary chunks, never more
+// than a window of bytes ahead of the server's acknowledgements. Each file gets the server's verdict
+// as it lands; its local preview then gives way to the gallery card (or to the refusal). When the
+// WebSocket cannot be opened, the same files go in one streaming HTTP request per batch.
 //
-// The socket runs in a Web Worker (socketUploader), so that reading and sending files never waits
-// behind the page's rendering. The tiles are drawn at most PAINT_MS apart: an upload changes its
-// files' progress hundreds of times a second, and re-rendering every tile for each change held the
-// page's main thread. Local previews are decoded once, one at a time and near tile size, the files
-// that will wait longest for the server first; a file whose server thumbnail is already in is not
-// decoded.
+// The socket and the local previews run in two module Web Workers of ui/upload_worker.js (attached
+// with the element's `dependencies=`), so that reading, parsing and sending files never wait behind
+// the page's rendering, nor the page behind them; where a worker cannot run, the page imports the
+// same functions. The tiles are drawn at most PAINT_MS apart: an upload changes its files' progress
+// hundreds of times a second, and re-rendering every tile for each change held the main thread.
+// A local preview is the photo's embedded EXIF thumbnail when it has one (no decode); otherwise a
+// decode near tile size, one at a time, the files that will wait longest for the server first, and
+// only while the server's thumbnail is not expected sooner.
+//
+// What the page knows of formats, OS junk and byte sizes comes from Python as props (core.formats,
+// core.archive, core.units); formatBytes below is the one remainder of core.units.format_bytes that
+// must run here, on sizes only the browser knows, from the unit table Python gives it.
 
 import { markRaw } from "vue";
+import { localPreview, socketUploader } from "upload_worker";
 
-const CHUNK = 256 * 1024; // bytes per binary message (uvicorn's wsproto reassembles 1 MiB messages slowly)
-const READ = 4 * 1024 * 1024; // bytes read from the file at once (sending small Blob slices is slow in Chromium)
-const WINDOW = 8 * 1024 * 1024; // bytes sent but not yet acknowledged, and bytes buffered by the browser
-const OPEN_TIMEOUT = 5000; // ms to wait for the server's "ready" before falling back to HTTP
 const WALK_LIMIT = 5000; // files and folders visited in one folder drop or pick
 const DEPTH_LIMIT = 32; // nested folders followed
 const MAX_TILES = 120; // files shown at a time while uploading (the rest are counted)
-const PREVIEW_WIDTH = 256; // the decoded size asked for a local preview (a tile is 190 x 150 CSS pixels)
-const PREVIEW_HEIGHT = 192;
 const PAINT_MS = 100; // ms at least between two drawings of the tiles
-const PREVIEW_TIMEOUT = 5000; // ms a local preview may take to decode before the next one starts
+const PREVIEW_TIMEOUT = 5000; // ms a local preview may take before the next one starts
 const KEEP_FAILED = 10000; // ms a refusal stays on its tile (the page's message list keeps it too)
 const KEEP_DONE = 3000; // ms at most a stored file waits for its gallery card
-const PREVIEWABLE = /^image\/(jpeg|png|gif|webp|avif|bmp|x-ms-bmp)$/;
+const SMOOTHING = 0.2; // weight of the newest measurement in the upload rate and the decode time
+const PENDING = ["queued", "uploading", "checking"]; // a file without its verdict yet
+// The workers' script: the page's import map knows the library NiceGUI serves (null: too old a browser).
+const WORKER_URL = typeof import.meta.resolve === "function" ? import.meta.resolve("upload_worker") : null;
+// Python's rounding (half to even), so that a size reads here as in the server's messages.
+const NUMBER = [0, 1].map(
+  (digits) =>
+    new Intl.NumberFormat("en-US", { maximumFractionDigits: digits, useGrouping: false, roundingMode: "halfEven" }),
+);
 
 class SocketUnavailable extends Error {}
 
-// A small JPEG of `file` for its tile (a data: URL), decoded by the browser near tile size.
-// WebCodecs' ImageDecoder decodes a JPEG at 1/2, 1/4 or 1/8 scale when asked for a small size (in a
-// secure context: https or localhost); elsewhere createImageBitmap decodes in full and scales.
-// Both turn the picture upright as its EXIF orientation says.
-async function localPreview(file) {
-  let picture = null;
-  try {
-    if (typeof ImageDecoder !== "undefined" && (await ImageDecoder.isTypeSupported(file.type))) {
-      const decoder = new ImageDecoder({
-        data: file.stream(),
-        type: file.type,
-        desiredWidth: PREVIEW_WIDTH,
-        desiredHeight: PREVIEW_HEIGHT,
-        preferAnimation: false,
-      });
-      try {
-        picture = (await decoder.decode({ frameIndex: 0 })).image;
-      } finally {
-        decoder.close();
-      }
-    } else {
-      picture = await createImageBitmap(file, { resizeWidth: PREVIEW_WIDTH, resizeQuality: "medium" });
-    }
-    const width = picture.displayWidth || picture.width;
-    const height = picture.displayHeight || picture.height;
-    const scale = Math.min(1, (2 * PREVIEW_WIDTH) / Math.max(width, height));
-    const canvas = document.createElement("canvas");
-    canvas.width = Math.max(1, Math.round(width * scale));
-    canvas.height = Math.max(1, Math.round(height * scale));
-    canvas.getContext("2d").drawImage(picture, 0, 0, canvas.width, canvas.height);
-    // toDataURL, not toBlob: Chromium runs toBlob's encoding in idle time, which a busy page may not
-    // have for a second; a JPEG of this size encodes in a few milliseconds.
-    return canvas.toDataURL("image/jpeg", 0.85);
-  } finally {
-    if (picture) picture.close();
-  }
-}
-
 const pad = (n) => String(n).padStart(2, "0");
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // The name the server reports for a file (core.ingest.clean_filename): control and format
 // characters dropped, white space folded, cut to 200 characters keeping the extension.
 const MAX_NAME = 200;
@@ -87,202 +57,6 @@ const fold = (raw) => {
   }
   return chars.slice(0, MAX_NAME - 1).join("") + "…";
 };
-
-// The upload socket: opens the page's upload WebSocket, streams a batch of files over it in binary
-// chunks, never more than WINDOW bytes ahead of the server's acknowledgements, and reports each
-// file's progress and verdict through `post`. It runs in a Web Worker (uploaderSource), so it uses
-// nothing from this module but the constants that uploaderSource gives it.
-function socketUploader(post) {
-  let spare = null; // a promise of an open socket that has said "ready"
-
-  const connect = (url) =>
-    new Promise((resolve, reject) => {
-      let ws;
-      try {
-        ws = new WebSocket(url);
-      } catch (error) {
-        reject(new Error(String(error)));
-        return;
-      }
-      ws.binaryType = "arraybuffer";
-      const timer = setTimeout(() => {
-        ws.onmessage = ws.onclose = null;
-        ws.close();
-        reject(new Error("no answer"));
-      }, OPEN_TIMEOUT);
-      ws.onmessage = (event) => {
-        let message = {};
-        try {
-          message = JSON.parse(event.data);
-        } catch (error) {
-          return;
-        }
-        if (message.type !== "ready") return;
-        clearTimeout(timer);
-        ws.onmessage = ws.onclose = null;
-        resolve(ws);
-      };
-      ws.onclose = () => {
-        clearTimeout(timer);
-        reject(new Error("closed before ready"));
-      };
-    });
-
-  const prepare = (url) => {
-    if (spare) return;
-    const opening = connect(url);
-    spare = opening;
-    opening.then(
-      (ws) => {
-        ws.onclose = () => {
-          if (spare === opening) spare = null; // closed while idle (a restart, a proxy)
-        };
-      },
-      () => {
-        if (spare === opening) spare = null;
-      },
-    );
-  };
-
-  const take = async (url) => {
-    const opening = spare;
-    spare = null;
-    if (opening) {
-      try {
-        const ws = await opening;
-        if (ws.readyState === WebSocket.OPEN) return ws;
-      } catch (error) {
-        // the spare failed: one fresh attempt decides
-      }
-    }
-    return connect(url);
-  };
-
-  const stream = (ws, batch) =>
-    new Promise((resolve) => {
-      let closed = false;
-      let finished = false;
-      let stopDetail = "";
-      let wakers = [];
-      const wake = () => {
-        const waiting = wakers;
-        wakers = [];
-        waiting.forEach((resolveWaiter) => resolveWaiter());
-      };
-      const inFlight = () => batch.reduce((sum, item) => sum + (item.state === "uploading" ? item.sent - item.acked : 0), 0);
-      const receiving = () => batch.find((item) => item.state === "uploading" && item.acked < item.size);
-      const awaiting = () => batch.filter((item) => item.state === "uploading" || item.state === "checking");
-      const settle = (item, status, image, duplicateOf, detail) => {
-        item.state = "settled";
-        post({ type: "verdict", id: item.id, status, image, duplicateOf, detail });
-        wake();
-      };
-
-      const send = async () => {
-        for (const item of batch) {
-          if (closed) return;
-          item.state = "uploading";
-          post({ type: "uploading", id: item.id });
-          ws.send(JSON.stringify({ filename: item.name, size: item.size }));
-          for (let start = 0; start < item.size && item.state === "uploading"; start += READ) {
-            const buffer = await item.file.slice(start, Math.min(item.size, start + READ)).arrayBuffer();
-            for (let offset = 0; offset < buffer.byteLength; ) {
-              // Backpressure: the server acknowledges every chunk it has read.
-              while (!closed && item.state === "uploading" && (inFlight() >= WINDOW || ws.bufferedAmount >= WINDOW)) {
-                await new Promise((resolveWaiter) => {
-                  wakers.push(resolveWaiter);
-                  setTimeout(resolveWaiter, 50); // bufferedAmount has no event
-                });
-              }
-              if (closed) return;
-              if (item.state !== "uploading") break; // refused from its header: the rest is not sent
-              const length = Math.min(CHUNK, buffer.byteLength - offset);
-              ws.send(new Uint8Array(buffer, offset, length));
-              offset += length;
-              item.sent = start + offset;
-            }
-          }
-          if (item.size === 0 && item.state === "uploading") item.state = "checking";
-          item.file = null;
-        }
-        if (!closed) ws.send(JSON.stringify({ type: "done" }));
-      };
-
-      const verdict = (message) => {
-        // "file" is the index of the file's header on this socket: the batch's order.
-        const item = batch[message.file];
-        if (!item || (item.state !== "uploading" && item.state !== "checking")) return;
-        if (message.member) {
-          if (message.status === 200 && message.image) post({ type: "member", id: item.id });
-          return;
-        }
-        settle(item, message.status, message.image, message.duplicate_of, message.detail);
-      };
-
-      ws.onmessage = (event) => {
-        let message;
-        try {
-          message = JSON.parse(event.data);
-        } catch (error) {
-          return;
-        }
-        if (message.type === "progress") {
-          const item = receiving();
-          if (item) {
-            item.acked = Math.min(item.size, message.received);
-            if (item.acked >= item.size) item.state = "checking";
-            post({ type: "progress", id: item.id, acked: item.acked });
-          }
-          wake();
-        } else if (message.type === "result") {
-          verdict(message);
-        } else if (message.type === "summary") {
-          finished = true;
-          for (const item of awaiting()) settle(item, 200, null, null, "");
-        } else if (message.type === "error") {
-          stopDetail = message.detail || "";
-        }
-      };
-      ws.onclose = () => {
-        closed = true;
-        wake();
-        resolve(finished ? null : stopDetail);
-      };
-      send().catch((error) => {
-        stopDetail = String(error);
-        ws.close();
-      });
-    });
-
-  return async (message) => {
-    if (message.type === "prepare") {
-      prepare(message.url);
-    } else if (message.type === "close") {
-      const opening = spare;
-      spare = null;
-      if (opening) opening.then((ws) => ws.close(), () => {});
-    } else if (message.type === "batch") {
-      let ws;
-      try {
-        ws = await take(message.url);
-      } catch (error) {
-        post({ type: "unavailable", detail: String(error.message || error) });
-        return;
-      }
-      const batch = message.files.map((file) => ({ ...file, state: "queued", sent: 0, acked: 0 }));
-      const stopped = await stream(ws, batch);
-      post({ type: "finished", stopped });
-    }
-  };
-}
-
-// The Web Worker's script: socketUploader with the constants it needs from this module.
-const uploaderSource = () =>
-  [
-    `const CHUNK = ${CHUNK}, READ = ${READ}, WINDOW = ${WINDOW}, OPEN_TIMEOUT = ${OPEN_TIMEOUT};`,
-    `const uploader = (${socketUploader.toString()})((message) => self.postMessage(message));`,
-    "self.onmessage = (event) => uploader(event.data);",
-  ].join("\n");
 
 export default {
   template: `
@@ -304,7 +78,7 @@ export default {
         <div v-for="item in shown" :key="item.key" class="dr-pending-tile" :class="'dr-' + item.state"
              :data-state="item.state" :data-name="item.name">
           <img v-if="item.preview" :src="item.preview" class="dr-local-preview" :alt="item.name"
-               decoding="async" @error="clearPreview(item)" />
+               :data-preview="item.previewSource" decoding="async" @error="clearPreview(item)" />
           <div v-else class="dr-pending-noview"><q-icon :name="item.archive ? 'folder_zip' : 'image'" size="md" /></div>
           <div v-if="item.state === 'queued' || item.state === 'uploading'" class="dr-pending-bar">
             <div :style="{ width: Math.round(item.progress * 100) + '%' }"></div>
@@ -324,7 +98,15 @@ export default {
     maxImageBytes: Number,
     maxArchiveBytes: Number,
     maxFiles: Number,
-    junkNames: Array,
+    junkNames: Array, // core.archive: lowercase file names, folder names, name prefixes
+    junkFolders: Array,
+    junkPrefixes: Array,
+    previewable: Array, // core.formats: File.type of the formats the browser decodes itself
+    archiveMimes: Array,
+    archiveExtensions: Array,
+    extensionsByMime: Object, // a pasted image's extension by its type
+    byteUnits: Array, // core.units: the unit table of format_bytes
+    byteStep: Number,
   },
   data() {
     return {
@@ -353,8 +135,13 @@ export default {
     this.socketBroken = false;
     this.previewQueue = []; // tiles waiting for their local preview, newest last
     this.previewing = false;
+    this.previewWaiters = new Map(); // tile key -> the resolve of its preview asked from the worker
+    this.rate = 0; // bytes acknowledged per ms, smoothed (0: not measured yet)
+    this.reportedAt = 0; // performance.now() of the batch's last progress report (0: none yet)
+    this.decodeMs = 0; // ms a local decode takes, smoothed (0: none measured yet)
     this.sending = null; // the batch on the socket: { batch, resolve, reject, byId }
     this.startUploader();
+    this.startPreviewer();
     this.onPaste = (event) => this.paste(event);
     document.addEventListener("paste", this.onPaste);
     this.awaitingCard = new Map(); // image id -> its tile, stored and waiting for its gallery card
@@ -370,6 +157,7 @@ export default {
     this.previewQueue = [];
     if (this.worker) this.worker.terminate();
     else this.toUploader({ type: "close" });
+    if (this.previewer) this.previewer.terminate();
     for (const item of this.items) this.release(item);
   },
   methods: {
@@ -431,20 +219,23 @@ export default {
       const named = files.map((file, index) => {
         // Screenshots come as "image.png"; a file copied in a file manager keeps its name.
         if (file.name && !/^image\.\w+$/i.test(file.name)) return { file, name: file.name, fromFolder: false };
-        const ext = (file.type.split("/")[1] || "png").replace("jpeg", "jpg").replace(/\+.*$/, "");
+        const subtype = (file.type.split("/")[1] || "png").replace(/\+.*$/, ""); // a type no format has
+        const ext = this.extensionsByMime[file.type] || `.${subtype}`;
         const suffix = files.length > 1 ? `-${index + 1}` : "";
-        return { file, name: `${stamp}${suffix}.${ext}`, fromFolder: false };
+        return { file, name: `${stamp}${suffix}${ext}`, fromFolder: false };
       });
       this.add(named);
     },
     isJunk(path) {
+      // core.archive.is_os_junk, on the lists it reads
       const parts = path.split("/").filter(Boolean);
-      if (!parts.length || parts.includes("__MACOSX")) return true;
+      if (!parts.length || parts.some((part) => this.junkFolders.includes(part))) return true;
       const base = parts[parts.length - 1].toLowerCase();
-      return (this.junkNames || []).includes(base) || base.startsWith("._");
+      return this.junkNames.includes(base) || this.junkPrefixes.some((prefix) => base.startsWith(prefix));
     },
     isArchive(file, name) {
-      return /\.zip$/i.test(name) || /zip/.test(file.type);
+      const lower = name.toLowerCase();
+      return this.archiveMimes.includes(file.type) || this.archiveExtensions.some((ext) => lower.endsWith(ext));
     },
     add(entries) {
       entries = entries.filter((entry) => !this.isJunk(entry.name));
@@ -460,7 +251,8 @@ export default {
           size: entry.file.size,
           archive,
           fromFolder: entry.fromFolder,
-          preview: "",
+          preview: "", // an object URL of the local preview
+          previewSource: "", // "embedded" (the EXIF thumbnail) or "decoded"
           progress: 0,
           state: "queued",
           detail: "",
@@ -493,35 +285,82 @@ export default {
       }, wait);
     },
     async preview() {
-      // One decode at a time, newest first: the first files land on the server soonest and show
-      // its thumbnail, so their own decode would be wasted work taken from the upload.
+      // One at a time, newest first: the first files land on the server soonest and show its
+      // thumbnail, so their own decode would be wasted work taken from the upload.
       if (this.previewing) return;
       this.previewing = true;
       try {
         while (this.previewQueue.length) {
           const item = this.previewQueue.pop();
-          if (item.preview || !item.file || !["queued", "uploading", "checking"].includes(item.state)) continue;
-          const decoded = localPreview(item.file).catch(() => "");
-          const url = await Promise.race([decoded, sleep(PREVIEW_TIMEOUT).then(() => null)]);
-          if (url === null) {
-            continue; // a decode that hangs stops no other
-          }
-          if (!url) continue;
+          if (item.preview || !item.file || !PENDING.includes(item.state)) continue;
+          const decode = !this.serverSooner(item);
+          const started = performance.now();
+          let timer;
+          const timeout = new Promise((resolve) => (timer = setTimeout(() => resolve(null), PREVIEW_TIMEOUT)));
+          const found = await Promise.race([this.previewOf(item, decode), timeout]);
+          clearTimeout(timer);
+          this.previewWaiters.delete(item.key); // a preview that hangs stops no other
+          if (!found || !found.blob) continue;
+          if (found.source === "decoded") this.decodeMs = this.smoothed(this.decodeMs, performance.now() - started);
           if (this.unmounted || item.preview || !this.items.includes(item)) continue; // the tile is gone
-          item.preview = url;
+          item.preview = URL.createObjectURL(found.blob);
+          item.previewSource = found.source;
           this.paint(true);
         }
       } finally {
         this.previewing = false;
       }
     },
+    previewOf(item, decode) {
+      if (!this.previewer) return localPreview(item.file, decode);
+      return new Promise((resolve) => {
+        this.previewWaiters.set(item.key, resolve);
+        this.previewer.postMessage({ type: "preview", id: item.key, file: item.file, decode });
+      });
+    },
+    serverSooner(item) {
+      // Whether the server's thumbnail of `item` should come before a local decode would finish:
+      // its bytes are all sent, or the bytes before its end go out faster than a decode takes
+      // (both measured on this page; unmeasured, the page decodes).
+      if (item.state === "checking") return true;
+      if (!this.rate || !this.decodeMs) return false;
+      let ahead = 0;
+      for (const other of this.items) {
+        if (other.state === "queued" || other.state === "uploading") ahead += other.size * (1 - other.progress);
+        if (other === item) break;
+      }
+      return ahead / this.rate < this.decodeMs;
+    },
+    measure(item, progress) {
+      // A file's progress, and the upload rate from the bytes it reports since the last report of
+      // any file in this batch.
+      const bytes = (progress - item.progress) * item.size;
+      item.progress = progress;
+      if (bytes <= 0) return;
+      const now = performance.now();
+      if (this.reportedAt && now > this.reportedAt) this.rate = this.smoothed(this.rate, bytes / (now - this.reportedAt));
+      this.reportedAt = now;
+    },
+    smoothed(previous, value) {
+      return previous ? previous + SMOOTHING * (value - previous) : value;
+    },
+    formatBytes(n) {
+      // core.units.format_bytes: whole bytes, then at most one decimal in the unit table's units.
+      let value = n;
+      for (const [index, unit] of this.byteUnits.entries()) {
+        if (Math.abs(value) < this.byteStep || index === this.byteUnits.length - 1) {
+          return `${NUMBER[index ? 1 : 0].format(value)} ${unit}`;
+        }
+        value /= this.byteStep;
+      }
+      return "";
+    },
     caption(item) {
       if (item.detail) return item.detail;
       if (item.state === "queued") return "waiting";
       if (item.state === "checking") return "checking";
       if (item.state === "done") return item.archive ? `${item.stored} stored` : "stored";
-      const size = item.size < 1048576 ? `${Math.ceil(item.size / 1024)} KiB` : `${(item.size / 1048576).toFixed(1)} MiB`;
-      return `${Math.round(item.progress * 100)}% of ${size}`;
+      return `${Math.round(item.progress * 100)}% of ${this.formatBytes(item.size)}`;
     },
     // -- sending --
     async pump() {
@@ -549,39 +388,54 @@ export default {
       const scheme = location.protocol === "https:" ? "wss:" : "ws:";
       return `${scheme}//${location.host}${window.path_prefix || ""}${this.wsUrl}`;
     },
+    spawnWorker(receive, failed) {
+      // A module worker of ui/upload_worker.js, or null where none can be started. One that fails
+      // later (it did not load: a Content-Security-Policy without it, a browser without module
+      // workers; or it broke) is terminated and `failed` runs.
+      if (!WORKER_URL || typeof Worker === "undefined") return null;
+      try {
+        const worker = new Worker(WORKER_URL, { type: "module" });
+        worker.onmessage = (event) => receive(event.data);
+        worker.onerror = () => {
+          worker.terminate();
+          failed();
+        };
+        return worker;
+      } catch (error) {
+        return null;
+      }
+    },
     startUploader() {
-      // The socket lives in a Web Worker, so that reading files and sending them never waits for
-      // the page's rendering; where a worker cannot be started it runs on the page.
+      // Where the worker cannot run, the socket runs on the page. The files of a batch not yet
+      // settled when the worker failed are sent again.
       const receive = (message) => this.fromUploader(message);
       const onPage = () => {
         this.worker = null;
         const uploader = socketUploader(receive);
         this.toUploader = (message) => uploader(message);
       };
-      try {
-        const source = new Blob([uploaderSource()], { type: "text/javascript" });
-        const url = URL.createObjectURL(source);
-        this.worker = new Worker(url);
-        URL.revokeObjectURL(url);
-        this.worker.onmessage = (event) => receive(event.data);
-        this.worker.onerror = () => {
-          // The worker did not load (a Content-Security-Policy without blob: workers is reported
-          // this way, after the constructor returned) or failed: it goes, with its socket, and the
-          // page sends from now on. The files of a batch not yet settled are sent again.
-          this.worker.terminate();
-          onPage();
-          const sending = this.sending;
-          if (sending) {
-            const left = sending.batch.filter((item) => ["queued", "uploading", "checking"].includes(item.state));
-            this.toUploader(this.batchMessage(left));
-          } else {
-            this.prepareSocket();
-          }
-        };
-        this.toUploader = (message) => this.worker.postMessage(message);
-      } catch (error) {
+      this.worker = this.spawnWorker(receive, () => {
         onPage();
-      }
+        const sending = this.sending;
+        if (sending) {
+          this.toUploader(this.batchMessage(sending.batch.filter((item) => PENDING.includes(item.state))));
+        } else {
+          this.prepareSocket();
+        }
+      });
+      if (this.worker) this.toUploader = (message) => this.worker.postMessage(message);
+      else onPage();
+    },
+    startPreviewer() {
+      // Previews are made on the page where the worker cannot run; the ones it was making end with it.
+      const receive = (message) => {
+        const resolve = this.previewWaiters.get(message.id);
+        if (resolve) resolve(message);
+      };
+      this.previewer = this.spawnWorker(receive, () => {
+        this.previewer = null;
+        for (const resolve of this.previewWaiters.values()) resolve(null);
+      });
     },
     prepareSocket() {
       // The next drop's socket is opened ahead: its handshake is paid before files are chosen.
@@ -589,6 +443,7 @@ export default {
       this.toUploader({ type: "prepare", url: this.socketUrl() });
     },
     overSocket(batch) {
+      this.reportedAt = 0; // the time between two batches is no upload time
       return new Promise((resolve, reject) => {
         this.sending = { batch, resolve, reject, byId: new Map(batch.map((item) => [item.key, item])) };
         this.toUploader(this.batchMessage(batch));
@@ -620,7 +475,7 @@ export default {
         if (message.stopped !== null) {
           const detail = message.stopped || "the connection to the server was lost";
           for (const left of sending.batch) {
-            if (["queued", "uploading", "checking"].includes(left.state)) this.settle(left, 0, null, null, detail);
+            if (PENDING.includes(left.state)) this.settle(left, 0, null, null, detail);
           }
           this.$emit("stopped", detail);
         }
@@ -631,7 +486,7 @@ export default {
         item.state = "uploading";
         this.paint();
       } else if (message.type === "progress") {
-        item.progress = item.size ? message.acked / item.size : 1;
+        this.measure(item, item.size ? message.acked / item.size : 1);
         if (message.acked >= item.size) item.state = "checking";
         this.paint();
       } else if (message.type === "member") {
@@ -642,6 +497,7 @@ export default {
       }
     },
     overHttp(batch) {
+      this.reportedAt = 0;
       return new Promise((resolve) => {
         const form = new FormData();
         for (const item of batch) {
@@ -656,7 +512,7 @@ export default {
           for (const item of batch) {
             const got = Math.max(0, Math.min(item.size, rest));
             rest -= item.size;
-            item.progress = item.size ? got / item.size : 1;
+            this.measure(item, item.size ? got / item.size : 1);
             if (item.progress >= 1 && item.state === "uploading") item.state = "checking";
           }
           this.paint();
@@ -732,6 +588,7 @@ export default {
       setTimeout(() => this.remove(item), ms);
     },
     clearPreview(item) {
+      if (item.preview) URL.revokeObjectURL(item.preview);
       item.preview = "";
       this.paint();
     },
@@ -749,7 +606,7 @@ export default {
     },
     askPreview(item) {
       // Queue a tile for its local preview once; true when it was queued.
-      if (item.previewAsked || item.archive || !item.file || !PREVIEWABLE.test(item.file.type)) return false;
+      if (item.previewAsked || item.archive || !item.file || !this.previewable.includes(item.file.type)) return false;
       item.previewAsked = true;
       this.previewQueue.push(item);
       return true;

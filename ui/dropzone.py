@@ -8,6 +8,13 @@ server's acknowledgements, into the session's RAM; each file is validated and st
 When the WebSocket cannot be opened it falls back to one streaming multipart request per drop to
 ``url``. The server enforces every limit; files over them are held back in the browser too
 (``rejected``), so that one of them cannot stop the others.
+
+The upload socket and the local previews (the photo's embedded EXIF thumbnail, else a reduced
+decode) run in Web Workers of ``upload_worker.js``, a module attached with ``dependencies=``.
+
+What the page knows of formats (``core.formats``: the picker's accept list, the types the browser
+previews itself, the archives' types and extensions, a pasted image's extension), of OS junk
+(``core.archive``) and of byte sizes (``core.units``' unit table) comes from Python as props.
 """
 
 from __future__ import annotations
@@ -17,32 +24,39 @@ from typing import Any
 
 from nicegui import ui
 
-# What the file picker offers: images by type (HEIC/AVIF by extension too: not every OS maps them) and ZIPs.
-ACCEPT = "image/*,.heic,.heif,.avif,.tif,.tiff,.zip,application/zip"
+from core import formats
+from core.archive import OS_JUNK_FOLDERS, OS_JUNK_NAMES, OS_JUNK_PREFIXES
+from core.units import BYTE_STEP, BYTE_UNITS
 
 
-class DropZone(ui.element, component="dropzone.js"):
+class DropZone(ui.element, component="dropzone.js", dependencies=["upload_worker.js"]):
     def __init__(
         self,
         url: str,
         *,
         ws_url: str,
         label: str,
-        accept: str,
         max_image_bytes: int,
         max_archive_bytes: int,
         max_files: int,
-        junk_names: list[str],
     ) -> None:
         super().__init__()
         self._props["url"] = url
         self._props["ws-url"] = ws_url
         self._props["label"] = label
-        self._props["accept"] = accept
+        self._props["accept"] = formats.accept_list()
+        self._props["previewable"] = formats.previewable_mimes()
+        self._props["archive-mimes"] = formats.archive_mimes()
+        self._props["archive-extensions"] = formats.archive_extensions()
+        self._props["extensions-by-mime"] = formats.extensions_by_mime()
         self._props["max-image-bytes"] = max_image_bytes
         self._props["max-archive-bytes"] = max_archive_bytes
         self._props["max-files"] = max_files
-        self._props["junk-names"] = junk_names
+        self._props["junk-names"] = sorted(OS_JUNK_NAMES)
+        self._props["junk-folders"] = list(OS_JUNK_FOLDERS)
+        self._props["junk-prefixes"] = list(OS_JUNK_PREFIXES)
+        self._props["byte-units"] = list(BYTE_UNITS)
+        self._props["byte-step"] = BYTE_STEP
 
     def on_rejected(self, handler: Callable[[list[dict[str, Any]]], Any]) -> DropZone:
         """``handler(files)`` with the name and size of each file held back for its size."""

@@ -17,7 +17,7 @@ from typing import Any
 from nicegui import background_tasks, ui
 from nicegui.events import GenericEventArguments
 
-from core import workspace
+from core import formats, workspace
 from core.errors import DarkroomError
 from core.units import format_bytes
 from ui.session import in_session
@@ -30,7 +30,6 @@ EMPTY_HINT = (
     "Drop photos ({formats}), folders or ZIP archives above, paste a screenshot, or push them from a script: "
     "see Script access."
 )
-FORMAT_NAMES = "JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC/HEIF, AVIF"
 
 
 class GalleryGrid(ui.element, component="gallery.js"):
@@ -132,7 +131,7 @@ class Gallery:
         with self.empty:
             ui.icon("add_photo_alternate").classes("text-6xl")
             ui.label("No images yet.").classes("text-lg")
-            ui.label(EMPTY_HINT.format(formats=FORMAT_NAMES))
+            ui.label(EMPTY_HINT.format(formats=formats.accepted_labels()))
         with ui.row().classes("w-full items-center gap-2 q-mb-sm") as self.selection_bar:
             self.selection_label = ui.label().props("data-testid=selection-count")
             ui.button("Delete selected", icon="delete", on_click=self.confirm_delete_selected).props(

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from core import data_service, uploads, workspace
+from core import data_service, formats, uploads, workspace
 from core.api.data_input import content_disposition, receive_files, upload_response
 from core.api.errors import refuse
 from core.api.export import archive_response
@@ -27,7 +27,6 @@ from core.api.origin import check_same_site
 from core.api.session_middleware import route_path
 from core.api.ws_upload import serve_upload_socket
 from core.errors import DarkroomError, NotFound
-from core.ingest import ALLOWED_FORMATS
 from core.sessions import session_scope
 from ui.session import client_for_token, session_for_token
 
@@ -144,7 +143,7 @@ def install_routes(app: FastAPI) -> None:
             "Cache-Control": "private, no-store",
             "Content-Disposition": content_disposition(record.filename.rsplit("/", 1)[-1], "attachment"),
         }
-        return Response(body, media_type=ALLOWED_FORMATS[record.format], headers=headers)
+        return Response(body, media_type=formats.get(record.format).mime, headers=headers)
 
     @app.get(ARCHIVE_PATH, include_in_schema=False)
     async def archive(token: str) -> StreamingResponse:

@@ -20,7 +20,6 @@ from nicegui import Client, app, background_tasks, ui
 
 from core import data_service, uploads
 from core import workspace as core_workspace
-from core.archive import _OS_JUNK_NAMES as OS_JUNK_NAMES  # the page skips the same junk in folders
 from core.errors import DarkroomError
 from core.events import IMAGE_ADDED, IMAGE_REMOVED, PROGRESS, SESSION_CLEARED, Event, bus
 from core.invites import invites
@@ -28,7 +27,7 @@ from core.units import format_bytes
 from ui.collab import Collab
 from ui.dashboard import Dashboard
 from ui.detail import Detail
-from ui.dropzone import ACCEPT, DropZone
+from ui.dropzone import DropZone
 from ui.gallery import Gallery
 from ui.routes import (
     ARCHIVE_PATH,
@@ -188,11 +187,9 @@ class Workspace:
                 UPLOAD_PATH.format(token=self.binding.token),
                 ws_url=WS_UPLOAD_PATH.format(token=self.binding.token),
                 label="Drop photos, folders or ZIP archives here, click to pick them, or paste",
-                accept=ACCEPT,
                 max_image_bytes=self.settings.max_file_bytes,
                 max_archive_bytes=self.settings.zip_max_archive_bytes,
                 max_files=self.settings.max_files_per_request,
-                junk_names=sorted(OS_JUNK_NAMES),
             ).classes("w-full")
             self.uploader.on_rejected(self._held_back)
             self.uploader.on_notice(lambda text: ui.notify(text, type="info"))

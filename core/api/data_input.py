@@ -17,7 +17,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 
-from core import data_service, uploads, workspace
+from core import data_service, formats, uploads, workspace
 from core.api.models import (
     ERRORS,
     Health,
@@ -33,7 +33,6 @@ from core.archive import read_central_directory
 from core.clients import current_client
 from core.errors import BadRequest, ClientGone, DarkroomError, TooLarge
 from core.inflight import IncomingBody, Reservation, receiving
-from core.ingest import ALLOWED_FORMATS
 from core.presence import presence
 from core.sessions import new_session_id
 from core.storage.base import ImageRecord
@@ -59,7 +58,7 @@ def _image_response(body: bytes, media_type: str, filename: str | None = None) -
 
 
 def _mime(record: ImageRecord) -> str:
-    return ALLOWED_FORMATS[record.format]
+    return formats.get(record.format).mime
 
 
 def upload_response(body: dict[str, object], report: uploads.UploadReport) -> JSONResponse:

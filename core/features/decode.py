@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from core.formats.png import SIGNATURE as PNG_SIGNATURE
+
 # Full-size pixels decoded and held at once on the reduced paths (4 MiB as RGBA).
 STRIP_PIXELS = 1 << 20
 # Rows kept above a band: a BOX kernel rounds its first row to the nearest one.
@@ -42,7 +44,6 @@ ROW_MARGIN = 2
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 # Chunks that describe pixels or frames, not metadata; the rest is metadata to keep.
 _PNG_PIXEL_CHUNKS = frozenset({b"IHDR", b"IDAT", b"acTL", b"fcTL", b"fdAT", b"IEND"})
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _RAW_FORMATS = frozenset({"BMP", "TIFF"})  # their raw tiles point into the file itself
 _TIFF_PLANAR_CONFIGURATION = 284
 _MAX_RAW_BITS_PER_PIXEL = 128
@@ -265,7 +266,7 @@ def _png_metadata(data: bytes) -> Image.Image:
     """Every metadata chunk of the PNG, before and after its pixels (EXIF may follow them), read
     by Pillow from a 1 x 1 PNG that holds them: what a whole decode would put in ``info``."""
     chunks = []
-    position = len(_PNG_SIGNATURE)
+    position = len(PNG_SIGNATURE)
     while position + 12 <= len(data):
         (length,) = struct.unpack_from(">I", data, position)
         kind = data[position + 4 : position + 8]
@@ -279,7 +280,7 @@ def _png_metadata(data: bytes) -> Image.Image:
     header[12] = 0  # not interlaced
     samples = _PNG_CHANNELS[header[9]] * header[8]
     pixel = zlib.compress(bytes(1 + (samples + 7) // 8))
-    one_pixel = b"".join([_PNG_SIGNATURE, _png_chunk(b"IHDR", bytes(header)), *chunks, _png_chunk(b"IDAT", pixel)])
+    one_pixel = b"".join([PNG_SIGNATURE, _png_chunk(b"IHDR", bytes(header)), *chunks, _png_chunk(b"IDAT", pixel)])
     metadata = Image.open(io.BytesIO(one_pixel + _png_chunk(b"IEND", b"")))
     metadata.load()
     return metadata

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core import formats
 from core.annotations import EMPTY as EMPTY_ANNOTATIONS
 from core.annotations import Annotations
 from core.errors import QuotaExceeded
@@ -39,16 +40,6 @@ from core.storage.base import (
 )
 from core.units import format_bytes
 
-EXTENSIONS = {
-    "JPEG": ".jpg",
-    "PNG": ".png",
-    "GIF": ".gif",
-    "WEBP": ".webp",
-    "BMP": ".bmp",
-    "TIFF": ".tif",
-    "HEIF": ".heic",
-    "AVIF": ".avif",
-}
 _TEMP_PREFIX = ".tmp-"
 _ANNOTATIONS_SUFFIX = ".annotations"  # <id>.annotations: the image's tags, rating and note (JSON)
 
@@ -117,7 +108,7 @@ class FolderStore(ImageStore):
 
     # -- on-disk layout --
     def _data_path(self, record: ImageRecord) -> Path:
-        return self.folder / f"{record.id}{EXTENSIONS[record.format]}"
+        return self.folder / f"{record.id}{formats.get(record.format).extensions[0]}"
 
     def _load(self) -> _Index:
         if self._index is not None:
