@@ -24,6 +24,7 @@ from core.client import (
     WINDOW_BYTES,
     AsyncWorkspace,
     BadRequest,
+    Busy,
     Conflict,
     ConnectionLost,
     NotFound,
@@ -35,7 +36,7 @@ from core.client import (
     collect_sources,
 )
 from core.sessions import InvalidSessionId, new_session_id
-from tests.helpers import LiveServer, hostile, listed, make_jpeg
+from tests.helpers import LiveServer, hostile, listed, make_jpeg, ws_connect
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "docs" / "client.ipynb"
 NOTEBOOK_URL = "http://127.0.0.1:8080"
@@ -124,6 +125,27 @@ def test_a_file_over_the_servers_limit_is_refused_in_its_words(workspace, config
         workspace.upload([("huge.png", _noise_png(400, 400, seed=1)), ("ok.jpg", make_jpeg(seed=9))])
     assert refused.value.status == 413 and "64 KiB limit per file" in str(refused.value)
     assert [record["filename"] for record in workspace.images()] == ["ok.jpg"]
+
+
+def test_an_unsafe_archive_is_one_rejection_of_the_archive_in_the_servers_words(workspace):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("../escape.jpg", make_jpeg(seed=19))
+    report = workspace.upload(("evil.zip", archive.getvalue()), strict=False)
+    (rejection,) = report.rejected
+    assert rejection.filename == "evil.zip" and isinstance(rejection.error, Unprocessable)
+    assert ".." in rejection.detail
+    assert workspace.images() == []
+
+
+def test_past_the_addresss_upload_sockets_the_upload_is_busy_with_retry_after(workspace, live_server, configure):
+    configure(client_uploads=1)
+    with ws_connect(live_server, workspace.session_id) as held:  # the address's one upload socket
+        held.recv(timeout=5)
+        with pytest.raises(Busy) as busy:
+            workspace.upload(("a.jpg", make_jpeg(seed=21)))
+    assert busy.value.status == 503 and busy.value.retry_after >= 1
+    assert "upload" in str(busy.value)
 
 
 def test_a_too_large_file_is_announced_but_never_sent():
