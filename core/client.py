@@ -593,7 +593,7 @@ class UploadProtocol:
             raise ServerError("the server sent a message that is not a JSON object on the upload socket")
         kind = answer.get("type")
         if kind == "ready":
-            self.max_file_bytes = int(answer["max_file_bytes"])
+            self.max_file_bytes = int(answer.get("max_file_bytes") or 0)
             self.chunk_bytes = max(1, min(CHUNK_BYTES, int(answer.get("max_message_bytes") or CHUNK_BYTES)))
         elif kind == "progress":
             self._acknowledged()
@@ -728,9 +728,11 @@ class _Upload:
     def __enter__(self) -> _Upload:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
         self.protocol.close()
         self.bar.close()
+        if isinstance(error, ApiError) and error.report is None:
+            error.report = self.report  # what was stored before the upload broke off
 
 
 class _Download:

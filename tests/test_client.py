@@ -145,6 +145,7 @@ def test_past_the_addresss_upload_sockets_the_upload_is_busy_with_retry_after(wo
         with pytest.raises(Busy) as busy:
             workspace.upload(("a.jpg", make_jpeg(seed=21)))
     assert busy.value.status == 503 and busy.value.retry_after >= 1
+    assert busy.value.report is not None and busy.value.report.accepted == []
     assert "upload" in str(busy.value)
 
 
