@@ -11,7 +11,7 @@ from PIL import Image
 
 from core import workspace
 from core.events import PROGRESS, bus
-from core.features import CATALOGUE_ORDER, REGISTRY
+from core.features import CATALOGUE_ORDER, REGISTRY, default_groups
 from tests.feature_tolerances import mismatches
 from tests.helpers import DATA, hostile, listed, make_jpeg, new_session, upload
 
@@ -39,7 +39,7 @@ def test_every_feature_matches_the_reference_libraries(api, folder, name):
     expected = (EXPECTED if folder == "images" else EXPECTED_EDGE)[name]
     assert actual["name"] == name
     assert mismatches(expected, actual) == []
-    assert list(actual)[2:] == CATALOGUE_ORDER
+    assert list(actual)[2:] == default_groups()  # every group but exif_gps, which is only on request
 
 
 def test_pairwise_hash_distances_match_the_reference(api):
@@ -92,6 +92,7 @@ def test_catalog_endpoint_matches_the_registry(api):
         assert group["description"] == registered.description and group["description"]
         assert group["outputs"] == registered.outputs and group["outputs"]
         assert group["parameters"] == registered.parameters
+        assert group["by_default"] == registered.by_default
 
 
 def test_another_sessions_image_features_are_404(api):

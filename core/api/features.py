@@ -23,7 +23,11 @@ router = APIRouter(prefix="/api", tags=["features"])
 JSON = "application/json"
 Groups = Annotated[
     str | None,
-    Query(description="Comma-separated group names (see /api/features/catalog); all when omitted.", max_length=500),
+    Query(
+        description="Comma-separated group names (see /api/features/catalog); when omitted, every group whose "
+        "by_default is true (exif_gps, where a photo was taken, only when named).",
+        max_length=500,
+    ),
 ]
 
 
@@ -33,6 +37,7 @@ class FeatureGroupModel(BaseModel):
     parameters: dict[str, Any]
     outputs: dict[str, str]
     reference: str
+    by_default: bool = Field(description="Computed when no groups are named; false: only when named (GPS)")
 
 
 class Catalog(BaseModel):

@@ -1,7 +1,8 @@
-"""The feature catalogue. Importing this package registers every family, in FEATURES.md's order."""
+"""The feature catalogue. Importing this package registers every family, in FEATURES.md's order,
+then Darkroom's own groups (``exif``, and ``exif_gps``, which is computed only when named)."""
 
-from core.features import color, edges, hashes, intensity, quality, texture  # noqa: F401
-from core.features.registry import REGISTRY, FeatureGroup, resolve_groups
+from core.features import color, edges, exif, hashes, intensity, quality, texture  # noqa: F401
+from core.features.registry import REGISTRY, FeatureGroup, default_groups, resolve_groups
 
 CATALOGUE_ORDER = [
     "basic",
@@ -18,9 +19,11 @@ CATALOGUE_ORDER = [
     "hog",
     "dominant_colors",
     "cleanvision",
+    "exif",
+    "exif_gps",
 ]
 _registered = dict(REGISTRY)
 REGISTRY.clear()
 REGISTRY.update({name: _registered[name] for name in CATALOGUE_ORDER})
 
-__all__ = ["CATALOGUE_ORDER", "REGISTRY", "FeatureGroup", "resolve_groups"]
+__all__ = ["CATALOGUE_ORDER", "REGISTRY", "FeatureGroup", "default_groups", "resolve_groups"]

@@ -20,6 +20,7 @@ class FeatureGroup:
     outputs: dict[str, str]  # leaf name -> what it is (type, shape, range)
     parameters: dict[str, Any] = field(default_factory=dict)
     reference: str = ""
+    by_default: bool = True  # False: computed and shown only when asked for by name (GPS)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -28,6 +29,7 @@ class FeatureGroup:
             "parameters": self.parameters,
             "outputs": self.outputs,
             "reference": self.reference,
+            "by_default": self.by_default,
         }
 
 
@@ -40,23 +42,31 @@ def register(
     outputs: dict[str, str],
     parameters: dict[str, Any] | None = None,
     reference: str = "",
+    by_default: bool = True,
 ) -> Callable[[Compute], Compute]:
-    """Add a compute function to the catalogue under ``name`` (registration order = output order)."""
+    """Add a compute function to the catalogue under ``name`` (registration order = output order);
+    a group not ``by_default`` is left out when no groups are named."""
 
     def add(compute: Compute) -> Compute:
-        REGISTRY[name] = FeatureGroup(name, description, compute, outputs, parameters or {}, reference)
+        REGISTRY[name] = FeatureGroup(name, description, compute, outputs, parameters or {}, reference, by_default)
         return compute
 
     return add
 
 
+def default_groups() -> list[str]:
+    """The groups computed when none are named: every one but those asked for by name only."""
+    return [name for name, group in REGISTRY.items() if group.by_default]
+
+
 def resolve_groups(names: str | list[str] | None) -> list[str]:
-    """Group names in catalogue order; None or empty means all. Unknown names: BadRequest (400)."""
+    """Group names in catalogue order; None or empty means the default groups. Unknown names:
+    BadRequest (400)."""
     if names is None:
-        return list(REGISTRY)
+        return default_groups()
     wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
     if not wanted:
-        return list(REGISTRY)
+        return default_groups()
     unknown = [n for n in wanted if n not in REGISTRY]
     if unknown:
         raise BadRequest(

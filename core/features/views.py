@@ -13,6 +13,9 @@ images upright); ``rgb`` is ``convert('RGB')`` (alpha dropped, not composited); 
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 
 import numpy as np
@@ -22,6 +25,19 @@ from core.errors import CorruptImage
 from core.features.decode import decode_for_analysis
 
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_TAG_LOG = logging.getLogger("PIL.TiffImagePlugin")  # where Pillow logs each EXIF tag it reads
+
+
+@contextmanager
+def exif_log_off() -> Iterator[None]:
+    """Pillow logs every EXIF tag's raw bytes at DEBUG as it reads an IFD, GPS coordinates too (and
+    ``exif_transpose`` reads the GPS IFD to write the EXIF back): inside this, it logs nothing."""
+    was = _TAG_LOG.disabled
+    _TAG_LOG.disabled = True
+    try:
+        yield
+    finally:
+        _TAG_LOG.disabled = was
 
 
 class ImageViews:
@@ -30,9 +46,10 @@ class ImageViews:
     def __init__(self, data: bytes, max_pixels: int | None = None) -> None:
         self.byte_size = len(data)
         try:
-            decoded = decode_for_analysis(data, max_pixels)
-            stored_size = decoded.image.size
-            ImageOps.exif_transpose(decoded.image, in_place=True)  # in place: no second copy
+            with exif_log_off():
+                decoded = decode_for_analysis(data, max_pixels)
+                stored_size = decoded.image.size
+                ImageOps.exif_transpose(decoded.image, in_place=True)  # in place: no second copy
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise CorruptImage(f"the image cannot be decoded ({type(exc).__name__})") from None
         self.format = decoded.format
