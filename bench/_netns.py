@@ -43,13 +43,13 @@ def shaped_namespace(rate: str) -> Iterator[str]:
 
 
 def run_inside(name: str, argv: list[str]) -> int:
-    """Run ``argv`` in namespace ``name`` and return its exit code. On Ctrl-C it is interrupted
-    too and given time to stop its servers before it is killed."""
+    """Run ``argv`` in namespace ``name`` and return its exit code. On Ctrl-C or SIGTERM it is
+    stopped too (SIGTERM) and given time to stop its servers before it is killed."""
     process = subprocess.Popen(["ip", "netns", "exec", name, *argv])
     try:
         return process.wait()
     except KeyboardInterrupt:
-        process.send_signal(signal.SIGINT)  # a SIGTERM to this process reaches it this way too
+        process.send_signal(signal.SIGTERM)  # it may not have had the terminal's Ctrl-C
         try:
             process.wait(timeout=INNER_STOP_SECONDS)
         except subprocess.TimeoutExpired:
