@@ -356,6 +356,8 @@ def measure(args: argparse.Namespace, chosen: list[Workload], workdir: str) -> S
                     shown = " / ".join(seconds(clocks[c]) for c in CLOCKS if c in clocks)
                     elapsed = time.monotonic() - started
                     progress(f"run {run + 1}/{args.runs} [{elapsed:4.0f} s] {workload.label}: {name} {shown} s")
+            left = (time.monotonic() - started) / (run + 1) * (args.runs - run - 1)
+            progress(f"run {run + 1}/{args.runs} done; about {left / 60:.0f} min left")
         return samples
     finally:
         servers.stop()
