@@ -15,13 +15,19 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from tests.helpers import free_port  # noqa: F401  re-exported for the benchmarks
+from tests.helpers import (
+    free_port,  # noqa: F401  re-exported for the benchmarks
+    jpeg_with_exif_thumbnail,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def photo_like_jpeg(seed: int, width: int = 3000, height: int = 2000, target_bytes: int = 5 * 2**20) -> bytes:
-    """A JPEG of about ``target_bytes`` with photo-like content (smooth shapes plus grain)."""
+def photo_like_jpeg(
+    seed: int, width: int = 3000, height: int = 2000, target_bytes: int = 5 * 2**20, exif_thumbnail: bool = True
+) -> bytes:
+    """A JPEG of about ``target_bytes`` with photo-like content (smooth shapes plus grain) and, as
+    phones and cameras write them, a 160x120 thumbnail of itself in its EXIF block."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     base = np.stack(
@@ -38,7 +44,10 @@ def photo_like_jpeg(seed: int, width: int = 3000, height: int = 2000, target_byt
         if abs(size - target_bytes) < 0.08 * target_bytes:
             break
         grain_strength *= (target_bytes / size) ** 1.3
-    return out.getvalue()
+    if not exif_thumbnail:
+        return out.getvalue()
+    thumbnail = Image.fromarray(pixels, "RGB").resize((160, 120), Image.Resampling.BILINEAR)
+    return jpeg_with_exif_thumbnail(out.getvalue(), thumbnail)
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen[bytes], what: str, seconds: float = 60) -> None:

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import re
-import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from PIL import ExifTags, Image
 
 from core.units import format_bytes
 from tests.browser import MISSING, loaded_thumbnails, wait_for
-from tests.helpers import DATA, make_jpeg
+from tests.helpers import DATA, jpeg_with_exif_thumbnail, make_jpeg
 
 if MISSING:
     if os.environ.get("CI", "").lower() == "true":
@@ -556,35 +555,6 @@ def test_the_page_loads_no_tailwind_runtime_and_its_utility_classes_still_apply(
       return [style.alignItems, style.rowGap, getComputedStyle(document.querySelector('.text-sm')).fontSize];
     """)
     assert styles == ["center", "8px", "14px"]  # beats NiceGUI's rows (align-items: flex-start; gap: 1rem)
-
-
-def jpeg_with_exif_thumbnail(photo: Image.Image, thumbnail: Image.Image, orientation: int, order: str) -> bytes:
-    """A JPEG of ``photo`` whose EXIF block (APP1) holds, as cameras write it, IFD0 with the
-    ``orientation`` and IFD1 pointing at a JPEG of ``thumbnail``, in byte order ``order`` ("<" for
-    "II", ">" for "MM"). Written by hand: Pillow writes no IFD1."""
-    small, big = io.BytesIO(), io.BytesIO()
-    thumbnail.save(small, "JPEG", quality=90)
-    photo.save(big, "JPEG", quality=90)
-    entry = struct.Struct(order + "HHII")  # tag, type, count, value (a SHORT sits in the first 2 bytes)
-    short = 1 << 16 if order == ">" else 1  # a SHORT value of 1 read as the entry's 4-byte field
-    ifd0_at, ifd1_at = 8, 8 + 2 + entry.size + 4
-    thumbnail_at = ifd1_at + 2 + 3 * entry.size + 4
-    tiff = b"".join(
-        [
-            (b"II" if order == "<" else b"MM") + struct.pack(order + "HI", 42, ifd0_at),
-            struct.pack(order + "H", 1),
-            entry.pack(0x0112, 3, 1, orientation * short),
-            struct.pack(order + "I", ifd1_at),
-            struct.pack(order + "H", 3),
-            entry.pack(0x0103, 3, 1, 6 * short),  # Compression: JPEG
-            entry.pack(0x0201, 4, 1, thumbnail_at),  # JPEGInterchangeFormat
-            entry.pack(0x0202, 4, 1, len(small.getvalue())),  # JPEGInterchangeFormatLength
-            struct.pack(order + "I", 0),
-            small.getvalue(),
-        ]
-    )
-    app1 = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\0\0" + tiff
-    return big.getvalue()[:2] + app1 + big.getvalue()[2:]
 
 
 # Records each local preview as it loads: its tile's name, where it came from (the EXIF thumbnail or
