@@ -9,9 +9,10 @@
 // the page's rendering, nor the page behind them; where a worker cannot run, the page imports the
 // same functions. The tiles are drawn at most PAINT_MS apart: an upload changes its files' progress
 // hundreds of times a second, and re-rendering every tile for each change held the main thread.
-// A local preview is the photo's embedded EXIF thumbnail when it has one (no decode); otherwise a
-// decode near tile size, one at a time, the files that will wait longest for the server first, and
-// only while the server's thumbnail is not expected sooner.
+// A local preview is the photo's embedded EXIF thumbnail when it has one (no decode; in the order
+// dropped, so the first file shows at once); otherwise a decode near tile size, one at a time, the
+// files that will wait longest for the server first, and only while the server's thumbnail is not
+// expected sooner.
 //
 // What the page knows of formats, OS junk and byte sizes comes from Python as props (core.formats,
 // core.archive, core.units); formatBytes below is the one remainder of core.units.format_bytes that
@@ -27,6 +28,7 @@ const PAINT_MS = 100; // ms at least between two drawings of the tiles
 const PREVIEW_TIMEOUT = 5000; // ms a local preview may take before the next one starts
 const KEEP_FAILED = 10000; // ms a refusal stays on its tile (the page's message list keeps it too)
 const KEEP_DONE = 3000; // ms at most a stored file waits for its gallery card
+const SHOWN_KEPT = 2000; // ids of cards shown before their file's verdict came, kept for it
 const SMOOTHING = 0.2; // weight of the newest measurement in the upload rate and the decode time
 const PENDING = ["queued", "uploading", "checking"]; // a file without its verdict yet
 // The workers' script: the page's import map knows the library NiceGUI serves (null: too old a browser).
@@ -133,7 +135,8 @@ export default {
     this.queue = [];
     this.busy = false;
     this.socketBroken = false;
-    this.previewQueue = []; // tiles waiting for their local preview, newest last
+    this.previewQueue = []; // tiles waiting for their embedded thumbnail, in the order dropped
+    this.decodeQueue = []; // tiles without one, waiting for a decode, newest last
     this.previewing = false;
     this.previewWaiters = new Map(); // tile key -> the resolve of its preview asked from the worker
     this.rate = 0; // bytes acknowledged per ms, smoothed (0: not measured yet)
@@ -145,16 +148,15 @@ export default {
     this.onPaste = (event) => this.paste(event);
     document.addEventListener("paste", this.onPaste);
     this.awaitingCard = new Map(); // image id -> its tile, stored and waiting for its gallery card
-    this.onLoad = (event) => this.cardShown(event);
-    document.addEventListener("load", this.onLoad, true);
+    this.shownEarly = new Set(); // image ids whose card Python said is shown before their verdict
     this.prepareSocket();
   },
   beforeUnmount() {
     this.unmounted = true;
     document.removeEventListener("paste", this.onPaste);
-    document.removeEventListener("load", this.onLoad, true);
     clearTimeout(this.painting);
     this.previewQueue = [];
+    this.decodeQueue = [];
     if (this.worker) this.worker.terminate();
     else this.toUploader({ type: "close" });
     if (this.previewer) this.previewer.terminate();
@@ -285,21 +287,29 @@ export default {
       }, wait);
     },
     async preview() {
-      // One at a time, newest first: the first files land on the server soonest and show its
-      // thumbnail, so their own decode would be wasted work taken from the upload.
+      // One at a time. First every tile's embedded thumbnail, in the order dropped: it costs no
+      // decode, and the first file shows at once. Then a decode for the tiles without one, newest
+      // first: the first files land on the server soonest and show its thumbnail, so their own
+      // decode would be wasted work taken from the upload.
       if (this.previewing) return;
       this.previewing = true;
       try {
-        while (this.previewQueue.length) {
-          const item = this.previewQueue.pop();
+        while (this.previewQueue.length || this.decodeQueue.length) {
+          const embedded = this.previewQueue.length > 0;
+          const item = embedded ? this.previewQueue.shift() : this.decodeQueue.pop();
           if (item.preview || !item.file || !PENDING.includes(item.state)) continue;
-          const decode = !this.serverSooner(item);
+          const decode = !embedded && !this.serverSooner(item);
+          if (!embedded && !decode) continue;
           const started = performance.now();
           let timer;
           const timeout = new Promise((resolve) => (timer = setTimeout(() => resolve(null), PREVIEW_TIMEOUT)));
           const found = await Promise.race([this.previewOf(item, decode), timeout]);
           clearTimeout(timer);
           this.previewWaiters.delete(item.key); // a preview that hangs stops no other
+          if (embedded && !(found && found.blob)) {
+            this.decodeQueue.push(item); // no embedded thumbnail: maybe a decode, later
+            continue;
+          }
           if (!found || !found.blob) continue;
           if (found.source === "decoded") this.decodeMs = this.smoothed(this.decodeMs, performance.now() - started);
           if (this.unmounted || item.preview || !this.items.includes(item)) continue; // the tile is gone
@@ -564,9 +574,9 @@ export default {
       }
     },
     giveWay(item, imageId) {
-      // The local preview stays until the gallery shows the server's verified thumbnail.
-      const thumb = imageId && document.querySelector(`[data-image-id="${imageId}"] img.dr-thumb`);
-      if (!imageId || (thumb && thumb.complete && thumb.naturalWidth > 0)) {
+      // The local preview stays until the gallery shows the server's verified thumbnail, which Python
+      // says (cardsShown), or KEEP_DONE at most.
+      if (!imageId || this.shownEarly.delete(imageId)) {
         this.remove(item);
         return;
       }
@@ -576,13 +586,18 @@ export default {
         this.remove(item);
       }, KEEP_DONE);
     },
-    cardShown(event) {
-      // A gallery thumbnail finished loading (capturing listener: load events do not bubble).
-      const card = event.target.matches && event.target.matches("img.dr-thumb") && event.target.closest("[data-image-id]");
-      const item = card && this.awaitingCard.get(card.dataset.imageId);
-      if (!item) return;
-      this.awaitingCard.delete(card.dataset.imageId);
-      this.remove(item);
+    cardsShown(imageIds) {
+      // From Python: the gallery's thumbnails of these images have loaded.
+      for (const imageId of imageIds) {
+        const item = this.awaitingCard.get(imageId);
+        if (item) {
+          this.awaitingCard.delete(imageId);
+          this.remove(item);
+        } else {
+          this.shownEarly.add(imageId);
+          if (this.shownEarly.size > SHOWN_KEPT) this.shownEarly.delete(this.shownEarly.values().next().value);
+        }
+      }
     },
     later(item, ms) {
       setTimeout(() => this.remove(item), ms);

@@ -4,20 +4,24 @@
 // component: a card is drawn again only when Python sent a new record for it, so a card added to a
 // gallery of hundreds costs one card's render, not hundreds. What a user does on a card (open,
 // delete, rate, tag, untag, select) goes back to Python as an event; nothing here decides anything.
+// So does which thumbnails have loaded ("shown", a burst at a time): the drop zone's local preview of
+// a file gives way to its card when Python tells it the card is on screen.
 //
 // Keyboard, with the focus in the gallery: arrows move between cards, Enter opens the card, Space
 // adds it to the selection or takes it out, 0-5 rate it, Delete deletes it, Escape empties the
 // selection. A click selects one card, Ctrl/Cmd-click adds or removes one, Shift-click a range.
 
 const STARS = [1, 2, 3, 4, 5];
+const SHOWN_MS = 100; // thumbnails that finished loading are reported at most this often
 
 const DrCard = {
   props: { card: Object, thumbnail: String, selected: Boolean, focused: Boolean },
-  emits: ["open", "delete", "rate", "tag", "untag", "pick"],
+  emits: ["open", "delete", "rate", "tag", "untag", "pick", "loaded"],
   template: `
     <div class="dr-card" :class="{ 'dr-selected': selected, 'dr-focused': focused }" :data-image-id="card.id"
          role="gridcell" :aria-selected="selected" @click="$emit('pick', $event)">
-      <img class="dr-thumb" :src="thumbnail" :alt="card.name" draggable="false" @click.stop="$emit('open')" />
+      <img class="dr-thumb" :src="thumbnail" :alt="card.name" draggable="false" @click.stop="$emit('open')"
+           @load="$emit('loaded')" />
       <div class="dr-card-row">
         <div class="dr-card-text">
           <div class="dr-name" data-testid="card-name" :title="card.name">{{ card.name }}</div>
@@ -58,7 +62,8 @@ export default {
                :selected="selection.has(card.id)" :focused="focus === card.id"
                @open="emit('open', card.id)" @delete="emit('delete', card.id)"
                @rate="(stars) => emit('rate', [card.id, stars])" @tag="emit('tag', card.id)"
-               @untag="(tag) => emit('untag', [card.id, tag])" @pick="(event) => pick(card.id, event)" />
+               @untag="(tag) => emit('untag', [card.id, tag])" @pick="(event) => pick(card.id, event)"
+               @loaded="loaded(card.id)" />
     </div>
   `,
   props: {
@@ -73,6 +78,11 @@ export default {
     this.order = [];
     this.cards = new Map();
     this.anchor = null; // where a Shift-click range starts
+    this.loadedIds = []; // thumbnails loaded since the last "shown"
+    this.shownTimer = null;
+  },
+  beforeUnmount() {
+    clearTimeout(this.shownTimer);
   },
   mounted() {
     this.$emit("ready");
@@ -113,6 +123,16 @@ export default {
     // -- to Python --
     emit(name, value) {
       this.$emit(name, value);
+    },
+    loaded(id) {
+      this.loadedIds.push(id);
+      if (this.shownTimer !== null) return;
+      this.shownTimer = setTimeout(() => {
+        this.shownTimer = null;
+        const ids = this.loadedIds;
+        this.loadedIds = [];
+        this.$emit("shown", ids);
+      }, SHOWN_MS);
     },
     thumbnailOf(id) {
       return this.thumbnail.replace("{id}", encodeURIComponent(id));
