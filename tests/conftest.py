@@ -11,9 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI, WebSocket
 
 from core import data_service
+from core.api.ws_upload import serve_upload_socket
 from core.config import Settings
+from core.sessions import session_scope
 from tests.helpers import (
     UNLIMITED_CLIENT,
     FileWriteWatch,
@@ -130,3 +133,19 @@ def browser(tmp_path: Path) -> Iterator[Callable[[], object]]:
     for driver in drivers:
         with contextlib.suppress(Exception):  # a test may have closed it already
             driver.quit()
+
+
+@pytest.fixture(scope="module")
+def archive_socket() -> Iterator[LiveServer]:
+    """The page's kind of upload socket (ZIPs unpacked), for a session named in the path."""
+    app = FastAPI()
+
+    @app.websocket("/ws/{session_id}")
+    async def upload(websocket: WebSocket, session_id: str) -> None:
+        with session_scope(session_id):
+            await serve_upload_socket(websocket, archives=True)
+
+    server = LiveServer(app)
+    server.start()
+    yield server
+    server.stop()

@@ -391,6 +391,24 @@ def test_a_zip_upload_reserves_what_its_members_unpack_to_while_it_is_stored(api
     assert listed(api, session) == []
 
 
+def test_a_zip_over_the_upload_socket_reserves_what_its_members_unpack_to(api, archive_socket, configure):
+    members = 600
+    configure(decode_workers=1, decode_session_tasks=2, zip_max_entries=members)
+    session = new_session(api)
+    archive = _archive_of(members)
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened:
+        unpacked = sum(info.file_size for info in opened.infolist())
+    ws = connect(f"{archive_socket.ws_url}/ws/{session}", compression=None, max_size=None)
+    ws.recv(timeout=5)
+    ws.send(json.dumps({"filename": "many.zip", "size": len(archive)}))
+    for start in range(0, len(archive), 256 * 1024):
+        ws.send(archive[start : start + 256 * 1024])
+    # as over multipart: the members are held beside the archive until stored, both in the budget
+    assert eventually(lambda: budget.held(session) >= len(archive) + unpacked)
+    ws.close()
+    assert eventually(lambda: budget.total == 0)
+
+
 # -- Retry-After on every 503 --
 def test_every_503_of_the_upload_paths_carries_retry_after(configure):
     report = uploads.UploadReport(rejected=[uploads.Rejection("a.jpg", 503, "the decoders are busy")])

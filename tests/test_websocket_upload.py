@@ -6,16 +6,12 @@ import io
 import json
 import time
 import zipfile
-from collections.abc import Iterator
 
 import pytest
-from fastapi import FastAPI, WebSocket
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from core.api.ws_upload import serve_upload_socket
-from core.sessions import session_scope
-from tests.helpers import LiveServer, hostile, listed, make_jpeg, new_session, send_file, ws_connect
+from tests.helpers import hostile, listed, make_jpeg, new_session, send_file, ws_connect
 
 
 def test_websocket_upload_stores_files_with_progress_and_results(api, live_server):
@@ -155,22 +151,6 @@ def test_a_sessions_sockets_together_stay_inside_its_quota_and_give_back_what_th
             break
         time.sleep(0.05)
     assert in_flight.total == 0
-
-
-@pytest.fixture(scope="module")
-def archive_socket() -> Iterator[LiveServer]:
-    """The page's kind of upload socket (ZIPs unpacked), for a session named in the path."""
-    app = FastAPI()
-
-    @app.websocket("/ws/{session_id}")
-    async def upload(websocket: WebSocket, session_id: str) -> None:
-        with session_scope(session_id):
-            await serve_upload_socket(websocket, archives=True)
-
-    server = LiveServer(app)
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_each_result_names_the_file_it_answers_and_whether_it_came_from_an_archive(api, archive_socket, configure):

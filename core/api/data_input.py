@@ -29,7 +29,6 @@ from core.api.models import (
 from core.api.multipart import boundary_of, iter_file_parts
 from core.api.session_middleware import Session
 from core.api.ws_upload import serve_upload_socket
-from core.archive import read_central_directory
 from core.clients import current_client
 from core.errors import BadRequest, ClientGone, DarkroomError, TooLarge
 from core.inflight import IncomingBody, Reservation, receiving
@@ -193,16 +192,8 @@ async def _read_body(body: IncomingBody, limit: int) -> bytes:
 
 
 async def _cover_members(reservation: Reservation, archive: bytes) -> int:
-    """Reserve what the archive's members declare they unpack to (the archive guards hold them to
-    it): they are held beside the archive until stored. Returns the bytes reserved (0 for an
-    archive the guards will refuse anyway)."""
-    try:
-        entries = await asyncio.to_thread(read_central_directory, archive, data_service.settings())
-    except DarkroomError:
-        return 0  # unpacking refuses it with the same message
-    settings = data_service.settings()
-    # at most what the budget has beside the archive: the largest legal archive is never refused for it
-    unpacked = min(sum(entry.size for entry in entries), max(0, settings.upload_budget_bytes - len(archive)))
+    """Reserve what the archive's members unpack to, beside the archive; returns the bytes reserved."""
+    unpacked = await uploads.unpacked_size(archive)
     await reservation.grow(unpacked)
     return unpacked
 

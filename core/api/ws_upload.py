@@ -39,6 +39,7 @@ from core import data_service, uploads, workspace
 from core.api.errors import end_socket
 from core.errors import WS_POLICY_VIOLATION, BadRequest, DarkroomError, RequestTimeout, ServiceBusy, TooLarge
 from core.inflight import MinimumRate, SessionRoom, budget, budget_key, server_room, upload_slot
+from core.ingest import clean_filename
 from core.storage.base import ImageRecord
 from core.units import format_bytes
 
@@ -238,13 +239,27 @@ class WebSocketUpload:
 
     async def _store(self, index: int, filename: str | None, data: bytes) -> None:
         part = uploads.Part.arrived(data, filename, self.archives)
+        held = len(data)  # reserved from the file's header; an archive's members are reserved here
         try:
+            if part.archive:
+                unpacked = await uploads.unpacked_size(data)
+                try:
+                    budget.reserve(self.key, unpacked, await server_room())
+                except DarkroomError as refusal:
+                    self.counts["rejected"] += 1
+                    await self._result(
+                        index, clean_filename(filename), refusal.status_code, detail=refusal.message,
+                        retry_after=refusal.retry_after_seconds,
+                    )  # fmt: skip
+                    return
+                held += unpacked
+                self.reserved += unpacked
             prepared, skipped = await uploads.prepare_part(part)
             report = await data_service.run_store(uploads.commit, prepared, uploads.UploadReport(skipped=skipped))
         finally:
             self.queued_bytes -= len(data)
-            self.reserved -= len(data)
-            budget.release(self.key, len(data))
+            self.reserved -= held
+            budget.release(self.key, held)
         if self.on_report is not None:
             self.on_report(report)
         same_bytes = {d.filename: d.existing for d in reversed(report.duplicates)}  # the first of each name
