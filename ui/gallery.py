@@ -44,6 +44,7 @@ class GalleryGrid(ui.element, component="gallery.js"):
         self._changed: dict[str, dict[str, Any]] = {}
         self._removed: set[str] = set()
         self._flush_pending = False
+        self._flushed_at = float("-inf")
         self.on("ready", self._send_all)
 
     def put(self, card: dict[str, Any]) -> None:
@@ -80,7 +81,11 @@ class GalleryGrid(ui.element, component="gallery.js"):
         background_tasks.create(self._flush(), name="darkroom-gallery-flush")
 
     async def _flush(self) -> None:
-        await asyncio.sleep(FLUSH_SECONDS)
+        # At once after a quiet spell (a card added alone shows without delay), else at the end of
+        # the window: the changes of a burst go together. The sleep lets this tick's changes join.
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, self._flushed_at + FLUSH_SECONDS - loop.time()))
+        self._flushed_at = loop.time()
         self._flush_pending = False
         if self.is_deleted:
             return

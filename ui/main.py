@@ -13,7 +13,7 @@ from core.config import get_settings
 
 # NiceGUI serves its page socket with wsproto; the root keeps that. Compression makes image
 # uploads over WebSocket ~18x slower, so it is off.
-WEBSOCKET_IMPLEMENTATION = "wsproto"
+WEBSOCKET_IMPLEMENTATION = "websockets-sansio"
 # On SIGTERM, open requests get this long to finish before the server stops anyway.
 GRACEFUL_SHUTDOWN_SECONDS = 10
 
