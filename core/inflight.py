@@ -55,11 +55,11 @@ class Room:
 
 
 async def server_room() -> Room:
-    """The current room for uploads. In memory mode the stored images share the RAM with the
-    uploads, so what they hold is taken off the cap; the other modes keep them elsewhere."""
+    """The current room for uploads. A store that keeps its images in this process's RAM shares it
+    with the uploads, so what it holds is taken off the cap; the others keep them elsewhere."""
     settings = data_service.settings()
     stored = 0
-    if settings.storage == "memory":
+    if data_service.current_stores().sessions.in_process_memory:
         stored = (await data_service.run_store(workspace.totals, sessions_only=True)).bytes_held
     return Room(settings.upload_budget_bytes, settings.memory_cap_bytes - stored)
 

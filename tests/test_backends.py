@@ -36,6 +36,16 @@ def test_the_modes_of_one_process_pair_their_store_with_the_in_process_adapters(
     assert isinstance(backends.presence, LocalPresenceMirror)
 
 
+@pytest.mark.parametrize(
+    ("mode", "in_process", "outlives"), [("memory", True, False), ("disk", False, True), ("sql", False, True)]
+)
+def test_a_store_says_where_its_images_live(mode, in_process, outlives, tmp_path):
+    """The upload budget and the page ask the store, not the mode: only RAM of this process is
+    shared with uploads, and only a store that outlives the process is worth remembering a tab by."""
+    store = build_backends(Settings(storage=mode, storage_dir=tmp_path)).sessions
+    assert (store.in_process_memory, store.outlives_the_process) == (in_process, outlives)
+
+
 @pytest.mark.redis
 def test_in_redis_mode_events_invites_and_presence_reach_another_process(request, configure):
     from core.storage.redis import RedisInviteBook, RedisPresenceMirror, RedisRelay, connect

@@ -324,7 +324,7 @@ async def index(client: Client, join: str | None = None) -> None:
     await client.connected(timeout=30)
     invited = invites.resolve(join) if join else None
     remembered = None
-    persistent = data_service.settings().storage != "memory"  # in memory mode a restart forgets all anyway
+    persistent = data_service.current_stores().sessions.outlives_the_process  # else a restart forgets all anyway
     if persistent and SESSION_KEY not in app.storage.tab and join is None:
         with contextlib.suppress(Exception):  # an old browser or a slow socket: start fresh
             remembered = await ui.run_javascript(f"sessionStorage.getItem('{SESSION_KEY}')", timeout=3)

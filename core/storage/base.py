@@ -154,6 +154,12 @@ class ImageStore(ABC):
     #: Whether calls may wait on I/O (files, a database, the network). Callers on an event loop run
     #: such a store's calls in a worker thread; a store that only takes a lock briefly says False.
     blocking_io: bool = True
+    #: Whether the images live in this process's own RAM, beside the uploads in flight: the room
+    #: for uploads is then what the memory cap has left after them (``core.inflight``).
+    in_process_memory: bool = False
+    #: Whether the images outlive this process (a restarted server still has them): the page then
+    #: remembers its tab's workspace across a restart.
+    outlives_the_process: bool = True
 
     @abstractmethod
     def add(self, key: str, image: IngestedImage) -> AddOutcome:

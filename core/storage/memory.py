@@ -61,6 +61,8 @@ class _Namespace:
 
 class MemoryStore(ImageStore):
     blocking_io = False  # RAM only: each call holds the lock for microseconds
+    in_process_memory = True
+    outlives_the_process = False
 
     def __init__(self, quota_bytes: int, capacity_bytes: int) -> None:
         self.quota_bytes = quota_bytes
