@@ -36,12 +36,10 @@ import io
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,6 +52,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import free_port, wait_until_healthy  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 2**20
@@ -271,36 +270,6 @@ def compare(label: str, ours: Load, baseline: Load) -> None:
 
 
 # -- 2 processes + Redis vs 1 process in memory mode (--scale) --
-class RedisServer:
-    """A throw-away, RAM-only redis-server on a free port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not self.ping():
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-
-    def ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
 def redis_mode_available(redis_url: str) -> bool:
     """Whether DARKROOM_STORAGE=redis works against ``redis_url`` (redis-py installed, the server usable)."""
     from core.config import Settings
@@ -331,9 +300,9 @@ def measure_scale(
     if shutil.which("redis-server") is None:
         print("  skipped: redis-server is not installed")
         return
-    redis_server = RedisServer()
+    redis_server = RedisServer()  # tests/redis_server.py's: RAM only, on a free port
     try:
-        if not redis_mode_available(redis_server.url):
+        if not redis_mode_available(redis_server.url()):
             print("  skipped: redis mode not available")
             return
         single = darkroom(workdir)
@@ -344,7 +313,7 @@ def measure_scale(
             one = wrk(single.url, args.seconds, args.connections, args.threads, script_for["mix"](sessions))
         finally:
             single.stop()
-        env = {"DARKROOM_STORAGE": "redis", "DARKROOM_REDIS_URL": redis_server.url}
+        env = {"DARKROOM_STORAGE": "redis", "DARKROOM_REDIS_URL": redis_server.url()}
         pair = [darkroom(workdir, env), darkroom(workdir, env)]
         try:
             with httpx.Client(base_url=pair[0].url, timeout=60) as client:
@@ -365,7 +334,7 @@ def measure_scale(
             print(f"  process {index + 1}, redis   {load}")
         print(f"  aggregate {total:.0f} req/s: {ratio:.2f}x (target >= {TARGET_SCALE_RATIO}x) {verdict}")
     finally:
-        redis_server.stop()
+        redis_server.close()
 
 
 # -- before / after (--against REF) --
