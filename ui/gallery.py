@@ -25,7 +25,7 @@ from ui.sharing import open_once
 
 FLUSH_SECONDS = 0.05  # changes to the cards are sent at most this often (a drop of many photos is a burst)
 MAX_NOTE_CHARS = 300  # of an image's note shown as its card's tooltip
-NO_ANNOTATIONS: dict[str, Any] = {"tags": [], "rating": None, "note": "", "version": 0, "updated_by": None}
+NO_ANNOTATIONS: dict[str, Any] = {"tags": [], "rating": None, "pick": None, "note": "", "version": 0, "updated_by": None}
 EMPTY_HINT = (
     "Drop photos ({formats}), folders or ZIP archives above, paste a screenshot, or push them from a script: "
     "see Script access."
@@ -105,6 +105,7 @@ def card_of(
         "name": image["filename"],
         "meta": f"{image['width']}×{image['height']} · {image['format']} · {format_bytes(image['size_bytes'])}",
         "rating": annotations["rating"] or 0,
+        "verdict": annotations.get("pick"),  # "picked", "rejected" or None (the culling verdict)
         "tags": [[tag, colour_of(tag)] for tag in annotations["tags"]],
         "note": annotations["note"][:MAX_NOTE_CHARS],
         "by": annotations["updated_by"] or "",
