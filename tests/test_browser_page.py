@@ -39,8 +39,9 @@ def everywhere(code: str) -> str:
     """A script that runs ``code`` on the page and in every module worker the page starts (the drop
     zone's upload socket and local previews live in two), with ``self`` as the global scope there:
     each worker is started from a module that imports the worker's script, then runs ``code``, before
-    the worker takes its first message."""
-    return f"""
+    the worker takes its first message. Scripts of several calls add up (each wraps the Worker the
+    one before left)."""
+    return f"""{{  // a block: two of these scripts on one page keep their own constants
 const __everywhere = {json.dumps(code)};
 (0, eval)(__everywhere);
 if (window.Worker) {{
@@ -51,6 +52,7 @@ if (window.Worker) {{
       super(URL.createObjectURL(new Blob([boot], {{ type: 'text/javascript' }})), options);
     }}
   }};
+}}
 }}
 """
 
@@ -113,6 +115,20 @@ BLOCK_UPLOAD_SOCKETS = everywhere("""
 })(self);
 """)
 
+# The upload sockets' messages leave 1.5 s late (in order): the server's thumbnails cannot come
+# before a local decode, so a test of the decoded preview does not race a fast local server.
+SLOW_UPLOAD_SOCKETS = everywhere("""
+(function (scope) {
+  const Real = scope.WebSocket;
+  scope.WebSocket = class extends Real {
+    send(data) {
+      if (!this.url.includes('/_darkroom/ws/')) { super.send(data); return; }
+      setTimeout(() => { try { super.send(data); } catch (error) {} }, 1500);
+    }
+  };
+})(self);
+""")
+
 HTTP_UPLOADS = (
     "return performance.getEntriesByType('resource').filter(e => e.name.includes('/_darkroom/upload/')).length"
 )
@@ -153,7 +169,7 @@ def write(folder: Path, name: str, data: bytes) -> Path:
 
 def test_chosen_files_travel_over_the_websocket_and_show_a_local_preview_first(server, browser) -> None:
     driver = browser()
-    open_workspace(driver, server.url, before_load=INSTRUMENT)
+    open_workspace(driver, server.url, before_load=INSTRUMENT + SLOW_UPLOAD_SOCKETS)
     choose_files(driver, *PHOTOS)
     wait_for(driver, lambda d: loaded_thumbnails(d) == len(PHOTOS), message="thumbnails did not appear")
     assert filenames(driver) == sorted(p.name for p in PHOTOS)
@@ -600,7 +616,7 @@ def test_a_photo_with_an_embedded_exif_thumbnail_is_previewed_from_it(
 
 def test_a_photo_without_an_embedded_thumbnail_is_previewed_from_a_decode(server, browser) -> None:
     driver = browser()
-    open_workspace(driver, server.url, before_load=PREVIEWS)
+    open_workspace(driver, server.url, before_load=PREVIEWS + SLOW_UPLOAD_SOCKETS)
     choose_files(driver, *PHOTOS)
     wait_for(driver, lambda d: loaded_thumbnails(d) == len(PHOTOS), message="thumbnails did not appear")
     previews = driver.execute_script("return window.__previews")

@@ -63,7 +63,34 @@ const fold = (raw) => {
   return chars.slice(0, MAX_NAME - 1).join("") + "…";
 };
 
+// One tile of a file on its way. The tile's values come as props, so a drawing of the drop zone
+// draws again only the tiles whose state, progress, caption or preview changed, not all 120.
+// Icons are Quasar's markup without a QIcon component per tile.
+const TILE_ICONS = { queued: "schedule", uploading: "upload", checking: "hourglass_top", done: "check_circle",
+                     skipped: "block", failed: "error" };
+const DrTile = {
+  props: { item: Object, state: String, preview: String, source: String, percent: Number, caption: String },
+  emits: ["clear"],
+  template: `
+    <div class="dr-pending-tile" :class="'dr-' + state" :data-state="state" :data-name="item.name">
+      <img v-if="preview" :src="preview" class="dr-local-preview" :alt="item.name" :data-preview="source"
+           decoding="async" @error="$emit('clear')" />
+      <div v-else class="dr-pending-noview">
+        <i class="q-icon notranslate material-icons dr-tile-kind" aria-hidden="true">{{ item.archive ? "folder_zip" : "image" }}</i>
+      </div>
+      <div v-if="state === 'queued' || state === 'uploading'" class="dr-pending-bar">
+        <div :style="{ width: percent + '%' }"></div>
+      </div>
+      <div class="dr-pending-caption" :title="item.name + ' · ' + caption">
+        <i class="q-icon notranslate material-icons dr-tile-state" aria-hidden="true">{{ icons[state] }}</i>
+        {{ item.name }} · {{ caption }}
+      </div>
+    </div>`,
+  data: () => ({ icons: TILE_ICONS }),
+};
+
 export default {
+  components: { DrTile },
   template: `
     <div class="dr-dropzone" :class="{ 'dr-dragging': dragging }" role="button" tabindex="0"
          @dragenter.prevent="dragging = true" @dragover.prevent="dragging = true"
@@ -80,18 +107,9 @@ export default {
       </div>
       <div class="dr-dropzone-hint">Ctrl+V / ⌘V pastes images from the clipboard</div>
       <div v-if="shown.length" class="dr-grid dr-pending" @click.stop>
-        <div v-for="item in shown" :key="item.key" class="dr-pending-tile" :class="'dr-' + item.state"
-             :data-state="item.state" :data-name="item.name">
-          <img v-if="item.preview" :src="item.preview" class="dr-local-preview" :alt="item.name"
-               :data-preview="item.previewSource" decoding="async" @error="clearPreview(item)" />
-          <div v-else class="dr-pending-noview"><q-icon :name="item.archive ? 'folder_zip' : 'image'" size="md" /></div>
-          <div v-if="item.state === 'queued' || item.state === 'uploading'" class="dr-pending-bar">
-            <div :style="{ width: Math.round(item.progress * 100) + '%' }"></div>
-          </div>
-          <div class="dr-pending-caption" :title="item.name + ' · ' + caption(item)">
-            <q-icon :name="icons[item.state]" size="xs" /> {{ item.name }} · {{ caption(item) }}
-          </div>
-        </div>
+        <dr-tile v-for="item in shown" :key="item.key" :item="item" :state="item.state" :preview="item.preview"
+                 :source="item.previewSource" :percent="Math.round(item.progress * 100)" :caption="caption(item)"
+                 @clear="clearPreview(item)" />
         <div v-if="hidden" class="dr-pending-more">and {{ hidden }} more files</div>
       </div>
     </div>`,
@@ -117,8 +135,6 @@ export default {
     return {
       dragging: false,
       frame: 0, // bumped to draw the tiles again: they are not reactive
-      icons: { queued: "schedule", uploading: "upload", checking: "hourglass_top", done: "check_circle",
-               skipped: "block", failed: "error" },
     };
   },
   computed: {
