@@ -381,7 +381,7 @@ class Collab:
             self.rating_filter.classes("min-w-[160px]").props("dense outlined data-testid=filter-rating")
             self.rating_filter.mark("filter-rating")
             self.pick_filter = ui.select(PICK_FILTERS, value=ANY, label="Verdict", on_change=self._filters_changed)
-            self.pick_filter.classes("min-w-[150px]").props("dense outlined data-testid=filter-pick")
+            self.pick_filter.classes("min-w-[160px]").props("dense outlined data-testid=filter-pick")
             self.pick_filter.mark("filter-pick")
             flags = {ANY: "Any quality", NO_FLAGS: "No quality flags", **{label: label for _, label in QUALITY_FLAGS}}
             self.flag_filter = ui.select(flags, value=ANY, label="Quality", on_change=self._filters_changed)
