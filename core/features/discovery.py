@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import data_service, workspace
+from core.errors import BadRequest
 from core.events import IMAGE_REMOVED, SESSION_CLEARED, Event, bus
 from core.features import service
 from core.features.bursts import Group, Shot, capture_seconds, find_groups
@@ -135,11 +136,11 @@ async def similar(image_id: str, k: int = DEFAULT_K) -> SimilarAnswer:
     for an image the session does not hold; vectors missing from the memo are read from the
     cache or computed first."""
     if not MIN_K <= k <= MAX_K:
-        raise ValueError(f"k must be {MIN_K} to {MAX_K}, not {k}")
+        raise BadRequest(f"k must be {MIN_K} to {MAX_K}, not {k}")
     await data_service.run_store(workspace.get_record, image_id)  # 404 before any work
     key, session_id = _memo_key()
     index = memos.index_for(key, session_id)
-    records, values = await service.session_values([SIMILARITY_GROUP], skip=index.known())
+    records, values = await service.session_values([SIMILARITY_GROUP], skip=index)
     return await asyncio.to_thread(_nearest, index, records, values, image_id, k)
 
 

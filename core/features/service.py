@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,7 +103,7 @@ Values = dict[str, dict[str, dict[str, Any]]]
 
 
 def _read_cached(
-    names: list[str], skip: frozenset[str] = frozenset()
+    names: list[str], skip: Container[str] = frozenset()
 ) -> tuple[list[ImageRecord], Values, list[tuple[ImageRecord, list[str]]]]:
     """The session's records, the cached groups of each and the groups still missing, in one pass
     (a worker thread's: it reads every image's cache); images in ``skip`` are listed, not read."""
@@ -122,9 +123,9 @@ def _read_cached(
 async def session_values(names: list[str], skip: frozenset[str] = frozenset()) -> tuple[list[ImageRecord], Values]:
     """Every record of the current session and its groups ``names``: the cached ones read in one
     thread hop, the missing ones computed in worker processes across all cores, a ``progress``
-    event after each finished image. Images in ``skip`` (a caller's memo holds them) are listed
-    but neither read nor computed: they have no entry in the values. Cancelling stops the
-    computations still queued."""
+    event after each finished image. Images in ``skip`` (a caller's memo holds them; asked in the
+    worker thread, one id at a time) are listed but neither read nor computed: they have no entry
+    in the values. Cancelling stops the computations still queued."""
     session_id = current_session_id()
     records, values, todo = await asyncio.to_thread(_read_cached, names, skip)
     total, done = len(records), len(records) - len(todo)

@@ -131,6 +131,10 @@ class SimilarityIndex:
         with self._lock:
             return len(self._row_of)
 
+    def __contains__(self, image_id: object) -> bool:
+        """Whether ``image_id`` has a row (one dict lookup: cheap enough to ask per image)."""
+        return image_id in self._row_of  # one dict lookup is atomic: no lock needed
+
     def known(self) -> frozenset[str]:
         """The ids that have a row."""
         with self._lock:
