@@ -122,7 +122,8 @@ class Detail:
                     flags = ui.row().classes("gap-1 q-mt-sm")
                     if self.extend is not None:
                         self.extend(image_id)
-            strip = ui.row().classes("w-full items-center gap-2 no-wrap overflow-x-auto").mark("similar-strip")
+            strip = ui.row().classes("w-full items-center gap-2 no-wrap").mark("similar-strip")
+            strip.style("overflow-x: auto")  # a narrow screen scrolls the strip, not the dialog
             body = ui.column().classes("w-full")
             with body, ui.row().classes("items-center gap-2"):
                 ui.spinner()
@@ -159,16 +160,12 @@ class Detail:
             return
         strip.clear()
         with strip:
-            ui.label("More like this").classes("text-grey-7 shrink-0")
+            ui.label("More like this").classes("text-grey-7").style("flex-shrink: 0")
             if not answer.neighbours:
                 ui.label("no other images yet").classes("text-grey-7")
             for record, distance in answer.neighbours:
-                thumb = (
-                    ui.element("img")
-                    .mark("similar-image", f"similar-{record.id}")
-                    .classes("shrink-0 rounded cursor-pointer")
-                )
-                thumb.style("height: 72px; width: 72px; object-fit: cover")
+                thumb = ui.element("img").mark("similar-image", f"similar-{record.id}").classes("rounded")
+                thumb.style("height: 72px; width: 72px; flex-shrink: 0; object-fit: cover; cursor: pointer")
                 thumb.props["src"] = self.thumbnail_url(record.id)
                 thumb.props["alt"] = record.filename
                 thumb.props["title"] = f"{record.filename} · distance {distance:.3f}"
