@@ -356,6 +356,14 @@ def _annotation_patch(
     return patch
 
 
+def _similar_results(answer: _Answer) -> list[dict[str, Any]]:
+    return answer.json()["results"]
+
+
+def _image_groups(answer: _Answer) -> list[dict[str, Any]]:
+    return answer.json()["groups"]
+
+
 def _session_created(answer: _Answer) -> str:
     return parse_session_id(answer.json()["session_id"])
 
@@ -401,6 +409,16 @@ class _Calls:
     @staticmethod
     def delete(image_id: str) -> _Call[None]:
         return _Call("DELETE", _image_path(image_id), _nothing)
+
+    @staticmethod
+    def similar(image_id: str, k: int) -> _Call[list[dict[str, Any]]]:
+        return _Call("GET", _image_path(image_id, "/similar"), _similar_results, params={"k": str(k)}, long=True)
+
+    @staticmethod
+    def groups(gap: float | None, distance: int | None, near: int | None) -> _Call[list[dict[str, Any]]]:
+        given = {"gap": gap, "distance": distance, "near": near}
+        params = {name: str(value) for name, value in given.items() if value is not None}
+        return _Call("GET", "/api/groups", _image_groups, params=params, long=True)
 
 
 # -- what to upload --
@@ -1034,6 +1052,21 @@ class Workspace(_Base):
         """Delete every image of the workspace."""
         self._run(_Calls.clear)
 
+    def similar(self, image_id: str, k: int = 12) -> list[dict[str, Any]]:
+        """More like this: the ``k`` (1 to 100) images of the workspace nearest to ``image_id`` by
+        the catalogue's ``similarity`` vector, nearest first; each is an image record with its
+        ``distance`` (0 to sqrt 2). The first call computes the vectors of images that have none."""
+        return self._run(_Calls.similar(image_id, k))
+
+    def groups(
+        self, *, gap: float | None = None, distance: int | None = None, near: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Bursts and near duplicates (``GET /api/groups``), each ``{id, kind, members, member_ids,
+        best, reason, max_distance}``: frames at most ``gap`` seconds apart (server default 2) and
+        ``distance`` pHash bits (default 12), or ``near`` bits at any time (default the server's
+        near-duplicate distance). ``best`` is the frame to keep, ``reason`` says why."""
+        return self._run(_Calls.groups(gap, distance, near))
+
     def archive(self, path: str | os.PathLike[str]) -> Path:
         """Save every original of the workspace as one ZIP at ``path`` (streamed: nothing is held
         in memory; written to ``path.part`` and renamed when complete). Returns the path."""
@@ -1193,6 +1226,18 @@ class AsyncWorkspace(_Base):
         """See ``Workspace.clear``."""
         await self.open()
         await self._run(_Calls.clear)
+
+    async def similar(self, image_id: str, k: int = 12) -> list[dict[str, Any]]:
+        """See ``Workspace.similar``."""
+        await self.open()
+        return await self._run(_Calls.similar(image_id, k))
+
+    async def groups(
+        self, *, gap: float | None = None, distance: int | None = None, near: int | None = None
+    ) -> list[dict[str, Any]]:
+        """See ``Workspace.groups``."""
+        await self.open()
+        return await self._run(_Calls.groups(gap, distance, near))
 
     async def upload(
         self, paths: UploadItem | Iterable[UploadItem], *, strict: bool = True, progress: bool | None = None

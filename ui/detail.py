@@ -1,5 +1,6 @@
-"""The image detail: the upright preview, facts, quality badges, colour swatches, charts of the
-image's features and a table of every scalar, a download button; ←/→ move, Esc closes."""
+"""The image detail: the upright preview, facts, quality badges, colour swatches, a strip of the
+most similar images of the workspace (a click opens one), charts of the image's features and a
+table of every scalar, a download button; ←/→ move, Esc closes."""
 
 from __future__ import annotations
 
@@ -7,14 +8,23 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from nicegui import ui
+from nicegui import context, ui
 from nicegui.events import KeyEventArguments
 
 from core.errors import DarkroomError
+from core.features import discovery
 from core.features import service as features
 from core.units import format_bytes
-from ui.session import in_session
+from ui.routes import THUMBNAIL_PATH
+from ui.session import binding_of, in_session
 from ui.widgets import QUALITY_FLAGS, feature_rows, histogram_chart, hsv_chart, lbp_chart
+
+SIMILAR_IN_STRIP = 12  # the API's default k: one row of thumbnails under the preview
+
+
+def _page_thumbnail_url(image_id: str) -> str:
+    """The thumbnail route of the page being served, by its token (never the session id)."""
+    return THUMBNAIL_PATH.format(token=binding_of(context.client).token, image_id=image_id)
 
 
 class Detail:
@@ -26,9 +36,11 @@ class Detail:
         original_url: Callable[[str], str],
         ordered_ids: Callable[[], list[str]],
         record_of: Callable[[str], dict[str, Any] | None],
+        thumbnail_url: Callable[[str], str] = _page_thumbnail_url,
     ) -> None:
         self.preview_url = preview_url
         self.original_url = original_url
+        self.thumbnail_url = thumbnail_url
         self.ordered_ids = ordered_ids
         self.record_of = record_of
         self.image_id: str | None = None
@@ -110,6 +122,8 @@ class Detail:
                     flags = ui.row().classes("gap-1 q-mt-sm")
                     if self.extend is not None:
                         self.extend(image_id)
+            strip = ui.row().classes("w-full items-center gap-2 no-wrap").mark("similar-strip")
+            strip.style("overflow-x: auto")  # a narrow screen scrolls the strip, not the dialog
             body = ui.column().classes("w-full")
             with body, ui.row().classes("items-center gap-2"):
                 ui.spinner()
@@ -125,6 +139,38 @@ class Detail:
             return
         if self.image_id == image_id:  # the user may have moved on meanwhile
             self._render(values, flags, body)
+            await self._show_similar(image_id, strip)
+
+    async def _show_similar(self, image_id: str, strip: ui.element) -> None:
+        """The images most like this one (``GET /api/images/{id}/similar``'s search), nearest
+        first, as thumbnails that open their own detail. The first search of a workspace computes
+        the vectors of every image, so it says so meanwhile."""
+        with strip:
+            ui.spinner(size="sm")
+            ui.label("Finding similar images…").classes("text-grey-7")
+        try:
+            answer = await discovery.similar(image_id, SIMILAR_IN_STRIP)
+        except DarkroomError as exc:
+            if self.image_id == image_id:
+                strip.clear()
+                with strip:
+                    ui.label(exc.message).classes("text-negative")
+            return
+        if self.image_id != image_id:
+            return
+        strip.clear()
+        with strip:
+            ui.label("More like this").classes("text-grey-7").style("flex-shrink: 0")
+            if not answer.neighbours:
+                ui.label("no other images yet").classes("text-grey-7")
+            for record, distance in answer.neighbours:
+                thumb = ui.element("img").mark("similar-image", f"similar-{record.id}").classes("rounded")
+                thumb.style("height: 72px; width: 72px; flex-shrink: 0; object-fit: cover; cursor: pointer")
+                thumb.props["src"] = self.thumbnail_url(record.id)
+                thumb.props["alt"] = record.filename
+                thumb.props["title"] = f"{record.filename} · distance {distance:.3f}"
+                thumb.props["data-image-id"] = record.id
+                thumb.on("click", lambda _, other=record.id: self.open(other))
 
     def _render(self, values: dict[str, Any], flags: ui.element, body: ui.element) -> None:
         cleanvision = values["cleanvision"]

@@ -1,7 +1,7 @@
 """The feature catalogue. Importing this package registers every family, in FEATURES.md's order,
-then Darkroom's own groups (``exif``, and ``exif_gps``, which is computed only when named)."""
+then Darkroom's own groups (``exif``; ``exif_gps`` and ``similarity``, computed only when named)."""
 
-from core.features import color, edges, exif, hashes, intensity, quality, texture  # noqa: F401
+from core.features import color, edges, exif, hashes, intensity, quality, similar, texture  # noqa: F401
 from core.features.registry import REGISTRY, FeatureGroup, default_groups, resolve_groups
 
 CATALOGUE_ORDER = [
@@ -21,6 +21,7 @@ CATALOGUE_ORDER = [
     "cleanvision",
     "exif",
     "exif_gps",
+    "similarity",
 ]
 _registered = dict(REGISTRY)
 REGISTRY.clear()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,13 +102,17 @@ def _publish_progress(session_id: str | None, done: int, total: int) -> None:
 Values = dict[str, dict[str, dict[str, Any]]]
 
 
-def _read_cached(names: list[str]) -> tuple[list[ImageRecord], Values, list[tuple[ImageRecord, list[str]]]]:
+def _read_cached(
+    names: list[str], skip: Container[str] = frozenset()
+) -> tuple[list[ImageRecord], Values, list[tuple[ImageRecord, list[str]]]]:
     """The session's records, the cached groups of each and the groups still missing, in one pass
-    (a worker thread's: it reads every image's cache)."""
+    (a worker thread's: it reads every image's cache); images in ``skip`` are listed, not read."""
     records = workspace.list_images()
     values: Values = {}
     todo: list[tuple[ImageRecord, list[str]]] = []
     for record in records:
+        if record.id in skip:
+            continue
         values[record.id] = _cached(record.id, names)
         missing = [n for n in names if n not in values[record.id]]
         if missing:
@@ -115,12 +120,14 @@ def _read_cached(names: list[str]) -> tuple[list[ImageRecord], Values, list[tupl
     return records, values, todo
 
 
-async def _session_values(names: list[str]) -> tuple[list[ImageRecord], Values]:
+async def session_values(names: list[str], skip: frozenset[str] = frozenset()) -> tuple[list[ImageRecord], Values]:
     """Every record of the current session and its groups ``names``: the cached ones read in one
     thread hop, the missing ones computed in worker processes across all cores, a ``progress``
-    event after each finished image. Cancelling stops the computations still queued."""
+    event after each finished image. Images in ``skip`` (a caller's memo holds them; asked in the
+    worker thread, one id at a time) are listed but neither read nor computed: they have no entry
+    in the values. Cancelling stops the computations still queued."""
     session_id = current_session_id()
-    records, values, todo = await asyncio.to_thread(_read_cached, names)
+    records, values, todo = await asyncio.to_thread(_read_cached, names, skip)
     total, done = len(records), len(records) - len(todo)
     _publish_progress(session_id, done, total)
     if not todo:
@@ -164,7 +171,7 @@ async def extract_session(groups: str | list[str] | None = None, include_vectors
     """Every image of the current session, in upload order. Uncached images are computed in worker
     processes across all cores; a ``progress`` event follows each finished image."""
     names = resolve_groups(groups)
-    records, values = await _session_values(names)
+    records, values = await session_values(names)
     return await asyncio.to_thread(_present_all, records, names, values, include_vectors)
 
 
@@ -204,7 +211,7 @@ async def find_duplicates(threshold: int | None = None) -> DuplicateGroups:
     (``core.features.near_duplicates``). A search that would compare too many pairs (large
     thresholds on large workspaces) is refused with TooLarge (413)."""
     limit = data_service.settings().near_duplicate_distance if threshold is None else threshold
-    records, values = await _session_values(DUPLICATE_GROUPS)
+    records, values = await session_values(DUPLICATE_GROUPS)
     stop = threading.Event()
     try:
         return await asyncio.to_thread(_group_duplicates, records, values, limit, stop)
@@ -278,5 +285,5 @@ async def feature_table(groups: str | list[str] | None = None) -> tuple[list[str
     ``annotations.note``. The rows are
     built in one worker thread."""
     names = resolve_groups(groups)
-    records, values = await _session_values(names)
+    records, values = await session_values(names)
     return await asyncio.to_thread(_table, records, names, values)
