@@ -76,9 +76,10 @@ class Restore:
         return " ".join(self.sentences)
 
     def to_public(self) -> dict[str, Any]:
-        """The upload answer's ``annotations``: ``{"restored": [names], "skipped": [{"filename",
-        "reason"}], "detail": plain words}``."""
+        """The upload answer's ``annotations``: ``{"filename": "annotations.json", "restored":
+        [image names], "skipped": [{"filename", "reason"}], "detail": plain words}``."""
         return {
+            "filename": ANNOTATIONS_MEMBER,
             "restored": list(self.restored),
             "skipped": [{"filename": name, "reason": reason} for name, reason in self.skipped],
             "detail": self.detail,
