@@ -184,11 +184,10 @@ def apply_notes(notes: ArchiveNotes, stored: Mapping[str, ImageRecord], restore:
         outcome.sentences.append(f"{ANNOTATIONS_MEMBER} was not read: {notes.refused}; no annotations were restored.")
         return
     if not restore:
-        if notes.patches:
-            outcome.sentences.append(
-                f"{ANNOTATIONS_MEMBER} was not applied: the workspace already held images when the upload "
-                f"began (send {RESTORE_QUERY}=true to restore its annotations anyway)."
-            )
+        outcome.sentences.append(
+            f"{ANNOTATIONS_MEMBER} was not applied: the workspace already held images when the upload "
+            f"began (send {RESTORE_QUERY}=true to restore its annotations anyway)."
+        )
         return
     outcome.skipped.extend(notes.skipped)
     restored = 0
