@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from core.config import Settings
@@ -302,23 +302,28 @@ def _ratio_cap(entry: ZipEntry, settings: Settings) -> int:
     return max(RATIO_FLOOR_BYTES, int(settings.zip_max_ratio * max(entry.compressed_size, 1)))
 
 
-def iter_members(data: bytes, settings: Settings) -> Iterator[ZipMember | ZipProblem]:
+def iter_members(
+    data: bytes, settings: Settings, limits: Mapping[str, int] | None = None
+) -> Iterator[ZipMember | ZipProblem]:
     """Yield each member's bytes, or why it is not taken, in archive order.
 
     Whole-archive problems raise before anything is yielded. A member is inflated no further than
     its declared size + 1 byte (and never past the archive's remaining budget or the ratio), so a
     header that lies raises TooLarge at that member, cheaply, while iterating: callers must not
-    keep what was yielded when that happens. A member declared over the per-file limit is refused
-    (413) without being inflated; its declared size counts toward the unpacked total."""
+    keep what was yielded when that happens. A member declared over the per-file limit (or over
+    its own in ``limits``, by the name's last part: the round trip's ``annotations.json``) is refused (413)
+    without being inflated; its declared size counts toward the unpacked total."""
     entries = read_central_directory(data, settings)
     produced_total = 0
-    per_file = settings.max_file_bytes
     for entry in entries:
         if entry.name.endswith("/") or is_os_junk(entry.name):
             continue
         if entry.name.lower().endswith(_ARCHIVE_SUFFIXES):
             yield ZipProblem(entry.name, "nested archives are not opened")
             continue
+        per_file = settings.max_file_bytes
+        if limits is not None:
+            per_file = limits.get(entry.name.rsplit("/", 1)[-1], per_file)
         if entry.size > per_file:
             produced_total += entry.size
             _check_total(produced_total, settings)

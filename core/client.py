@@ -86,7 +86,6 @@ CHUNK_BYTES = 1024 * 1024  # one binary message of a file (the server takes up t
 WINDOW_BYTES = 8 * 1024 * 1024  # bytes sent and not yet acknowledged, as the page keeps
 MAX_CHUNKS_IN_FLIGHT = 8
 MAX_FILES_IN_FLIGHT = 32  # files announced whose result has not come: bounds the unread answers
-ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a member first, or an empty archive
 
 T = TypeVar("T")
 
@@ -437,14 +436,6 @@ class _Source:
         assert self.path is not None
         return self.path.open("rb")
 
-    def is_zip(self) -> bool:
-        if self.data is not None:
-            head = self.data[:4]
-        else:
-            with self.open() as file:
-                head = file.read(4)
-        return head in ZIP_SIGNATURES
-
 
 def _folder_sources(folder: Path) -> Iterator[_Source]:
     """Every file under ``folder`` (sorted, symlinked folders not followed), named
@@ -506,12 +497,20 @@ class Rejection:
 class UploadReport:
     """What an upload did: ``accepted`` image records, ``duplicates`` (``{"filename", "existing"}``:
     bytes the workspace already held), ``rejected`` files, ``skipped`` archive members
-    (``{"filename", "reason"}``), as the HTTP API reports them."""
+    (``{"filename", "reason"}``), as the HTTP API reports them; ``annotations``, one per Darkroom
+    archive with an ``annotations.json``: ``{"filename": the archive, "restored": [image names],
+    "skipped": [{"filename", "reason"}], "detail": in plain words}``."""
 
     accepted: list[dict[str, Any]] = field(default_factory=list)
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def restored(self) -> list[str]:
+        """The images whose annotations the upload's archives restored, by name."""
+        return [name for restore in self.annotations for name in restore["restored"]]
 
     def raise_for_rejections(self) -> None:
         """Raise the first rejection's error (carrying this report as ``report``), if any."""
@@ -519,23 +518,6 @@ class UploadReport:
             error = self.rejected[0].error
             error.report = self
             raise error
-
-    def add_answer(self, answer: _Answer, filename: str) -> None:
-        """Add an HTTP upload's answer (``POST /api/images/zip``); an answer refusing the whole
-        upload is one rejection of ``filename``."""
-        try:
-            body = json.loads(answer.body)
-        except ValueError:
-            body = None
-        if not isinstance(body, dict) or "accepted" not in body:
-            self.rejected.append(Rejection(filename, answer.error()))
-            return
-        self.accepted.extend(body["accepted"])
-        self.duplicates.extend(body.get("duplicates", []))
-        self.skipped.extend(body.get("skipped", []))
-        for refused in body.get("rejected", []):
-            name = refused.get("filename", filename)
-            self.rejected.append(Rejection(name, error_for(refused.get("status", 0), refused, filename=name)))
 
 
 # -- the upload socket's protocol, without I/O --
@@ -545,10 +527,12 @@ class UploadProtocol:
 
     Per file a JSON header, then its bytes in ``CHUNK_BYTES`` messages; ``{"type": "done"}`` after
     the last. The server acknowledges every binary message with one ``progress``, in order, and
-    answers each file with a ``result`` (by its header's index). At most ``WINDOW_BYTES`` and
-    ``MAX_CHUNKS_IN_FLIGHT`` chunks are unacknowledged and ``MAX_FILES_IN_FLIGHT`` files await
-    their result, so neither side's buffers grow with the upload. A file the server refuses from
-    its header (over a limit, or over the quota) is not sent further; one over the ``ready``
+    answers each file with a ``result`` (by its header's index); a ZIP archive, sent like any file,
+    is unpacked and answered with a ``result`` per member (and ``skipped``, ``annotations``). At
+    most ``WINDOW_BYTES`` and ``MAX_CHUNKS_IN_FLIGHT`` chunks are unacknowledged and
+    ``MAX_FILES_IN_FLIGHT`` files await their result, so neither side's buffers grow with the
+    upload. A file the server refuses from its header or its first bytes (over a limit, or over the
+    quota) is not sent further; one over the ``ready``
     message's ``max_file_bytes`` is announced but never sent, so the server says why in its words.
     An ``error`` message raises its ``ApiError``. ``progress`` is told each byte that is done
     (acknowledged, or refused)."""
@@ -641,6 +625,8 @@ class UploadProtocol:
             self._result(answer)
         elif kind == "skipped":
             self.report.skipped.append({"filename": answer.get("filename"), "reason": answer.get("detail")})
+        elif kind == "annotations":
+            self._annotations(answer)
         elif kind == "summary":
             self.summary = answer
             self.finished = True
@@ -671,6 +657,20 @@ class UploadProtocol:
                 self._report("duplicates", index, {"filename": filename, "existing": existing})
         else:
             self._report("rejected", index, Rejection(filename, error_for(status, answer, filename=filename)))
+
+    def _annotations(self, answer: dict[str, Any]) -> None:
+        index = answer.get("file")
+        if not isinstance(index, int) or not 0 <= index < self.announced:
+            raise ServerError("the server sent annotations for a file that was not announced")
+        restored, skipped = answer.get("restored"), answer.get("skipped")
+        self.report.annotations.append(
+            {
+                "filename": self.sources[index].name,
+                "restored": [str(name) for name in restored] if isinstance(restored, list) else [],
+                "skipped": [item for item in skipped if isinstance(item, dict)] if isinstance(skipped, list) else [],
+                "detail": str(answer.get("detail") or ""),
+            }
+        )
 
     def _report(self, kind: str, index: int, item: Any) -> None:
         """Add ``item`` to the report's list ``kind`` in the order the files were given (results
@@ -724,41 +724,19 @@ class _Bar:
             self.bar.close()
 
 
-def _file_chunks(source: _Source, progress: Callable[[int], None]) -> Iterator[bytes]:
-    with source.open() as file:
-        while chunk := file.read(CHUNK_BYTES):
-            yield chunk
-            progress(len(chunk))
-
-
 class _Upload:
-    """One ``upload`` call, shared by both clients: the images go through ``protocol`` (the
-    socket), each archive through ``archive_call`` (HTTP); ``finish`` gives the report (or raises
-    its first rejection). A context manager: the progress bar closes with it."""
+    """One ``upload`` call, shared by both clients: every file, photos and ZIP archives alike,
+    goes through ``protocol`` (the socket, at ``path``); ``finish`` gives the report (or raises its
+    first rejection). A context manager: the progress bar closes with it."""
 
-    def __init__(self, items: UploadItem | Iterable[UploadItem], progress: bool | None) -> None:
+    def __init__(
+        self, items: UploadItem | Iterable[UploadItem], progress: bool | None, restore_annotations: bool = False
+    ) -> None:
         sources = collect_sources(items)
-        self.archives: list[_Source] = []
-        images: list[_Source] = []
-        for source in sources:
-            (self.archives if source.is_zip() else images).append(source)
         self.bar = _Bar(sum(source.size for source in sources), progress)
-        self.protocol = UploadProtocol(images, self.bar.add)
+        self.protocol = UploadProtocol(sources, self.bar.add)
         self.report = self.protocol.report
-
-    def archive_call(self, source: _Source) -> tuple[_Call[None], dict[str, str]]:
-        """``POST /api/images/zip`` with the archive as its body, and the headers to send."""
-        call: _Call[None] = _Call(
-            "POST",
-            "/api/images/zip",
-            lambda answer: self.report.add_answer(answer, source.name),
-            long=True,
-            errors_are_answers=True,  # a refused archive is one rejection of the upload, as a refused image
-        )
-        return call, {"Content-Type": "application/zip", "Content-Length": str(source.size)}
-
-    def chunks(self, source: _Source) -> Iterator[bytes]:
-        return _file_chunks(source, self.bar.add)
+        self.path = "/api/ws/upload" + ("?restore_annotations=true" if restore_annotations else "")
 
     def finish(self, strict: bool) -> UploadReport:
         if strict:
@@ -1083,24 +1061,29 @@ class Workspace(_Base):
             response.close()
 
     def upload(
-        self, paths: UploadItem | Iterable[UploadItem], *, strict: bool = True, progress: bool | None = None
+        self,
+        paths: UploadItem | Iterable[UploadItem],
+        *,
+        strict: bool = True,
+        progress: bool | None = None,
+        restore_annotations: bool = False,
     ) -> UploadReport:
         """Upload files, folders (walked; OS junk skipped; names keep the folder's path) and
-        ``(name, bytes)`` pairs. Images stream over ``WS /api/ws/upload``; ZIP archives (known by
-        their content) go to ``POST /api/images/zip`` after them. ``progress``: a tqdm bar of the
-        bytes done (None: only on a terminal or in a notebook, and only with tqdm installed).
-        Every file is sent; then, with ``strict``, the first rejected file's error is raised (its
-        ``report`` says what the upload did), else the report is returned."""
-        with _Upload(paths, progress) as upload:
+        ``(name, bytes)`` pairs, in order, over ``WS /api/ws/upload``; the server unpacks ZIP
+        archives (known by their content). A Darkroom archive (``archive``) brings its annotations
+        back into a workspace that was empty, or into any with ``restore_annotations``: the
+        report's ``annotations`` and ``restored`` say what was restored and skipped.
+        ``progress``: a tqdm bar of the bytes done (None: only on a terminal or in a notebook, and
+        only with tqdm installed). Every file is sent; then, with ``strict``, the first rejected
+        file's error is raised (its ``report`` says what the upload did), else the report is
+        returned."""
+        with _Upload(paths, progress, restore_annotations) as upload:
             if upload.protocol.sources:
-                self._stream(upload.protocol)
-            for archive in upload.archives:
-                call, headers = upload.archive_call(archive)
-                self._run(call, content=upload.chunks(archive), headers=headers)
+                self._stream(upload.protocol, upload.path)
         return upload.finish(strict)
 
-    def _stream(self, protocol: UploadProtocol) -> None:
-        socket, held = self._connect("/api/ws/upload", "upload")
+    def _stream(self, protocol: UploadProtocol, path: str) -> None:
+        socket, held = self._connect(path, "upload")
         with held:
             try:
                 while not protocol.finished:
@@ -1136,11 +1119,6 @@ class Workspace(_Base):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
 
 
 def _drain(socket: ClientConnection) -> Iterator[str | bytes]:
@@ -1240,20 +1218,22 @@ class AsyncWorkspace(_Base):
         return await self._run(_Calls.groups(gap, distance, near))
 
     async def upload(
-        self, paths: UploadItem | Iterable[UploadItem], *, strict: bool = True, progress: bool | None = None
+        self,
+        paths: UploadItem | Iterable[UploadItem],
+        *,
+        strict: bool = True,
+        progress: bool | None = None,
+        restore_annotations: bool = False,
     ) -> UploadReport:
         """See ``Workspace.upload`` (local files are read in 1 MiB blocking reads)."""
         await self.open()
-        with _Upload(paths, progress) as upload:
+        with _Upload(paths, progress, restore_annotations) as upload:
             if upload.protocol.sources:
-                await self._stream(upload.protocol)
-            for archive in upload.archives:
-                call, headers = upload.archive_call(archive)
-                await self._run(call, content=_async_chunks(upload.chunks(archive)), headers=headers)
+                await self._stream(upload.protocol, upload.path)
         return upload.finish(strict)
 
-    async def _stream(self, protocol: UploadProtocol) -> None:
-        socket = await self._connect("/api/ws/upload", "upload")
+    async def _stream(self, protocol: UploadProtocol, path: str) -> None:
+        socket = await self._connect(path, "upload")
         async with socket:
             try:
                 while not protocol.finished:

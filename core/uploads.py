@@ -10,7 +10,8 @@ CPU work runs while later bytes still arrive:
    and the address's decode shares; cancelling it (the client left) stops the decode, or the
    archive's inflating and decoding member by member. The ZIP route, whose body is one archive
    refused whole as the request's answer, uses its archive step ``prepare_archive``.
-2. ``commit``: store prepared images into the current session, one by one.
+2. ``commit``: store prepared images into the current session, one by one; then, for an archive
+   holding Darkroom's ``annotations.json``, restore its annotations (``core.restore``) when asked.
 
 The bytes in flight are counted by the callers (``core.inflight``) until ``commit`` returns.
 """
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from core import formats, workspace
-from core.archive import ZipMember, iter_members, read_central_directory
+from core.archive import ZipMember, ZipProblem, iter_members, read_central_directory
 from core.data_service import namespace, sandbox, settings
 from core.errors import CorruptImage, DarkroomError, ServiceBusy, UnsupportedImage
 from core.events import IMAGE_ADDED
@@ -42,6 +43,15 @@ from core.ingest import (
     with_facts,
 )
 from core.prechecks import pixels_at_a_glance
+from core.restore import (
+    ANNOTATIONS_MEMBER,
+    MAX_NOTES_BYTES,
+    ArchiveNotes,
+    Restore,
+    apply_notes,
+    is_notes_member,
+    read_notes,
+)
 from core.sandbox import RETRY_AFTER_SECONDS as DECODE_RETRY_SECONDS
 from core.storage.base import ImageRecord
 
@@ -79,6 +89,7 @@ class UploadReport:
     rejected: list[Rejection] = field(default_factory=list)
     duplicates: list[Duplicate] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    restore: Restore | None = None  # set when an archive of the upload held an ``annotations.json``
 
     # ``duplicates`` lists files whose bytes were already in the workspace: under the same name
     # they were not stored again; under a new name they are also in ``accepted``.
@@ -104,7 +115,9 @@ class UploadReport:
         return self.rejected[0].retry_after if self.status_code != 200 else None
 
 
-Prepared = IngestedImage | Rejection
+# An archive's ``annotations.json`` comes last among its prepared items: ``commit`` applies it
+# once the archive's images are stored.
+Prepared = IngestedImage | Rejection | ArchiveNotes
 
 
 @dataclass(frozen=True)
@@ -168,14 +181,22 @@ def prepare_zip(data: bytes, stop: threading.Event | None = None) -> tuple[list[
     """Read an archive with every guard and prepare its images (blocks: call it from a worker
     thread). Whole-archive problems raise before anything is kept: UnsafeArchive 422, TooLarge 413,
     UnsupportedImage 415 when it holds no image. Once ``stop`` is set (the client left), nothing
-    more is inflated or decoded and nothing is returned."""
+    more is inflated or decoded and nothing is returned. The first ``annotations.json`` (at the
+    root, or in the one folder an unpacked and packed-again archive has) is read
+    (``core.restore.read_notes``) and comes last, never as an image nor a skip."""
     members: list[ZipMember] = []
     order: list[ZipMember | Rejection] = []
     skipped: list[Skipped] = []
-    for item in iter_members(data, settings()):
+    notes: ZipMember | ZipProblem | None = None
+    names: set[str] = set()  # the other members' names, which annotations.json may name
+    for item in iter_members(data, settings(), {ANNOTATIONS_MEMBER: MAX_NOTES_BYTES}):
         if stop is not None and stop.is_set():
             return [], []
+        if notes is None and is_notes_member(item.name):
+            notes = item
+            continue
         name = clean_filename(item.name)
+        names.add(name)
         if isinstance(item, ZipMember):
             members.append(item)
             order.append(item)
@@ -201,6 +222,10 @@ def prepare_zip(data: bytes, stop: threading.Event | None = None) -> tuple[list[
             f"the archive contains no supported images ({formats.accepted_labels()})"
             + (f"; {len(skipped)} file(s) skipped" if skipped else "")
         )
+    if notes is not None and prepared:
+        folder = notes.name[: -len(ANNOTATIONS_MEMBER)]  # its entries name files beside it
+        data_or_none, problem = (notes.data, None) if isinstance(notes, ZipMember) else (None, notes.reason)
+        prepared.append(read_notes(data_or_none, problem, frozenset(names), folder))
     return prepared, skipped
 
 
@@ -283,22 +308,31 @@ def _prepare_many(files: Iterable[tuple[str | None, bytes]], stop: threading.Eve
 
 
 # -- store --
-def commit(prepared: Iterable[Prepared], report: UploadReport | None = None) -> UploadReport:
+def commit(prepared: Iterable[Prepared], report: UploadReport | None = None, restore: bool = False) -> UploadReport:
     """Store prepared images into the current session, one by one (a full quota rejects the
-    image that does not fit, not the ones before it)."""
+    image that does not fit, not the ones before it). Then an archive's ``annotations.json`` is
+    applied to the images stored here, by name, with ``restore`` (the caller's decision: the
+    workspace was empty when the upload began, or the upload asked); else the report says why not.
+    Call it once per part: the names an ``annotations.json`` matches are its own archive's."""
     report = report or UploadReport()
     store, key, session_id = namespace()
     if session_id is not None:
         workspace.admit_session(store, key)
+    stored: dict[str, ImageRecord] = {}  # this part's images by name, the ones already held too
+    notes: list[ArchiveNotes] = []
     for item in prepared:
         if isinstance(item, Rejection):
             report.rejected.append(item)
+            continue
+        if isinstance(item, ArchiveNotes):
+            notes.append(item)
             continue
         try:
             outcome = store.add(key, item)
         except DarkroomError as exc:
             report.rejected.append(Rejection(item.filename, exc.status_code, exc.message))
             continue
+        stored.setdefault(item.filename, outcome.record)
         if outcome.duplicate:
             report.duplicates.append(Duplicate(item.filename, outcome.record))
             continue
@@ -306,6 +340,9 @@ def commit(prepared: Iterable[Prepared], report: UploadReport | None = None) -> 
         if outcome.same_bytes_as is not None:
             report.duplicates.append(Duplicate(item.filename, outcome.same_bytes_as))
         workspace.publish(IMAGE_ADDED, session_id, image=outcome.record.to_public())
+    for archive_notes in notes:
+        report.restore = report.restore or Restore()
+        apply_notes(archive_notes, stored, restore, report.restore)
     return report
 
 
@@ -315,7 +352,8 @@ def save_uploaded_images(files: Iterable[tuple[str | None, bytes]]) -> UploadRep
     return commit(list(_prepare_many(files)))
 
 
-def save_and_extract_zip(data: bytes) -> UploadReport:
-    """Store every image of a ZIP archive in the current session; list what was not taken."""
+def save_and_extract_zip(data: bytes, restore: bool = False) -> UploadReport:
+    """Store every image of a ZIP archive in the current session; list what was not taken. With
+    ``restore``, its ``annotations.json`` is applied (see ``commit``)."""
     prepared, skipped = prepare_zip(data)
-    return commit(prepared, UploadReport(skipped=skipped))
+    return commit(prepared, UploadReport(skipped=skipped), restore)

@@ -47,7 +47,7 @@ def test_websocket_rejects_bad_files_per_file_and_keeps_going(api, live_server):
 
 
 def test_declared_size_over_limit_is_refused_before_sending(api, live_server, configure):
-    configure(max_file_bytes=1024 * 1024)
+    configure(max_file_bytes=1024 * 1024, zip_max_archive_bytes=2 * 1024 * 1024)  # over both: no ZIP either
     session = new_session(api)
     with ws_connect(live_server, session) as ws:
         ws.recv(timeout=5)

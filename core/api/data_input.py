@@ -17,7 +17,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 
-from core import data_service, formats, uploads, workspace
+from core import data_service, formats, restore, uploads, workspace
 from core.api.models import (
     ERRORS,
     Health,
@@ -62,10 +62,22 @@ def _mime(record: ImageRecord) -> str:
 
 def upload_response(body: dict[str, object], report: uploads.UploadReport) -> JSONResponse:
     """An upload's answer: 503 only when every file was refused for a busy server (the decoders),
-    and then with ``Retry-After`` like every other 503."""
+    and then with ``Retry-After`` like every other 503. When an archive held Darkroom's
+    ``annotations.json``, ``annotations`` says what was restored and skipped (``core.restore``)."""
     retry_after = report.retry_after
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    if report.restore is not None:
+        body = {**body, "annotations": report.restore.to_public()}
     return JSONResponse(body, status_code=report.status_code, headers=headers)
+
+
+async def restores(request: Request) -> bool:
+    """Whether this upload's archives restore their ``annotations.json``: asked for with
+    ``restore_annotations=true`` (400 for a value that is not true or false), or the workspace
+    held nothing when the upload began (the round trip into a new workspace)."""
+    if restore.parse_flag(request.query_params.get(restore.RESTORE_QUERY)):
+        return True
+    return await data_service.run_store(workspace.session_bytes_held) == 0
 
 
 @router.post("/sessions", response_model=SessionCreated, status_code=201, tags=["sessions"])
@@ -88,7 +100,8 @@ async def upload_images(request: Request) -> JSONResponse:
     Each file is checked on its own: the answer lists what was accepted, rejected (with the
     status it alone would get) and already present. 200 when anything was accepted, otherwise
     the status of the first rejection. A file over the size limit stops the upload at once (413)
-    and nothing of it is stored."""
+    and nothing of it is stored. (``restore_annotations`` is for the ZIP routes: photos sent here
+    are never unpacked.)"""
     report = await receive_files(request)
     return upload_response(UploadResult.body(report), report)
 
@@ -103,14 +116,18 @@ async def receive_files(request: Request, archives: bool = False, progressive: b
     The request takes one of its address's upload slots and its body comes out of the budget for
     bytes in flight (503 with ``Retry-After`` past either), must arrive at the minimum rate (408),
     and a part's bytes are given back as it is stored. When the client leaves, pending decodes are
-    cancelled and nothing more is stored."""
+    cancelled and nothing more is stored.
+
+    An archive holding Darkroom's ``annotations.json`` restores its annotations into a workspace
+    that held nothing when the upload began, or when the query asks ``restore_annotations=true``."""
     boundary = boundary_of(request)
+    restore_notes = await restores(request) if archives else False
     with receiving(request) as body:
-        return await _receive_parts(request, body, boundary, archives, progressive)
+        return await _receive_parts(request, body, boundary, archives, progressive, restore_notes)
 
 
 async def _receive_parts(
-    request: Request, body: IncomingBody, boundary: bytes, archives: bool, progressive: bool
+    request: Request, body: IncomingBody, boundary: bytes, archives: bool, progressive: bool, restore_notes: bool
 ) -> uploads.UploadReport:
     settings = data_service.settings()
     in_validation = data_service.sandbox().one_caller  # more waits: the body is not read meanwhile
@@ -126,7 +143,7 @@ async def _receive_parts(
             items, skipped = await pending[committed]
             committed += 1
             report.skipped.extend(skipped)
-            await data_service.run_store(uploads.commit, items, report)
+            await data_service.run_store(uploads.commit, items, report, restore_notes)
             body.reservation.release(part_bytes[committed - 1])
 
     try:
@@ -198,12 +215,14 @@ async def _cover_members(reservation: Reservation, archive: bytes) -> int:
     return unpacked
 
 
-async def _store_archive(archive: bytes, reservation: Reservation) -> uploads.UploadReport:
-    """Unpack, validate and store a ZIP archive in the current session; cancelled (the client
-    left), nothing more of it is inflated or decoded and its queued decodes are cancelled."""
+async def _store_archive(archive: bytes, reservation: Reservation, restore_notes: bool) -> uploads.UploadReport:
+    """Unpack, validate and store a ZIP archive in the current session (and, with
+    ``restore_notes``, its ``annotations.json``); cancelled (the client left), nothing more of it
+    is inflated or decoded and its queued decodes are cancelled."""
     await _cover_members(reservation, archive)
     prepared, skipped = await uploads.prepare_archive(archive)
-    return await data_service.run_store(uploads.commit, prepared, uploads.UploadReport(skipped=skipped))
+    report = uploads.UploadReport(skipped=skipped)
+    return await data_service.run_store(uploads.commit, prepared, report, restore_notes)
 
 
 @router.post(
@@ -215,13 +234,19 @@ async def _store_archive(archive: bytes, reservation: Reservation) -> uploads.Up
 async def upload_zip(request: Request) -> JSONResponse:
     """Upload a ZIP archive: a multipart part named ``file``, or the raw archive as an
     ``application/zip`` body. Unsafe archives are refused whole (422); each image inside is
-    checked like a single upload; members that are not images are listed in ``skipped``."""
+    checked like a single upload; members that are not images are listed in ``skipped``.
+
+    Darkroom's own archive (``GET /api/images/archive``) comes back with its annotations: its
+    ``annotations.json`` is applied to the images it names (tags, rating, note, pick) when the
+    workspace held nothing before, or anyway with ``?restore_annotations=true``; ``annotations``
+    in the answer says what was restored and what was skipped."""
     limit = data_service.settings().zip_max_archive_bytes
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     multipart = content_type == "multipart/form-data"
     if not multipart and content_type not in _ZIP_TYPES:
         raise BadRequest("send the archive as multipart/form-data (part 'file') or as an application/zip body")
     boundary = boundary_of(request) if multipart else b""
+    restore_notes = await restores(request)
     with receiving(request) as body:
         if multipart:
             parts = [
@@ -241,7 +266,7 @@ async def upload_zip(request: Request) -> JSONResponse:
             archive = parts[0].data
         else:
             archive = await _read_body(body, limit)
-        report = await body.unless_client_leaves(_store_archive(archive, body.reservation))
+        report = await body.unless_client_leaves(_store_archive(archive, body.reservation, restore_notes))
     return upload_response(ZipUploadResult.body(report), report)
 
 
@@ -319,8 +344,11 @@ async def websocket_upload(websocket: WebSocket, session: Session) -> None:
     ``{"filename": ..., "size": ...}`` then binary chunks; the server answers ``progress`` per chunk
     and one ``result`` per file, and ``summary`` after ``{"type": "done"}``. Limits are enforced
     mid-stream: a breach is answered with an ``error`` message and the socket is closed (1009).
+    A ZIP archive (told by its content) is unpacked as ``POST /api/images/zip`` unpacks it: one
+    ``result`` per member, a ``skipped`` per member not taken, and for Darkroom's own archive an
+    ``annotations`` message (restored as there; ``?restore_annotations=true`` asks for it).
     While it is open, the script is listed in the workspace's presence (once its address's share
     of upload sockets let it in)."""
     client = current_client()
     attach = (lambda: presence.attached(session, "script", client=client)) if session is not None else None
-    await serve_upload_socket(websocket, attach=attach)
+    await serve_upload_socket(websocket, archives=True, attach=attach)

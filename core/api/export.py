@@ -42,6 +42,7 @@ from core import data_service, workspace
 from core.api.data_input import content_disposition
 from core.api.models import ERRORS, ErrorModel
 from core.errors import NotFound, ServiceBusy
+from core.restore import ANNOTATIONS_MEMBER  # beside the originals when any image has annotations; read back on upload
 from core.sessions import LEGACY_KEY, current_session_id
 from core.storage.base import ImageRecord
 
@@ -49,7 +50,6 @@ router = APIRouter(prefix="/api")
 
 ARCHIVE_MEDIA_TYPE = "application/zip"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a ZIP header can hold
-ANNOTATIONS_MEMBER = "annotations.json"  # beside the originals when any image has annotations
 _MAX_MEMBER_NAME = 240  # characters; the ZIP format allows 65535 bytes, file systems far fewer
 ARCHIVE_PIECE_BYTES = 256 * 1024  # the most of the archive handed to the socket at once
 # Archive bytes one worker-thread hop writes: the most a reader holds beside the socket's buffer.

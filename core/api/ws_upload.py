@@ -6,6 +6,15 @@ as binary messages; ``{"type": "done"}`` ends the upload. The server answers ``r
 ``done``. A protocol breach is answered with an ``error`` message and a close code
 (1007 bad JSON, 1008 a malformed header or order, 1009 too large).
 
+Where archives are taken (both sockets), a file that is a ZIP archive (told by its content) is
+unpacked: a ``result`` per member (``"member": true``), a ``skipped`` per member not taken, and
+for Darkroom's own archive one ``annotations`` message (``core.restore``: what was restored from its
+``annotations.json`` and what was skipped). It restores into a workspace that held nothing when the
+socket's first file was announced, or anyway with ``?restore_annotations=true`` on the socket's URL.
+A file announced over the per-file limit for images but within the archive limit is read until
+its first bytes tell: not a ZIP, it is refused then (its ``result`` comes before its bytes are all
+acknowledged; send no more of it), as a file over both limits is refused from its header.
+
 Every queue has a bound. The socket is not read while ``DecodePool.one_caller`` files (workers + 1,
 within the session's and the address's decode shares) are being validated or their bytes pass the
 per-socket cap or the session's remaining quota, so a fast client is slowed down by TCP instead of
@@ -35,11 +44,11 @@ from typing import Any
 from fastapi import WebSocket, WebSocketDisconnect
 from starlette import status
 
-from core import data_service, uploads, workspace
+from core import data_service, restore, uploads, workspace
 from core.api.errors import end_socket
 from core.errors import WS_POLICY_VIOLATION, BadRequest, DarkroomError, RequestTimeout, ServiceBusy, TooLarge
 from core.inflight import MinimumRate, SessionRoom, budget, budget_key, server_room, upload_slot
-from core.ingest import clean_filename
+from core.ingest import clean_filename, is_zip
 from core.storage.base import ImageRecord
 from core.units import format_bytes
 
@@ -74,10 +83,14 @@ def _idle(seconds: float) -> RequestTimeout:
 class WebSocketUpload:
     """One open upload socket of the current session."""
 
-    def __init__(self, websocket: WebSocket, archives: bool, on_report: ReportListener | None) -> None:
+    def __init__(
+        self, websocket: WebSocket, archives: bool, on_report: ReportListener | None, restore_asked: bool = False
+    ) -> None:
         self.websocket = websocket
         self.archives = archives
         self.on_report = on_report
+        self.restore_asked = restore_asked
+        self.was_empty: bool | None = None  # whether the workspace held nothing before this socket's first file
         self.settings = data_service.settings()
         self.largest = (
             max(self.settings.max_file_bytes, self.settings.zip_max_archive_bytes)
@@ -96,7 +109,8 @@ class WebSocketUpload:
         self.size = 0
         self.chunks: list[bytes] = []
         self.received = 0
-        self.discarding = 0  # bytes still expected for a file refused from its header
+        self.discarding = 0  # bytes still expected for a file refused from its header (or its first bytes)
+        self.head_checked = True  # whether the arriving file is known to be in its limit (see add_bytes)
         self.deadline: asyncio.Timeout | None = None  # the socket's one timer (idle, or the file's rate)
         self.loop = asyncio.get_running_loop()
         self.last_activity = self.loop.time()
@@ -177,6 +191,8 @@ class WebSocketUpload:
             await self._refuse_before_bytes(filename, refusal, size)
             return
         stored = await data_service.run_store(workspace.session_bytes_held)
+        if self.was_empty is None:  # before any file of this socket can have been stored
+            self.was_empty = stored == 0
         session = SessionRoom(stored, self.settings.session_quota_bytes)
         try:
             budget.reserve(self.key, size, await server_room(), session)
@@ -189,6 +205,7 @@ class WebSocketUpload:
         self.queued_bytes += size
         self.rate = MinimumRate.of(self.settings)
         self.file_started = self.loop.time()  # its bytes are timed from when the server reads them
+        self.head_checked = size <= self.settings.max_file_bytes  # else only a ZIP may be this large
         if size == 0:
             self._finish_file()
 
@@ -198,6 +215,8 @@ class WebSocketUpload:
             return
         if self.filename is None:
             raise ProtocolError('binary data arrived without a header; send {"filename", "size"} first')
+        if not self.head_checked and await self._refused_by_head(data):
+            return
         self.received += len(data)
         if self.received > self.size:
             raise TooLarge(f"more bytes arrived than the {self.size} declared for {self.filename!r}")
@@ -207,6 +226,28 @@ class WebSocketUpload:
         await self.send({"type": "progress", "filename": self.filename, "received": self.received, "size": self.size})
         if self.received == self.size:
             self._finish_file()
+
+    async def _refused_by_head(self, data: bytes) -> bool:
+        """A file announced over the per-file limit is taken only as a ZIP archive: once its first
+        bytes tell it is not one, it is refused (its reservation goes, the rest of its bytes are
+        read and dropped) rather than received whole to be refused then."""
+        head = (b"".join(self.chunks) + data[:4])[:4] if self.received < 4 else b""
+        if self.received < 4 and len(head) < 4 and self.received + len(data) < self.size:
+            return False  # too few bytes yet to tell
+        self.head_checked = True
+        if head == b"" or is_zip(head):
+            return False
+        filename, size, arrived = self.filename, self.size, self.received + len(data)
+        self.filename, self.chunks = None, []
+        self.queued_bytes -= size
+        self.reserved -= size
+        budget.release(self.key, size)
+        refusal = TooLarge(
+            f"the file is over the {format_bytes(self.settings.max_file_bytes)} limit per file "
+            "(only a ZIP archive may be larger)"
+        )
+        await self._refuse_before_bytes(filename or "upload", refusal, size - arrived)
+        return True
 
     async def _wait_for_room(self, size: int) -> None:
         """Backpressure: stop reading until the files already received are validated (the client
@@ -255,7 +296,10 @@ class WebSocketUpload:
                 held += unpacked
                 self.reserved += unpacked
             prepared, skipped = await uploads.prepare_part(part)
-            report = await data_service.run_store(uploads.commit, prepared, uploads.UploadReport(skipped=skipped))
+            restores = self.restore_asked or bool(self.was_empty)
+            report = await data_service.run_store(
+                uploads.commit, prepared, uploads.UploadReport(skipped=skipped), restores
+            )
         finally:
             self.queued_bytes -= len(data)
             self.reserved -= held
@@ -284,6 +328,8 @@ class WebSocketUpload:
             )
         for skip in report.skipped:
             await self.send({"type": "skipped", "file": index, "filename": skip.filename, "detail": skip.reason})
+        if report.restore is not None:
+            await self.send({"type": "annotations", "file": index, **report.restore.to_public()})
 
     async def _result(
         self,
@@ -361,7 +407,9 @@ async def serve_upload_socket(
     """Accept ``websocket`` and run the upload protocol for the current session until the client
     is done or leaves. With ``archives``, a file that is a ZIP archive is unpacked (the page's drop
     zone); ``on_report`` sees each file's outcome as it is stored; ``attach`` is entered around the
-    upload (the script's presence), once the address's share of upload sockets let it in."""
+    upload (the script's presence), once the address's share of upload sockets let it in. The
+    query's ``restore_annotations`` (true or false) asks archives to restore their annotations
+    into a workspace that is not empty; a bad value is an ``error`` (400) and close 1008."""
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(upload_slot())
@@ -371,7 +419,12 @@ async def serve_upload_socket(
         if attach is not None:
             held.enter_context(attach())
         await websocket.accept()
-        upload = WebSocketUpload(websocket, archives, on_report)
+        try:
+            restore_asked = restore.parse_flag(websocket.query_params.get(restore.RESTORE_QUERY))
+        except BadRequest as refusal:
+            await end_socket(websocket, refusal)
+            return
+        upload = WebSocketUpload(websocket, archives, on_report, restore_asked)
         try:
             await _serve(websocket, upload)
         finally:
