@@ -249,9 +249,9 @@ def parse_patch(body: object) -> AnnotationPatch:
     if "pick" in body:
         pick = body["pick"]
         if pick is not None and not isinstance(pick, str):
-            raise BadRequest("'pick' must be \"picked\", \"rejected\" or null to clear it")
+            raise BadRequest('\'pick\' must be "picked", "rejected" or null to clear it')
         if pick is not None and pick not in PICKS:
-            raise InvalidAnnotation(f"a pick is \"picked\", \"rejected\" or null, not '{one_line(pick)[:20]}'")
+            raise InvalidAnnotation(f'a pick is "picked", "rejected" or null, not \'{one_line(pick)[:20]}\'')
     expected = body.get("expected_version")
     if expected is not None and (not _is_int(expected) or expected < 0):
         raise BadRequest("'expected_version' must be a version number (a whole number from 0)")
@@ -318,7 +318,12 @@ def apply_patch(current: Annotations, patch: AnnotationPatch, author: str, now: 
     pick = current.pick if patch.pick is UNCHANGED else patch.pick
     note = current.note if patch.note is None else patch.note
     assert not isinstance(rating, _Unchanged) and not isinstance(pick, _Unchanged)
-    if tags == dict(current.tag_versions) and rating == current.rating and pick == current.pick and note == current.note:
+    if (
+        tags == dict(current.tag_versions)
+        and rating == current.rating
+        and pick == current.pick
+        and note == current.note
+    ):
         return current
     return Annotations(tags, rating, note, next_version, now, author, pick)
 

@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core import workspace
-from core.annotations import PATCH_FIELDS, AnnotationPatch, Annotations, apply_patch, parse_patch
+from core.annotations import PATCH_FIELDS, AnnotationPatch, parse_patch
 from core.data_service import namespace
 from core.errors import BadRequest, DarkroomError
-from core.events import ANNOTATION_CHANGED
 from core.ingest import clean_filename
-from core.storage.base import ImageRecord, utc_now_iso
+from core.storage.base import ImageRecord
 from core.units import format_bytes
 
 ANNOTATIONS_MEMBER = "annotations.json"  # the archive's annotations, beside the originals
@@ -214,15 +213,4 @@ def _apply(record: ImageRecord, patch: AnnotationPatch) -> None:
     quota), so a 2,000-image restore is not refused as 2,000 edits of one client. The store's
     patch path counts the bytes against the quota; the event reaches every open tab."""
     store, key, session_id = namespace()
-    changed = False
-
-    def change(current: Annotations) -> Annotations:
-        nonlocal changed
-        new = apply_patch(current, patch, RESTORE_AUTHOR, utc_now_iso())
-        changed = new is not current
-        return new
-
-    result = store.patch_annotations(key, record.id, change)
-    if changed:
-        public = result.to_public()
-        workspace.publish(ANNOTATION_CHANGED, session_id, image_id=record.id, annotations=public, by=RESTORE_AUTHOR)
+    workspace.apply_edit(store, key, session_id, record.id, patch, RESTORE_AUTHOR)

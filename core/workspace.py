@@ -289,7 +289,7 @@ def patch_annotations(image_id: str, patch: AnnotationPatch, author: str, client
     store, key, session_id = namespace()
     image_id = _checked_id(image_id)
     annotation_limiter.check(key, client)
-    return _patch_one(store, key, session_id, image_id, patch, author)
+    return apply_edit(store, key, session_id, image_id, patch, author)
 
 
 def patch_many(
@@ -304,15 +304,17 @@ def patch_many(
     results: list[tuple[str, Annotations | DarkroomError]] = []
     for image_id, patch in edits:
         try:
-            results.append((image_id, _patch_one(store, key, session_id, _checked_id(image_id), patch, author)))
+            results.append((image_id, apply_edit(store, key, session_id, _checked_id(image_id), patch, author)))
         except DarkroomError as exc:
             results.append((image_id, exc))
     return results
 
 
-def _patch_one(
+def apply_edit(
     store: ImageStore, key: str, session_id: str | None, image_id: str, patch: AnnotationPatch, author: str
 ) -> Annotations:
+    """Apply one edit in ``store`` under ``key`` with no rate limit (the callers take it, or, as
+    an archive's restore does, answer for the edit themselves) and publish the change."""
     changed = False
 
     def change(current: Annotations) -> Annotations:

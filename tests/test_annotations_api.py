@@ -162,7 +162,9 @@ def batch(api, session: str, edits: object):
 
 def test_a_batch_keeps_the_best_and_rejects_the_rest_in_one_call(api):
     session = new_session(api)
-    ids = [r["id"] for r in upload(api, session, *[(f"{n}.jpg", make_jpeg(seed=n)) for n in range(4)]).json()["accepted"]]
+    ids = [
+        r["id"] for r in upload(api, session, *[(f"{n}.jpg", make_jpeg(seed=n)) for n in range(4)]).json()["accepted"]
+    ]
     edits = [{"image_id": ids[0], "pick": "picked", "tags_add": ["best"]}] + [
         {"image_id": image_id, "pick": "rejected"} for image_id in ids[1:]
     ]
@@ -179,7 +181,9 @@ def test_a_batch_answers_each_edit_on_its_own(api):
     patch(api, session, image_id, {"rating": 2})
     gone = "0" * 32  # deleted meanwhile, or never there: that edit alone is 404
     results = batch(
-        api, session, [{"image_id": image_id, "rating": 5, "expected_version": 0}, {"image_id": gone, "pick": "rejected"}]
+        api,
+        session,
+        [{"image_id": image_id, "rating": 5, "expected_version": 0}, {"image_id": gone, "pick": "rejected"}],
     ).json()["results"]
     assert results[0]["status"] == 409 and results[0]["current"]["rating"] == 2
     assert results[1] == {"image_id": gone, "status": 404, "detail": "no such image in this workspace"}
@@ -214,7 +218,9 @@ def test_a_batch_costs_one_edit_per_ten_and_is_refused_whole_over_the_rate(api, 
     monkeypatch.setattr(annotation_limiter, "burst", 3)
     monkeypatch.setattr(annotation_limiter, "rate", 0.001)
     session = new_session(api)
-    ids = [r["id"] for r in upload(api, session, *[(f"{n}.jpg", make_jpeg(seed=n)) for n in range(25)]).json()["accepted"]]
+    ids = [
+        r["id"] for r in upload(api, session, *[(f"{n}.jpg", make_jpeg(seed=n)) for n in range(25)]).json()["accepted"]
+    ]
     assert batch(api, session, [{"image_id": i, "pick": "rejected"} for i in ids]).status_code == 200  # 3 of 3
     refused = batch(api, session, [{"image_id": ids[0], "pick": None}])
     assert refused.status_code == 429 and refused.headers["Retry-After"]
@@ -248,7 +254,12 @@ def test_annotations_are_columns_of_the_csv_export(api):
     assert response.status_code == 200
     reader = csv.DictReader(io.StringIO(response.text))
     rows = list(reader)
-    assert list(reader.fieldnames or [])[-4:] == ["annotations.tags", "annotations.rating", "annotations.pick", "annotations.note"]
+    assert list(reader.fieldnames or [])[-4:] == [
+        "annotations.tags",
+        "annotations.rating",
+        "annotations.pick",
+        "annotations.note",
+    ]
     assert json.loads(rows[0]["annotations.tags"]) == ["keep", "a, b"]
     assert rows[0]["annotations.rating"] == "3" and rows[0]["annotations.note"] == "line 1\nline 2"
 

@@ -229,7 +229,9 @@ def test_keep_best_picks_one_and_rejects_the_rest_in_one_batch(workspace):
     ids = [r["id"] for r in workspace.upload([(f"{n}.jpg", make_jpeg(seed=20 + n)) for n in range(3)]).accepted]
     results = workspace.keep_best(ids[1], ids)
     assert [(r["image_id"], r["annotations"]["pick"]) for r in results] == [
-        (ids[1], "picked"), (ids[0], "rejected"), (ids[2], "rejected")
+        (ids[1], "picked"),
+        (ids[0], "rejected"),
+        (ids[2], "rejected"),
     ]
     with pytest.raises(Unprocessable) as refused:
         workspace.annotate_many([{"image_id": ids[0], "pick": "maybe"}])

@@ -174,7 +174,9 @@ async def test_a_browser_that_says_ready_over_and_over_gets_every_card_at_most_o
     gallery = user.find(marker="gallery")
     (grid,) = gallery.elements
     resets: list[int] = []
-    monkeypatch.setattr(grid, "run_method", lambda name, *args: resets.append(len(args[0])) if name == "reset" else None)
+    monkeypatch.setattr(
+        grid, "run_method", lambda name, *args: resets.append(len(args[0])) if name == "reset" else None
+    )
     for _ in range(200):  # a hostile page's "ready" events, as fast as its socket takes them
         gallery.trigger("ready")
     assert len(resets) <= 1  # at once, unless the page's own mount sent them a moment ago

@@ -26,7 +26,14 @@ from ui.sharing import open_once
 FLUSH_SECONDS = 0.05  # changes to the cards are sent at most this often (a drop of many photos is a burst)
 RESEND_SECONDS = 1.0  # every card is sent again at most this often, however often the browser says "ready"
 MAX_NOTE_CHARS = 300  # of an image's note shown as its card's tooltip
-NO_ANNOTATIONS: dict[str, Any] = {"tags": [], "rating": None, "pick": None, "note": "", "version": 0, "updated_by": None}
+NO_ANNOTATIONS: dict[str, Any] = {
+    "tags": [],
+    "rating": None,
+    "pick": None,
+    "note": "",
+    "version": 0,
+    "updated_by": None,
+}
 EMPTY_HINT = (
     "Drop photos ({formats}), folders or ZIP archives above, paste a screenshot, or push them from a script: "
     "see Script access."
