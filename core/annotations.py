@@ -7,9 +7,10 @@ Every tab and script of a workspace edits the same annotations, so edits meet. T
   ``expected_version`` v, it removes a tag only if that tag was added at v or before; a tag
   (re-)added after v was not seen by the remover, so it stays. Without ``expected_version`` the
   sender is taken to have seen the current state.
-- **Rating and note are last-writer-wins with a version number.** Every change bumps ``version``.
-  A patch that sets the rating or the note with a stale ``expected_version`` is refused as a whole
-  (``StaleVersion``, 409) and carries the current value, so the client can show it or retry.
+- **Rating, pick and note are last-writer-wins with a version number.** Every change bumps
+  ``version``. A patch that sets the rating, the pick or the note with a stale ``expected_version``
+  is refused as a whole (``StaleVersion``, 409) and carries the current value, so the client can
+  show it or retry. The pick is a culling verdict: ``"picked"``, ``"rejected"`` or none.
 - **Bounds.** A tag is at most 64 characters once control characters are removed; an image has at
   most 32 tags; a note is at most 4 KiB of UTF-8; a rating is 0-5 or null. Edits are rate-limited
   per tab or client (``RateLimiter``).
@@ -35,11 +36,12 @@ MAX_TAG_CHARS = 64
 MAX_TAGS = 32
 MAX_NOTE_BYTES = 4096
 MAX_RATING = 5
+PICKS = ("picked", "rejected")  # a culling verdict; None: no verdict yet
 MAX_PATCH_BODY_BYTES = 64 * 1024  # a full patch is well under this; more is not a patch
 EDITS_PER_SECOND = 10.0  # sustained rate per tab or client
 EDIT_BURST = 30  # edits a client may make at once before the rate applies
 MAX_TRACKED_CLIENTS = 10_000  # the rate limiter's memory is bounded too
-PATCH_FIELDS = ("tags_add", "tags_remove", "rating", "note", "expected_version")
+PATCH_FIELDS = ("tags_add", "tags_remove", "rating", "pick", "note", "expected_version")
 
 
 class InvalidAnnotation(DarkroomError):
@@ -90,6 +92,7 @@ class Annotations:
     version: int = 0
     updated_at: str | None = None
     updated_by: str | None = None
+    pick: str | None = None
 
     @property
     def tags(self) -> list[str]:
@@ -100,10 +103,11 @@ class Annotations:
         return self.version == 0
 
     def to_public(self) -> dict[str, Any]:
-        """What the API answers: ``{"tags", "rating", "note", "version", "updated_at", "updated_by"}``."""
+        """What the API answers: ``{"tags", "rating", "pick", "note", "version", "updated_at", "updated_by"}``."""
         return {
             "tags": self.tags,
             "rating": self.rating,
+            "pick": self.pick,
             "note": self.note,
             "version": self.version,
             "updated_at": self.updated_at,
@@ -116,6 +120,7 @@ class Annotations:
             {
                 "tags": [[tag, added] for tag, added in self.tag_versions.items()],
                 "rating": self.rating,
+                "pick": self.pick,
                 "note": self.note,
                 "version": self.version,
                 "updated_at": self.updated_at,
@@ -132,7 +137,7 @@ class Annotations:
 
     @classmethod
     def from_json(cls, text: str) -> Annotations:
-        """Read the stored form back (written by ``to_json``)."""
+        """Read the stored form back (written by ``to_json``; forms stored before picks have none)."""
         raw = json.loads(text)
         return cls(
             tag_versions={str(tag): int(added) for tag, added in raw["tags"]},
@@ -141,6 +146,7 @@ class Annotations:
             version=int(raw["version"]),
             updated_at=raw["updated_at"],
             updated_by=raw["updated_by"],
+            pick=raw.get("pick"),
         )
 
 
@@ -148,7 +154,7 @@ EMPTY = Annotations()
 
 
 class _Unchanged:
-    """The rating is not part of the patch (``None`` means: clear it)."""
+    """The rating or pick is not part of the patch (``None`` means: clear it)."""
 
     def __repr__(self) -> str:
         return "UNCHANGED"
@@ -159,18 +165,19 @@ UNCHANGED = _Unchanged()
 
 @dataclass(frozen=True)
 class AnnotationPatch:
-    """One edit: tags to add and remove, a new rating (None clears it), a new note (None: keep)."""
+    """One edit: tags to add and remove, a new rating or pick (None clears it), a new note (None: keep)."""
 
     tags_add: tuple[str, ...] = ()
     tags_remove: tuple[str, ...] = ()
     rating: int | None | _Unchanged = UNCHANGED
     note: str | None = None
     expected_version: int | None = None
+    pick: str | None | _Unchanged = UNCHANGED
 
     @property
     def sets_value(self) -> bool:
-        """True if the patch writes the rating or the note (the last-writer-wins part)."""
-        return self.rating is not UNCHANGED or self.note is not None
+        """True if the patch writes the rating, the pick or the note (the last-writer-wins part)."""
+        return self.rating is not UNCHANGED or self.pick is not UNCHANGED or self.note is not None
 
 
 # -- validation --
@@ -218,7 +225,7 @@ def _is_int(value: object) -> bool:
 
 def parse_patch(body: object) -> AnnotationPatch:
     """Validate a PATCH body: a JSON object with any of ``tags_add``, ``tags_remove``, ``rating``,
-    ``note``, ``expected_version``. Malformed: BadRequest (400); over a bound: TooLarge (413);
+    ``pick``, ``note``, ``expected_version``. Malformed: BadRequest (400); over a bound: TooLarge (413);
     not allowed (a rating of 7, an empty tag): InvalidAnnotation (422)."""
     if not isinstance(body, dict):
         raise BadRequest(f"the body must be a JSON object with any of: {', '.join(PATCH_FIELDS)}")
@@ -233,6 +240,13 @@ def parse_patch(body: object) -> AnnotationPatch:
                 raise BadRequest("'rating' must be a whole number of stars from 0 to 5, or null to clear it")
             if not 0 <= rating <= MAX_RATING:
                 raise InvalidAnnotation(f"a rating is 0 to {MAX_RATING} stars, not {rating}")
+    pick: str | None | _Unchanged = UNCHANGED
+    if "pick" in body:
+        pick = body["pick"]
+        if pick is not None and not isinstance(pick, str):
+            raise BadRequest("'pick' must be \"picked\", \"rejected\" or null to clear it")
+        if pick is not None and pick not in PICKS:
+            raise InvalidAnnotation(f"a pick is \"picked\", \"rejected\" or null, not '{one_line(pick)[:20]}'")
     expected = body.get("expected_version")
     if expected is not None and (not _is_int(expected) or expected < 0):
         raise BadRequest("'expected_version' must be a version number (a whole number from 0)")
@@ -242,6 +256,7 @@ def parse_patch(body: object) -> AnnotationPatch:
         rating=rating,
         note=clean_note(body["note"]) if body.get("note") is not None else None,
         expected_version=expected,
+        pick=pick,
     )
 
 
@@ -262,11 +277,12 @@ def apply_patch(current: Annotations, patch: AnnotationPatch, author: str, now: 
     if len(tags) > MAX_TAGS:
         raise TooLarge(f"an image holds at most {MAX_TAGS} tags; this would make {len(tags)}: remove some first")
     rating = current.rating if patch.rating is UNCHANGED else patch.rating
+    pick = current.pick if patch.pick is UNCHANGED else patch.pick
     note = current.note if patch.note is None else patch.note
-    assert not isinstance(rating, _Unchanged)
-    if tags == dict(current.tag_versions) and rating == current.rating and note == current.note:
+    assert not isinstance(rating, _Unchanged) and not isinstance(pick, _Unchanged)
+    if tags == dict(current.tag_versions) and rating == current.rating and pick == current.pick and note == current.note:
         return current
-    return Annotations(tags, rating, note, next_version, now, author)
+    return Annotations(tags, rating, note, next_version, now, author, pick)
 
 
 # -- rate limit --

@@ -329,11 +329,16 @@ class _Unset:
         return "UNSET"
 
 
-UNSET: Any = _Unset()  # an annotation field left as it is (None clears a rating)
+UNSET: Any = _Unset()  # an annotation field left as it is (None clears a rating or a pick)
 
 
 def _annotation_patch(
-    tags_add: Iterable[str], tags_remove: Iterable[str], rating: Any, note: str | None, expected_version: int | None
+    tags_add: Iterable[str],
+    tags_remove: Iterable[str],
+    rating: Any,
+    note: str | None,
+    expected_version: int | None,
+    pick: Any = UNSET,
 ) -> dict[str, Any]:
     patch: dict[str, Any] = {}
     if tags_add:
@@ -342,6 +347,8 @@ def _annotation_patch(
         patch["tags_remove"] = list(tags_remove)
     if rating is not UNSET:
         patch["rating"] = rating
+    if pick is not UNSET:
+        patch["pick"] = pick
     if note is not None:
         patch["note"] = note
     if expected_version is not None:
@@ -984,10 +991,12 @@ class Workspace(_Base):
         rating: int | None = UNSET,
         note: str | None = None,
         expected_version: int | None = None,
+        pick: str | None = UNSET,
     ) -> dict[str, Any]:
         """Change an image's shared annotations (every tab sees it at once); ``rating=None`` clears
-        the rating. Returns them as they are now; a stale ``expected_version`` raises ``Conflict``."""
-        patch = _annotation_patch(tags_add, tags_remove, rating, note, expected_version)
+        the rating, ``pick`` is ``"picked"``, ``"rejected"`` or ``None`` (no verdict). Returns them as
+        they are now; a stale ``expected_version`` raises ``Conflict``."""
+        patch = _annotation_patch(tags_add, tags_remove, rating, note, expected_version, pick)
         return self._run(_Calls.annotate(image_id, patch))
 
     def delete(self, image_id: str) -> None:
@@ -1132,10 +1141,11 @@ class AsyncWorkspace(_Base):
         rating: int | None = UNSET,
         note: str | None = None,
         expected_version: int | None = None,
+        pick: str | None = UNSET,
     ) -> dict[str, Any]:
         """See ``Workspace.annotate``."""
         await self.open()
-        patch = _annotation_patch(tags_add, tags_remove, rating, note, expected_version)
+        patch = _annotation_patch(tags_add, tags_remove, rating, note, expected_version, pick)
         return await self._run(_Calls.annotate(image_id, patch))
 
     async def delete(self, image_id: str) -> None:

@@ -73,6 +73,21 @@ def test_stale_rating_is_refused_with_the_current_value():
     assert refused.value.status_code == 409 and refused.value.current == second
 
 
+def test_pick_is_last_writer_wins_and_null_clears_it():
+    picked = patched(EMPTY, pick="picked")
+    rejected = patched(picked, author="Red Fox", pick="rejected", expected_version=picked.version)
+    assert (picked.pick, rejected.pick, rejected.version, rejected.updated_by) == ("picked", "rejected", 2, "Red Fox")
+    assert patched(rejected, pick=None).pick is None
+    assert patched(rejected, rating=4).pick == "rejected"  # a patch without a pick keeps it
+    with pytest.raises(StaleVersion):
+        patched(rejected, pick="picked", expected_version=picked.version)
+
+
+def test_a_verdict_stored_before_picks_existed_reads_as_none():
+    old_form = '{"tags":[["a",1]],"rating":2,"note":"","version":1,"updated_at":null,"updated_by":null}'
+    assert Annotations.from_json(old_form).pick is None
+
+
 def test_stale_version_does_not_refuse_a_tag_only_patch():
     first = patched(EMPTY, tags_add=["a"])
     second = patched(first, rating=2)
@@ -86,7 +101,7 @@ def test_a_patch_that_changes_nothing_keeps_the_version():
 
 
 def test_stored_form_round_trips():
-    value = patched(EMPTY, tags_add=["ä", "b c"], rating=0, note="line 1\nline 2")
+    value = patched(EMPTY, tags_add=["ä", "b c"], rating=0, note="line 1\nline 2", pick="rejected")
     assert Annotations.from_json(value.to_json()) == value
     assert value.nbytes == len(value.to_json().encode()) and EMPTY.nbytes == 0
 
@@ -110,6 +125,10 @@ def test_tags_lose_control_characters_and_extra_spaces():
         ({"expected_version": -1}, BadRequest),
         ({"rating": 6}, InvalidAnnotation),
         ({"rating": -1}, InvalidAnnotation),
+        ({"pick": True}, BadRequest),
+        ({"pick": ["picked"]}, BadRequest),
+        ({"pick": "maybe"}, InvalidAnnotation),
+        ({"pick": "PICKED"}, InvalidAnnotation),
         ({"tags_add": ["\x00\x01 "]}, InvalidAnnotation),
         ({"tags_add": ["x" * (MAX_TAG_CHARS + 1)]}, TooLarge),
         ({"tags_add": [f"t{i}" for i in range(MAX_TAGS + 1)]}, TooLarge),

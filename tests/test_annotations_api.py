@@ -56,6 +56,7 @@ def test_new_image_has_empty_annotations(api):
     assert response.json() == {
         "tags": [],
         "rating": None,
+        "pick": None,
         "note": "",
         "version": 0,
         "updated_at": None,
@@ -73,6 +74,16 @@ def test_patch_sets_tags_rating_and_note_and_get_returns_them(api):
     assert api.get(url(image_id), params={"session_id": session}).json() == body
     removed = patch(api, session, image_id, {"tags_remove": ["keep"], "rating": None, "expected_version": 1})
     assert removed.json()["tags"] == ["sharp"] and removed.json()["rating"] is None
+
+
+def test_a_pick_is_set_cleared_and_exported(api):
+    session, image_id = one_image(api)
+    assert patch(api, session, image_id, {"pick": "picked"}).json()["pick"] == "picked"
+    refused = patch(api, session, image_id, {"pick": "maybe"})
+    assert refused.status_code == 422 and "picked" in refused.json()["detail"]
+    rows = api.get("/api/features", params={"session_id": session, "groups": "basic"}).json()["rows"]
+    assert rows[0]["annotations.pick"] == "picked"
+    assert patch(api, session, image_id, {"pick": None}).json()["pick"] is None
 
 
 def test_another_sessions_image_is_404_on_get_and_patch(api):
@@ -172,7 +183,7 @@ def test_annotations_are_columns_of_the_csv_export(api):
     assert response.status_code == 200
     reader = csv.DictReader(io.StringIO(response.text))
     rows = list(reader)
-    assert list(reader.fieldnames or [])[-3:] == ["annotations.tags", "annotations.rating", "annotations.note"]
+    assert list(reader.fieldnames or [])[-4:] == ["annotations.tags", "annotations.rating", "annotations.pick", "annotations.note"]
     assert json.loads(rows[0]["annotations.tags"]) == ["keep", "a, b"]
     assert rows[0]["annotations.rating"] == "3" and rows[0]["annotations.note"] == "line 1\nline 2"
 

@@ -221,6 +221,8 @@ def test_annotate_changes_the_shared_annotations_and_a_stale_version_is_a_confli
         workspace.annotate(record["id"], rating=2, expected_version=first["version"])
     assert stale.value.current["version"] == cleared["version"]
     assert workspace.images()[0]["annotations"]["rating"] is None
+    assert workspace.annotate(record["id"], pick="rejected")["pick"] == "rejected"
+    assert workspace.annotate(record["id"], pick=None)["pick"] is None
 
 
 def test_events_show_an_image_pushed_from_another_handle(workspace, live_server):

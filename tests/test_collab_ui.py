@@ -113,6 +113,24 @@ async def test_gallery_filters_by_tag_rating_and_show_counts(user: User) -> None
     assert all(card["hidden"] for card in cards.values())
 
 
+async def test_gallery_shows_verdicts_and_filters_by_them(user: User) -> None:
+    _, session_id = await open_page(user)
+    ids = add_images(session_id, "best.jpg", "blurry.jpg", "plain.jpg")
+    annotate(session_id, ids["best.jpg"], {"pick": "picked"})
+    annotate(session_id, ids["blurry.jpg"], {"pick": "rejected"})
+    await settle()
+    collab = collab_of(user)
+    cards = gallery_cards(user)
+    assert [cards[ids[name]]["verdict"] for name in ids] == ["picked", "rejected", None]
+    shown = {"picked": ["best.jpg"], "rejected": ["blurry.jpg"], "undecided": ["plain.jpg"]}
+    for verdict, names in shown.items():
+        collab.pick_filter.value = verdict
+        assert [name for name, i in ids.items() if not cards[i]["hidden"]] == names
+    annotate(session_id, ids["plain.jpg"], {"pick": "picked"})  # a live verdict re-filters
+    await settle()
+    assert all(card["hidden"] for card in cards.values())
+
+
 async def test_quality_filter_uses_the_images_flags(user: User) -> None:
     _, session_id = await open_page(user)
     ids = add_images(session_id, "a.jpg", "b.jpg")

@@ -165,6 +165,26 @@ async def test_images_pushed_through_the_api_appear_and_disappear_live(user: Use
     await user.should_see("No images yet.")
 
 
+async def test_a_browser_that_says_ready_over_and_over_gets_every_card_at_most_once_a_second(
+    user: User, monkeypatch
+) -> None:
+    await open_page(user)
+    await drop(user, ("a.jpg", make_jpeg(seed=1)), ("b.jpg", make_jpeg(seed=2)))
+    await cards_named(user, "a.jpg", "b.jpg")
+    gallery = user.find(marker="gallery")
+    (grid,) = gallery.elements
+    resets: list[int] = []
+    monkeypatch.setattr(grid, "run_method", lambda name, *args: resets.append(len(args[0])) if name == "reset" else None)
+    for _ in range(200):  # a hostile page's "ready" events, as fast as its socket takes them
+        gallery.trigger("ready")
+    assert len(resets) <= 1  # at once, unless the page's own mount sent them a moment ago
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+        if not grid._resend_pending:
+            break
+    assert 1 <= len(resets) <= 2 and all(count == 2 for count in resets)  # one resend left, not 200
+
+
 async def test_delete_one_image_from_its_card(user: User) -> None:
     _, session_id = await open_page(user)
     await drop(user, ("doomed.jpg", make_jpeg(seed=9)))

@@ -37,6 +37,8 @@ ANY = "any"
 UNRATED = "unrated"
 NO_FLAGS = "no quality flags"
 RATING_FILTERS = {ANY: "Any rating", UNRATED: "Unrated", **{str(n): f"{'★' * n} or more" for n in range(1, 6)}}
+UNDECIDED = "undecided"
+PICK_FILTERS = {ANY: "Any verdict", "picked": "Picked", "rejected": "Rejected", UNDECIDED: "No verdict"}
 COLOUR_BY_FLAGS = "quality flags"
 COLOUR_BY_TAG = "tag"
 
@@ -47,7 +49,7 @@ def tag_colour(tag: str) -> str:
 
 
 def empty_annotations() -> dict[str, Any]:
-    return {"tags": [], "rating": None, "note": "", "version": 0, "updated_at": None, "updated_by": None}
+    return {"tags": [], "rating": None, "pick": None, "note": "", "version": 0, "updated_at": None, "updated_by": None}
 
 
 class DetailEditor:
@@ -378,6 +380,9 @@ class Collab:
             self.rating_filter = ui.select(RATING_FILTERS, value=ANY, label="Rating", on_change=self._filters_changed)
             self.rating_filter.classes("min-w-[160px]").props("dense outlined data-testid=filter-rating")
             self.rating_filter.mark("filter-rating")
+            self.pick_filter = ui.select(PICK_FILTERS, value=ANY, label="Verdict", on_change=self._filters_changed)
+            self.pick_filter.classes("min-w-[150px]").props("dense outlined data-testid=filter-pick")
+            self.pick_filter.mark("filter-pick")
             flags = {ANY: "Any quality", NO_FLAGS: "No quality flags", **{label: label for _, label in QUALITY_FLAGS}}
             self.flag_filter = ui.select(flags, value=ANY, label="Quality", on_change=self._filters_changed)
             self.flag_filter.classes("min-w-[180px]").props("dense outlined data-testid=filter-quality")
@@ -397,10 +402,16 @@ class Collab:
         self.apply_filters()
 
     def filtering(self) -> bool:
-        return bool(self.tag_filter.value) or self.rating_filter.value != ANY or self.flag_filter.value != ANY
+        return (
+            bool(self.tag_filter.value)
+            or self.rating_filter.value != ANY
+            or self.pick_filter.value != ANY
+            or self.flag_filter.value != ANY
+        )
 
     def matches(self, image_id: str) -> bool:
-        """Whether the image passes the gallery's filters (every chosen tag, the rating, the flag)."""
+        """Whether the image passes the gallery's filters (every chosen tag, the rating, the verdict,
+        the flag)."""
         value = self.annotations_of(image_id)
         if any(tag not in value["tags"] for tag in self.tag_filter.value or []):
             return False
@@ -408,6 +419,9 @@ class Collab:
         if wanted == UNRATED and value["rating"] is not None:
             return False
         if wanted not in (ANY, UNRATED) and (value["rating"] or 0) < int(wanted):
+            return False
+        verdict = self.pick_filter.value
+        if verdict != ANY and value.get("pick") != (None if verdict == UNDECIDED else verdict):
             return False
         flag = self.flag_filter.value
         if flag != ANY:

@@ -18,7 +18,8 @@ const DrCard = {
   props: { card: Object, thumbnail: String, selected: Boolean, focused: Boolean },
   emits: ["open", "delete", "rate", "tag", "untag", "pick", "loaded"],
   template: `
-    <div class="dr-card" :class="{ 'dr-selected': selected, 'dr-focused': focused }" :data-image-id="card.id"
+    <div class="dr-card" :class="{ 'dr-selected': selected, 'dr-focused': focused, 'dr-rejected': card.verdict === 'rejected' }"
+         :data-image-id="card.id" :data-verdict="card.verdict || ''"
          role="gridcell" :aria-selected="selected" @click="$emit('pick', $event)">
       <img class="dr-thumb" :src="thumbnail" :alt="card.name" draggable="false" @click.stop="$emit('open')"
            @load="$emit('loaded')" />
@@ -37,6 +38,8 @@ const DrCard = {
                     :data-star="n" :aria-label="n + ' stars'" @click.stop="$emit('rate', n === card.rating ? 0 : n)">★</button>
           </span>
           <span class="grow"></span>
+          <i v-if="card.verdict" class="material-icons dr-verdict" :class="'dr-verdict-' + card.verdict" data-testid="card-pick"
+             :title="card.verdict === 'picked' ? 'Picked' : 'Rejected'">{{ card.verdict === "picked" ? "check_circle" : "cancel" }}</i>
           <i v-if="card.note" class="material-icons dr-note" data-testid="card-note" :title="card.note">sticky_note_2</i>
           <button type="button" class="dr-icon-button" data-testid="add-tag" title="Add a tag"
                   @click.stop="$emit('tag')"><i class="material-icons">sell</i></button>

@@ -24,8 +24,9 @@ from ui.session import in_session
 from ui.sharing import open_once
 
 FLUSH_SECONDS = 0.05  # changes to the cards are sent at most this often (a drop of many photos is a burst)
+RESEND_SECONDS = 1.0  # every card is sent again at most this often, however often the browser says "ready"
 MAX_NOTE_CHARS = 300  # of an image's note shown as its card's tooltip
-NO_ANNOTATIONS: dict[str, Any] = {"tags": [], "rating": None, "note": "", "version": 0, "updated_by": None}
+NO_ANNOTATIONS: dict[str, Any] = {"tags": [], "rating": None, "pick": None, "note": "", "version": 0, "updated_by": None}
 EMPTY_HINT = (
     "Drop photos ({formats}), folders or ZIP archives above, paste a screenshot, or push them from a script: "
     "see Script access."
@@ -45,7 +46,9 @@ class GalleryGrid(ui.element, component="gallery.js"):
         self._removed: set[str] = set()
         self._flush_pending = False
         self._flushed_at = float("-inf")
-        self.on("ready", self._send_all)
+        self._sent_all_at = float("-inf")
+        self._resend_pending = False
+        self.on("ready", self._ready)
 
     def put(self, card: dict[str, Any]) -> None:
         """Add a card, or replace the card of the same id (it keeps its place)."""
@@ -67,8 +70,25 @@ class GalleryGrid(ui.element, component="gallery.js"):
         if self.ready:
             self.run_method("reset", [])
 
+    def _ready(self) -> None:
+        """The component (re)mounted. A browser that says so over and over (it is client data) gets
+        every card at most once a second: a workspace of thousands of cards is a large message."""
+        wait = self._sent_all_at + RESEND_SECONDS - asyncio.get_running_loop().time()
+        if wait <= 0:
+            self._send_all()
+        elif not self._resend_pending:
+            self._resend_pending = True
+            background_tasks.create(self._send_all_later(wait), name="darkroom-gallery-resend")
+
+    async def _send_all_later(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        self._resend_pending = False
+        if not self.is_deleted:
+            self._send_all()
+
     def _send_all(self) -> None:
-        """The component (re)mounted: it gets every card at once, then only changes."""
+        """It gets every card at once, then only changes."""
+        self._sent_all_at = asyncio.get_running_loop().time()
         self.ready = True
         self._changed.clear()
         self._removed.clear()
@@ -105,6 +125,7 @@ def card_of(
         "name": image["filename"],
         "meta": f"{image['width']}×{image['height']} · {image['format']} · {format_bytes(image['size_bytes'])}",
         "rating": annotations["rating"] or 0,
+        "verdict": annotations.get("pick"),  # "picked", "rejected" or None (the culling verdict)
         "tags": [[tag, colour_of(tag)] for tag in annotations["tags"]],
         "note": annotations["note"][:MAX_NOTE_CHARS],
         "by": annotations["updated_by"] or "",

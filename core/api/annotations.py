@@ -1,7 +1,7 @@
-"""The annotations API: shared tags, rating and note per image (presence and the events socket
+"""The annotations API: shared tags, rating, pick and note per image (presence and the events socket
 are in ``core.api.live``).
 
-- ``GET /api/images/{id}/annotations`` and ``PATCH`` it: ``{"tags", "rating", "note", "version",
+- ``GET /api/images/{id}/annotations`` and ``PATCH`` it: ``{"tags", "rating", "pick", "note", "version",
   "updated_at", "updated_by"}``. Merge rules in ``core.annotations``. 404 for an image of another
   workspace; 409 with ``current`` for a stale ``expected_version``; 400/413/422 for bad input;
   429 when one client edits too fast.
@@ -34,6 +34,7 @@ SCRIPT_AUTHOR = "a script"  # updated_by for an HTTP edit that names no member o
 ANNOTATION_EXAMPLE = {
     "tags": ["keep", "sharp"],
     "rating": 4,
+    "pick": "picked",
     "note": "best of the series",
     "version": 7,
     "updated_at": "2026-11-30T05:00:00.000Z",
@@ -104,8 +105,9 @@ async def patch_annotations(
     ] = None,
 ) -> JSONResponse:
     """Edit the image's annotations with a JSON object holding any of ``tags_add``, ``tags_remove``
-    (lists of tags), ``rating`` (0-5, null clears), ``note`` and ``expected_version``. Tags merge as
-    sets and an add wins over a concurrent remove; rating and note are last-writer-wins: with a
+    (lists of tags), ``rating`` (0-5, null clears), ``pick`` (``"picked"``, ``"rejected"``, null
+    clears), ``note`` and ``expected_version``. Tags merge as sets and an add wins over a concurrent
+    remove; rating, pick and note are last-writer-wins: with a
     stale ``expected_version`` they are refused (409, with ``current``). Every tab of the workspace
     shows the change at once."""
     patch = parse_patch(await _json_body(request))

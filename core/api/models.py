@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from core.storage.base import ImageRecord
@@ -30,6 +32,9 @@ class ImageRecordModel(BaseModel):
 class AnnotationsModel(BaseModel):
     tags: list[str] = Field(description="Shared tags, in the order they were first added")
     rating: int | None = Field(description="0 to 5 stars, or null when unrated")
+    pick: Literal["picked", "rejected"] | None = Field(
+        default=None, description="The culling verdict: picked, rejected, or null while undecided"
+    )
     note: str
     version: int = Field(description="Bumped by every change; send it back as expected_version")
     updated_at: str | None = Field(description="ISO 8601, UTC; null while never edited")

@@ -235,11 +235,12 @@ def _flatten(prefix: str, value: Any, row: dict[str, Any]) -> None:
 
 def _add_annotations(rows: list[dict[str, Any]], annotated: dict[str, Annotations]) -> None:
     """The shared annotations as the table's last columns: tags as a JSON array (unambiguous for any
-    tag text), the rating (empty when unset) and the note."""
+    tag text), the rating and the pick (empty when unset) and the note."""
     for row in rows:
         value = annotated.get(row["id"], EMPTY_ANNOTATIONS)
         row["annotations.tags"] = json.dumps(value.tags, ensure_ascii=False)
         row["annotations.rating"] = value.rating
+        row["annotations.pick"] = value.pick
         row["annotations.note"] = value.note
 
 
@@ -273,7 +274,8 @@ async def feature_table(groups: str | list[str] | None = None) -> tuple[list[str
     left out (histograms, vectors, per-angle values) or summarised (LBP histogram as 10 columns,
     dominant colours as the top colour and its fraction). With ``cleanvision``, CleanVision's
     dataset-relative odd-size score and flag are added. The last columns are the shared
-    annotations: ``annotations.tags``, ``annotations.rating``, ``annotations.note``. The rows are
+    annotations: ``annotations.tags``, ``annotations.rating``, ``annotations.pick``,
+    ``annotations.note``. The rows are
     built in one worker thread."""
     names = resolve_groups(groups)
     records, values = await _session_values(names)
