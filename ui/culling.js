@@ -9,9 +9,11 @@
 // Keys: 0-5 rate, P pick, X reject, T tag (Enter adds, Esc cancels), arrows / Space / Shift+Space
 // move, Home / End, Z undo, Esc close; plus the keys Python binds ("keys": key -> label).
 //
-// Preloading: the previews of the next PRELOAD_AHEAD images and of the one before are fetched at
-// the size Python chose for this screen ("size") and decoded ahead, so the next image shows without
-// waiting; at most PRELOAD_AHEAD + 2 decoded images are held, the others are let go.
+// Preloading: the image shown, the one before it and the next PRELOAD_AHEAD are each an <img> of
+// the stage, fetched at the size Python chose for this screen ("size") and decoded ahead; only the
+// current one is visible. A move shows an image that is already decoded (no new request, no
+// decode on the way), and at most KEEP_BEHIND + 1 + PRELOAD_AHEAD images are held: the others'
+// elements go, and their decoded pixels with them.
 
 const PRELOAD_AHEAD = 3;
 const KEEP_BEHIND = 1;
@@ -52,9 +54,10 @@ export default {
                   @click="$emit('close')"><i class="material-icons">close</i></button>
         </div>
         <div class="dr-cull-stage">
-          <img v-if="current" class="dr-cull-image" :src="urlOf(current.id)" :alt="current.name"
-               :data-image-id="current.id" draggable="false" @load="shownId = current.id" />
-          <div v-else class="dr-cull-empty" data-testid="cull-empty">{{ loaded ? "No images to cull." : "…" }}</div>
+          <img v-for="id in nearby" :key="id" class="dr-cull-image" :class="{ 'dr-cull-hidden': id !== current.id }"
+               :src="urlOf(id)" :alt="id === current.id ? current.name : ''" :data-image-id="id" draggable="false"
+               @load="decoded(id, $event.target)" />
+          <div v-if="!current" class="dr-cull-empty" data-testid="cull-empty">{{ loaded ? "No images to cull." : "…" }}</div>
           <div v-if="here.length" class="dr-cull-here">
             <span v-for="[id, name, colour] in here" :key="name" class="dr-cull-viewer" data-testid="cull-viewer"
                   :data-member-name="name" :style="{ background: colour }">{{ name }}</span>
@@ -92,7 +95,7 @@ export default {
     this.order = [];
     this.records = new Map();
     this.positions = new Map();
-    this.cache = new Map(); // image id -> an Image being fetched or decoded (the preload window)
+    this.ready = new Set(); // ids of the nearby images loaded and decoded
     this.listId = `dr-cull-tags-${Math.random().toString(36).slice(2)}`;
     this.noticeTimer = null;
     this.screenTimer = null;
@@ -119,14 +122,14 @@ export default {
       this.order = [];
       this.records = new Map();
       this.positions = new Map();
-      this.cache.clear(); // the decoded previews go with the view
+      this.ready.clear(); // the decoded previews go with the view (their elements are gone)
       this.loaded = false;
       this.tagging = false;
       this.revision += 1;
     },
     size() {
-      this.cache.clear();
-      this.preload();
+      this.ready.clear(); // new URLs: the nearby images load again
+      this.shownId = "";
     },
   },
   computed: {
@@ -137,6 +140,11 @@ export default {
     here() {
       const id = this.current ? this.current.id : null;
       return (this.viewers || []).filter((viewer) => viewer[0] === id);
+    },
+    nearby() {
+      this.revision; // eslint-disable-line no-unused-expressions
+      const from = Math.max(0, this.index - KEEP_BEHIND);
+      return this.order.slice(from, this.index + PRELOAD_AHEAD + 1);
     },
     elsewhere() {
       const id = this.current ? this.current.id : null;
@@ -166,8 +174,11 @@ export default {
         return;
       }
       this.index = Math.min(this.order.length - 1, Math.max(0, index));
-      this.$emit("at", [this.index, this.order[this.index]]);
-      this.preload();
+      const id = this.order[this.index];
+      this.$emit("at", [this.index, id]);
+      if (this.ready.has(id)) this.shownId = id;
+      const kept = new Set(this.nearby);
+      for (const loaded of this.ready) if (!kept.has(loaded)) this.ready.delete(loaded);
     },
     notice(text, warning) {
       this.message = text;
@@ -187,20 +198,13 @@ export default {
       this.revision; // eslint-disable-line no-unused-expressions
       return this.positions.has(id) ? this.positions.get(id) : -1;
     },
-    preload() {
-      const wanted = new Set();
-      for (let at = this.index - KEEP_BEHIND; at <= this.index + PRELOAD_AHEAD; at += 1) {
-        if (at >= 0 && at < this.order.length) wanted.add(this.order[at]);
-      }
-      for (const id of this.cache.keys()) if (!wanted.has(id)) this.cache.delete(id);
-      for (const id of wanted) {
-        if (this.cache.has(id)) continue;
-        const image = new Image();
-        image.decoding = "async";
-        image.src = this.urlOf(id);
-        image.decode().catch(() => {}); // a failed preload is fetched again when shown
-        this.cache.set(id, image);
-      }
+    decoded(id, element) {
+      // Decoded now, not when it is first painted: the move to it has nothing left to wait for.
+      const done = () => {
+        this.ready.add(id);
+        if (this.current && this.current.id === id) this.shownId = id;
+      };
+      element.decode().then(done, done);
     },
     focus() {
       if (this.$refs.root && document.activeElement !== this.$refs.tag) this.$refs.root.focus({ preventScroll: true });
