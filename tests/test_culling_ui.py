@@ -193,3 +193,18 @@ async def test_the_viewed_image_is_in_presence_while_the_view_is_open(user: User
     assert await viewing() == ids["b.jpg"]
     user.find(marker="culling").trigger("close")
     assert await viewing() is None
+
+
+async def test_c_on_the_page_opens_the_view_unless_the_detail_has_the_keys(user: User) -> None:
+    culling, _, ids = await open_culling(user, "a.jpg")
+    user.find(marker="culling").trigger("close")
+    assert not culling.is_open
+    user.find(marker="gallery").trigger("open", ids["a.jpg"])  # the image detail
+    await settle()
+    user.find(marker="culling").trigger("open")
+    assert not culling.is_open
+    (detail,) = user.find(marker="detail").elements
+    detail.close()
+    await settle()
+    user.find(marker="culling").trigger("open")
+    assert culling.is_open and culling.current == ids["a.jpg"]

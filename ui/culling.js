@@ -6,6 +6,9 @@
 // merges anything. A verdict moves on at once; Python sends the new record when it is stored, or
 // sends the view back to the image with a notice when it was refused.
 //
+// C on the page (not in a field or a dialog) asks Python to open the view ("open"); only that key
+// goes to the server, not every key of the page.
+//
 // Keys: 0-5 rate, P pick, X reject, T tag (Enter adds, Esc cancels), arrows / Space / Shift+Space
 // move, Home / End, Z undo, Esc close; plus the keys Python binds ("keys": key -> label).
 //
@@ -86,7 +89,7 @@ export default {
     viewers: Array, // the other members looking at an image: [image id, name, colour]
     keys: Object, // keys bound by Python: key -> label
   },
-  emits: ["ready", "screen", "at", "verdict", "undo", "close", "unrated", "tagging", "command"],
+  emits: ["open", "ready", "screen", "at", "verdict", "undo", "close", "unrated", "tagging", "command"],
   data() {
     return { revision: 0, index: 0, shownId: "", tagging: false, message: "", warning: false, loaded: false };
   },
@@ -106,13 +109,24 @@ export default {
         this.$emit("screen", this.screen());
       }, SCREEN_MS);
     };
+    this.onPageKey = (event) => {
+      if (this.open || event.repeat || event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+      if (event.key !== "c" && event.key !== "C") return;
+      const target = event.target;
+      if (target.closest && target.closest("input, textarea, select, [contenteditable], .q-dialog")) return;
+      if (document.querySelector(".q-dialog")) return; // the detail or another dialog has the keys
+      event.preventDefault();
+      this.$emit("open");
+    };
   },
   mounted() {
     window.addEventListener("resize", this.onResize);
+    document.addEventListener("keydown", this.onPageKey);
     this.$emit("ready", this.screen());
   },
   beforeUnmount() {
     window.removeEventListener("resize", this.onResize);
+    document.removeEventListener("keydown", this.onPageKey);
     clearTimeout(this.noticeTimer);
     clearTimeout(this.screenTimer);
   },

@@ -47,7 +47,7 @@ CSS_FILE = Path(__file__).with_name("culling.css")
 MAX_UNDO = 200  # verdicts this tab can undo, newest first
 MAX_TAG_OPTIONS = 200  # the most used tags offered to complete from
 MAX_SCREEN_PIXELS = 100_000  # a screen side the component reports; more is not a screen
-RESET_SECONDS = 0.5  # the whole list is sent at most this often, however often a page asks
+RESET_SECONDS = 1.0  # the whole list is sent at most this often, however often a page asks
 TELL_VIEW_SECONDS = VIEW_SECONDS + 0.05  # presence tells a view at most every VIEW_SECONDS
 RESERVED_KEYS = frozenset("012345pxtzc ")  # the view's own keys (and the page's C), never a hook's
 
@@ -109,6 +109,7 @@ class Culling:
         self.undo: deque[Verdict] = deque(maxlen=MAX_UNDO)
         self.keys: dict[str, tuple[str, Callable[[str], Awaitable[None]]]] = {}
         self.ready = False  # the component is mounted
+        self.blocked: Callable[[], bool] = lambda: False  # set by the page: C does nothing while True
         self._edits = asyncio.Lock()  # verdicts and undos are applied in the order pressed
         self._reset_pending = False
         self._reset_at = float("-inf")
@@ -120,6 +121,7 @@ class Culling:
         ui.add_css(CSS_FILE.read_text(encoding="utf-8"))
         self.view = CullingView(self.preview_url("{id}")).mark("culling")
         for name, handler in (
+            ("open", self._asked_open),
             ("ready", self._mounted),
             ("screen", self._screen),
             ("at", self._at),
@@ -269,6 +271,11 @@ class Culling:
     # -- what the user pressed (every argument comes from the browser: checked) --
     def _known(self, image_id: Any) -> str | None:
         return image_id if isinstance(image_id, str) and image_id in self.positions else None
+
+    def _asked_open(self, event: GenericEventArguments) -> None:
+        """C was pressed on the page."""
+        if not self.blocked():
+            self.open()
 
     def _mounted(self, event: GenericEventArguments) -> None:
         self.ready = True

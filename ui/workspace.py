@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from nicegui import Client, app, background_tasks, ui
-from nicegui.events import KeyEventArguments
 
 from core import data_service, uploads
 from core import workspace as core_workspace
@@ -216,19 +215,7 @@ class Workspace:
                     self.dashboard.build()
         self.detail.build()
         self.culling.build()
-        ui.keyboard(on_key=self._on_key, ignore=["input", "select", "textarea"])
-
-    def _on_key(self, event: KeyEventArguments) -> None:
-        """C opens the culling view (unless the detail or the view itself has the keys)."""
-        if (
-            event.key == "c"
-            and event.action.keydown
-            and not event.action.repeat
-            and not any(event.modifiers)
-            and not self.detail.is_open
-            and not self.culling.is_open
-        ):
-            self.culling.open()
+        self.culling.blocked = lambda: self.detail.is_open  # C is the view's, not the detail's
 
     def _storage_notice(self) -> None:
         minutes = self.settings.session_idle_seconds / 60
