@@ -63,7 +63,8 @@ document.addEventListener('keydown', (event) => {
 new MutationObserver(() => {
   const view = document.querySelector('[data-testid=culling]');
   const pending = window.__cull.pending;
-  if (!view || !pending || view.dataset.shownId !== view.dataset.imageId || view.dataset.imageId === pending.from) return;
+  if (!view || !pending) return;
+  if (view.dataset.shownId !== view.dataset.imageId || view.dataset.imageId === pending.from) return;
   window.__cull.pending = null;
   requestAnimationFrame(() => window.__cull.moves.push(performance.now() - pending.at));
 }).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-shown-id'] });
@@ -77,7 +78,9 @@ new MutationObserver(() => {
   const rating = view && view.querySelector('[data-testid=cull-rating]');
   if (!rating) return;
   const id = view.dataset.imageId, version = rating.dataset.annotationVersion;
-  if (id in shown && shown[id] !== version && !(id in window.__seen)) window.__seen[id] = performance.timeOrigin + performance.now();
+  if (id in shown && shown[id] !== version && !(id in window.__seen)) {
+    window.__seen[id] = performance.timeOrigin + performance.now();
+  }
   shown[id] = version;
 }).observe(document, { subtree: true, childList: true, attributes: true, characterData: true });
 """
@@ -133,7 +136,8 @@ def fill(server: PinnedServer, session: str, count: int) -> None:
     with httpx.Client(base_url=server.url, timeout=300) as api:
         made = photos(count)
         for start in range(0, count, UPLOAD_BATCH):
-            files = [("files", (f"cull-{n:05d}.jpg", made[n], "image/jpeg")) for n in range(start, min(count, start + UPLOAD_BATCH))]
+            batch = range(start, min(count, start + UPLOAD_BATCH))
+            files = [("files", (f"cull-{n:05d}.jpg", made[n], "image/jpeg")) for n in batch]
             response = api.post("/api/images", params={"session_id": session}, files=files)
             if response.status_code >= 300 or len(response.json()["accepted"]) != len(files):
                 raise RuntimeError(f"upload: {response.status_code} {response.text[:300]}")
@@ -185,13 +189,9 @@ def measure(args: argparse.Namespace, workdir: str) -> tuple[list[float], list[f
         open_culling(culler, args.images)
         open_culling(watcher, args.images)
         progress(f"{args.presses} presses, {args.pace:.2f} s apart ...")
-        index = 0
-        for n in range(args.presses):
-            verdict = n % 2 == 1
-            if index + 1 >= args.images:
-                break
+        for n in range(min(args.presses, args.images - 1)):
+            verdict, index = n % 2 == 1, n + 1  # every press moves on by one image
             press(culler, str(1 + (n // 2) % 5) if verdict else Keys.ARROW_RIGHT)
-            index += 1
             at_index(culler, index)
             if verdict:  # the watcher shows the image the verdict landed on: follow the culler
                 wait_for(watcher, lambda d, n=n: len(d.execute_script("return Object.keys(window.__seen)")) > n // 2)
@@ -212,7 +212,9 @@ def measure(args: argparse.Namespace, workdir: str) -> tuple[list[float], list[f
 
 
 def p95(values: list[float]) -> float:
-    return statistics.quantiles(values, n=20, method="inclusive")[-1] if len(values) >= 2 else (values[0] if values else float("nan"))
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=20, method="inclusive")[-1]
 
 
 def report(name: str, values: list[float], target: float) -> str:

@@ -7,14 +7,17 @@ in Chromium: ``test_browser_culling.py``."""
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Callable
 
 import pytest
 from nicegui.testing import User
+from PIL import Image
 
 from core import data_service, workspace
 from core.annotations import EDIT_BURST, limiter, parse_patch
 from core.config import Settings
+from core.errors import BadRequest
 from core.presence import presence
 from core.sessions import session_scope
 from tests.helpers import Clock, cards_named, make_jpeg
@@ -208,3 +211,26 @@ async def test_c_on_the_page_opens_the_view_unless_the_detail_has_the_keys(user:
     await settle()
     user.find(marker="culling").trigger("open")
     assert culling.is_open and culling.current == ids["a.jpg"]
+
+
+def test_a_requested_preview_size_is_rounded_up_to_one_of_a_few() -> None:
+    assert [fit_preview_size(n) for n in (1, 640, 641, 1280, 1920, "2048", 99_999)] == [
+        640, 640, 960, 1280, 2048, 2048, 2048,
+    ]  # fmt: skip
+    for bad in (0, -5, "12px", "", "1e3", 1.5, True, None, "9" * 7):
+        with pytest.raises(BadRequest):
+            fit_preview_size(bad)
+
+
+async def test_the_preview_route_serves_the_fitted_size_and_refuses_a_bad_one(user: User) -> None:
+    client = await user.open("/")
+    await user.should_see("Script access")
+    with session_scope(binding_of(client).session_id):
+        report = data_service.save_uploaded_images([("big.jpg", make_jpeg(1500, 1000, seed=3))])
+    url = f"/_darkroom/preview/{binding_of(client).token}/{report.accepted[0].id}"
+    fitted = await user.http_client.get(url, params={"size": "700"})
+    assert fitted.status_code == 200
+    with Image.open(io.BytesIO(fitted.content)) as image:
+        assert max(image.size) == 960
+    refused = await user.http_client.get(url, params={"size": "huge"})
+    assert refused.status_code == 400 and "whole number" in refused.json()["detail"]
