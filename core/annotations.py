@@ -13,7 +13,9 @@ Every tab and script of a workspace edits the same annotations, so edits meet. T
   show it or retry. The pick is a culling verdict: ``"picked"``, ``"rejected"`` or none.
 - **Bounds.** A tag is at most 64 characters once control characters are removed; an image has at
   most 32 tags; a note is at most 4 KiB of UTF-8; a rating is 0-5 or null. Edits are rate-limited
-  per tab or client (``RateLimiter``).
+  per tab or client (``RateLimiter``). A batch (``parse_batch``: "keep the best of this burst,
+  reject the rest") holds at most 500 edits and costs one edit of the rate per 10 it holds, taken
+  as a whole or not at all, so a batch is never cut off half-way by the rate limit.
 
 This module is pure (no storage, no session): stores call ``apply_patch`` inside their lock or
 transaction, so two concurrent patches are applied one after the other and no tag is lost.
@@ -42,6 +44,9 @@ EDITS_PER_SECOND = 10.0  # sustained rate per tab or client
 EDIT_BURST = 30  # edits a client may make at once before the rate applies
 MAX_TRACKED_CLIENTS = 10_000  # the rate limiter's memory is bounded too
 PATCH_FIELDS = ("tags_add", "tags_remove", "rating", "pick", "note", "expected_version")
+MAX_BATCH_EDITS = 500  # edits in one batch (PATCH /api/annotations)
+EDITS_PER_RATE_TOKEN = 10  # a batch costs one edit of the rate limit per this many edits it holds
+MAX_BATCH_BODY_BYTES = 1024 * 1024
 
 
 class InvalidAnnotation(DarkroomError):
@@ -260,6 +265,39 @@ def parse_patch(body: object) -> AnnotationPatch:
     )
 
 
+def parse_batch(body: object) -> list[tuple[str, AnnotationPatch]]:
+    """Validate a batch: ``{"edits": [{"image_id": ..., <any patch field>}, ...]}``, at most
+    ``MAX_BATCH_EDITS``, each image at most once. Every edit is checked before any is applied:
+    one bad edit refuses the batch (400/413/422, naming the edit)."""
+    if not isinstance(body, dict) or set(body) != {"edits"} or not isinstance(body["edits"], list):
+        raise BadRequest('the body must be {"edits": [{"image_id": "...", "pick": "picked"}, ...]}')
+    edits = body["edits"]
+    if not edits:
+        raise BadRequest("'edits' is empty: send at least one edit")
+    if len(edits) > MAX_BATCH_EDITS:
+        raise TooLarge(f"a batch holds at most {MAX_BATCH_EDITS} edits; this has {len(edits)}: send it in parts")
+    parsed: list[tuple[str, AnnotationPatch]] = []
+    seen: set[str] = set()
+    for number, edit in enumerate(edits, start=1):
+        if not isinstance(edit, dict) or not isinstance(edit.get("image_id"), str):
+            raise BadRequest(f"edit {number}: each edit is an object with an 'image_id' and patch fields")
+        image_id = edit["image_id"]
+        if image_id in seen:
+            raise BadRequest(f"edit {number}: image {image_id[:40]} is edited twice in one batch; merge its edits")
+        seen.add(image_id)
+        try:
+            patch = parse_patch({k: v for k, v in edit.items() if k != "image_id"})
+        except DarkroomError as exc:
+            raise exc.with_message(f"edit {number} ({image_id[:40]}): {exc.message}") from None
+        parsed.append((image_id, patch))
+    return parsed
+
+
+def batch_cost(edits: int) -> int:
+    """What a batch of ``edits`` takes from its client's rate: one edit per ``EDITS_PER_RATE_TOKEN``."""
+    return max(1, -(-edits // EDITS_PER_RATE_TOKEN))
+
+
 # -- the merge --
 def apply_patch(current: Annotations, patch: AnnotationPatch, author: str, now: str) -> Annotations:
     """The annotations after ``patch`` (see the module's rules). Returns ``current`` itself when
@@ -304,17 +342,19 @@ class RateLimiter:
         self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def check(self, session_id: str, client: str) -> None:
-        """Take one edit from the client's bucket, or raise RateLimited (nothing is taken)."""
+    def check(self, session_id: str, client: str, cost: int = 1) -> None:
+        """Take ``cost`` edits (at most ``burst``) from the client's bucket, or raise RateLimited
+        (nothing is taken)."""
         key = (session_id, client)
+        cost = min(cost, self.burst)
         now = self.clock()
         with self._lock:
             tokens, last = self._buckets.pop(key, (float(self.burst), now))
             tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-            if tokens < 1:
+            if tokens < cost:
                 self._buckets[key] = (tokens, now)
-                raise RateLimited((1 - tokens) / self.rate)
-            self._buckets[key] = (tokens - 1, now)
+                raise RateLimited((cost - tokens) / self.rate)
+            self._buckets[key] = (tokens - cost, now)
             while len(self._buckets) > self.max_clients:
                 self._buckets.popitem(last=False)
 

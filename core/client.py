@@ -368,6 +368,17 @@ def _checked_session_id(session_id: str) -> str:
         raise BadRequest(str(exc), 400) from None
 
 
+def _batch_results(response: httpx.Response) -> list[dict[str, Any]]:
+    return _json_of(response)["results"]
+
+
+def _verdicts(best_id: str, others: Iterable[str]) -> list[dict[str, Any]]:
+    """The edits of "keep the best, reject the rest"."""
+    return [{"image_id": best_id, "pick": "picked"}] + [
+        {"image_id": image_id, "pick": "rejected"} for image_id in others if image_id != best_id
+    ]
+
+
 class _Calls:
     """The REST calls of a workspace, shared by both clients."""
 
@@ -382,6 +393,10 @@ class _Calls:
     @staticmethod
     def annotate(image_id: str, patch: dict[str, Any]) -> _Call[dict[str, Any]]:
         return _Call("PATCH", _image_path(image_id, "/annotations"), _json_of, json=patch)
+
+    @staticmethod
+    def annotate_many(edits: list[dict[str, Any]]) -> _Call[list[dict[str, Any]]]:
+        return _Call("PATCH", "/api/annotations", _batch_results, json={"edits": edits})
 
     @staticmethod
     def delete(image_id: str) -> _Call[None]:
@@ -999,6 +1014,18 @@ class Workspace(_Base):
         patch = _annotation_patch(tags_add, tags_remove, rating, note, expected_version, pick)
         return self._run(_Calls.annotate(image_id, patch))
 
+    def annotate_many(self, edits: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A batch of edits in one call (at most 500), each ``{"image_id": ..., <annotate's fields>}``
+        (``tags_add``, ``rating``, ``pick``, ...). Every edit is checked first: a bad one raises and
+        nothing is applied. Returns one result per edit, in order: ``{"image_id", "annotations"}``
+        or, for that image alone, ``{"image_id", "status", "detail"}`` (deleted meanwhile: 404)."""
+        return self._run(_Calls.annotate_many(list(edits)))
+
+    def keep_best(self, best_id: str, others: Iterable[str]) -> list[dict[str, Any]]:
+        """Pick ``best_id`` and reject the ``others`` (a burst's suggestion, from ``groups()``), in
+        one batch; returns ``annotate_many``'s results."""
+        return self.annotate_many(_verdicts(best_id, others))
+
     def delete(self, image_id: str) -> None:
         """Delete one image of the workspace (``NotFound`` if it is not there)."""
         self._run(_Calls.delete(image_id))
@@ -1147,6 +1174,15 @@ class AsyncWorkspace(_Base):
         await self.open()
         patch = _annotation_patch(tags_add, tags_remove, rating, note, expected_version, pick)
         return await self._run(_Calls.annotate(image_id, patch))
+
+    async def annotate_many(self, edits: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """See ``Workspace.annotate_many``."""
+        await self.open()
+        return await self._run(_Calls.annotate_many(list(edits)))
+
+    async def keep_best(self, best_id: str, others: Iterable[str]) -> list[dict[str, Any]]:
+        """See ``Workspace.keep_best``."""
+        return await self.annotate_many(_verdicts(best_id, others))
 
     async def delete(self, image_id: str) -> None:
         """See ``Workspace.delete``."""

@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from core.annotations import EMPTY as EMPTY_ANNOTATIONS
-from core.annotations import AnnotationPatch, Annotations, apply_patch
+from core.annotations import AnnotationPatch, Annotations, apply_patch, batch_cost
 from core.annotations import limiter as annotation_limiter
 from core.clients import current_client
 from core.data_service import current_stores, in_store_thread, namespace, reads_block, sandbox
-from core.errors import BadRequest, CapacityExceeded, QuotaExceeded, ServiceBusy
+from core.errors import BadRequest, CapacityExceeded, DarkroomError, QuotaExceeded, ServiceBusy
 from core.events import ANNOTATION_CHANGED, IMAGE_REMOVED, SESSION_CLEARED, Event, bus
 from core.ingest import make_preview
 from core.invites import invites
@@ -289,6 +289,30 @@ def patch_annotations(image_id: str, patch: AnnotationPatch, author: str, client
     store, key, session_id = namespace()
     image_id = _checked_id(image_id)
     annotation_limiter.check(key, client)
+    return _patch_one(store, key, session_id, image_id, patch, author)
+
+
+def patch_many(
+    edits: Sequence[tuple[str, AnnotationPatch]], author: str, client: str
+) -> list[tuple[str, Annotations | DarkroomError]]:
+    """Apply a batch of edits (``core.annotations.parse_batch``) as ``author``: the rate limit is
+    taken once for the whole batch (``batch_cost``; RateLimited refuses it all), then each edit is
+    applied on its own, as ``patch_annotations`` would, and answered on its own: its annotations,
+    or the error of that image alone (NotFound for an image deleted meanwhile, StaleVersion, ...)."""
+    store, key, session_id = namespace()
+    annotation_limiter.check(key, client, batch_cost(len(edits)))
+    results: list[tuple[str, Annotations | DarkroomError]] = []
+    for image_id, patch in edits:
+        try:
+            results.append((image_id, _patch_one(store, key, session_id, _checked_id(image_id), patch, author)))
+        except DarkroomError as exc:
+            results.append((image_id, exc))
+    return results
+
+
+def _patch_one(
+    store: ImageStore, key: str, session_id: str | None, image_id: str, patch: AnnotationPatch, author: str
+) -> Annotations:
     changed = False
 
     def change(current: Annotations) -> Annotations:

@@ -156,6 +156,71 @@ def test_edits_over_the_rate_get_429(api, monkeypatch):
     assert patch(api, other_session, other_image, {"rating": 1}).status_code == 200
 
 
+def batch(api, session: str, edits: object):
+    return api.patch("/api/annotations", params={"session_id": session}, json={"edits": edits})
+
+
+def test_a_batch_keeps_the_best_and_rejects_the_rest_in_one_call(api):
+    session = new_session(api)
+    ids = [r["id"] for r in upload(api, session, *[(f"{n}.jpg", make_jpeg(seed=n)) for n in range(4)]).json()["accepted"]]
+    edits = [{"image_id": ids[0], "pick": "picked", "tags_add": ["best"]}] + [
+        {"image_id": image_id, "pick": "rejected"} for image_id in ids[1:]
+    ]
+    response = batch(api, session, edits)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["image_id"] for r in results] == ids
+    assert [r["annotations"]["pick"] for r in results] == ["picked", "rejected", "rejected", "rejected"]
+    assert [r["annotations"]["pick"] for r in listed(api, session)] == ["picked", "rejected", "rejected", "rejected"]
+
+
+def test_a_batch_answers_each_edit_on_its_own(api):
+    session, image_id = one_image(api)
+    patch(api, session, image_id, {"rating": 2})
+    gone = "0" * 32  # deleted meanwhile, or never there: that edit alone is 404
+    results = batch(
+        api, session, [{"image_id": image_id, "rating": 5, "expected_version": 0}, {"image_id": gone, "pick": "rejected"}]
+    ).json()["results"]
+    assert results[0]["status"] == 409 and results[0]["current"]["rating"] == 2
+    assert results[1] == {"image_id": gone, "status": 404, "detail": "no such image in this workspace"}
+
+
+def test_another_workspaces_images_are_404_in_a_batch(api):
+    _, image_id = one_image(api)
+    stranger = new_session(api)
+    (result,) = batch(api, stranger, [{"image_id": image_id, "pick": "picked"}]).json()["results"]
+    assert result["status"] == 404 and "annotations" not in result
+
+
+@pytest.mark.parametrize(
+    ("edits", "status", "words"),
+    [
+        ([], 400, "empty"),
+        ("all", 400, "edits"),
+        ([{"pick": "picked"}], 400, "image_id"),
+        ([{"image_id": "a" * 32, "pick": "maybe"}], 422, "edit 1"),
+        ([{"image_id": "a" * 32, "rating": 1}, {"image_id": "a" * 32, "rating": 2}], 400, "twice"),
+        ([{"image_id": f"{n:032x}", "pick": "picked"} for n in range(501)], 413, "500"),
+    ],
+)
+def test_a_bad_batch_is_refused_whole_with_the_edit_named(api, edits, status, words):
+    session, _ = one_image(api)
+    response = batch(api, session, edits)
+    assert response.status_code == status and words in response.json()["detail"]
+    assert listed(api, session)[0]["annotations"]["version"] == 0  # nothing of it applied
+
+
+def test_a_batch_costs_one_edit_per_ten_and_is_refused_whole_over_the_rate(api, monkeypatch):
+    monkeypatch.setattr(annotation_limiter, "burst", 3)
+    monkeypatch.setattr(annotation_limiter, "rate", 0.001)
+    session = new_session(api)
+    ids = [r["id"] for r in upload(api, session, *[(f"{n}.jpg", make_jpeg(seed=n)) for n in range(25)]).json()["accepted"]]
+    assert batch(api, session, [{"image_id": i, "pick": "rejected"} for i in ids]).status_code == 200  # 3 of 3
+    refused = batch(api, session, [{"image_id": ids[0], "pick": None}])
+    assert refused.status_code == 429 and refused.headers["Retry-After"]
+    assert all(r["annotations"]["pick"] == "rejected" for r in listed(api, session))
+
+
 def test_listed_records_carry_their_annotations(api):
     session, image_id = one_image(api)
     upload(api, session, ("b.jpg", make_jpeg(seed=4)))

@@ -225,6 +225,17 @@ def test_annotate_changes_the_shared_annotations_and_a_stale_version_is_a_confli
     assert workspace.annotate(record["id"], pick=None)["pick"] is None
 
 
+def test_keep_best_picks_one_and_rejects_the_rest_in_one_batch(workspace):
+    ids = [r["id"] for r in workspace.upload([(f"{n}.jpg", make_jpeg(seed=20 + n)) for n in range(3)]).accepted]
+    results = workspace.keep_best(ids[1], ids)
+    assert [(r["image_id"], r["annotations"]["pick"]) for r in results] == [
+        (ids[1], "picked"), (ids[0], "rejected"), (ids[2], "rejected")
+    ]
+    with pytest.raises(Unprocessable) as refused:
+        workspace.annotate_many([{"image_id": ids[0], "pick": "maybe"}])
+    assert "edit 1" in str(refused.value)
+
+
 def test_events_show_an_image_pushed_from_another_handle(workspace, live_server):
     with workspace.events(name="notebook", timeout=30) as events:
         hello = next(events)

@@ -317,7 +317,7 @@ export default {
           const started = performance.now();
           let timer;
           const timeout = new Promise((resolve) => (timer = setTimeout(() => resolve(null), PREVIEW_TIMEOUT)));
-          const found = await Promise.race([this.previewOf(item, decode), timeout]);
+          const found = await Promise.race([this.previewOf(item, decode, embedded), timeout]);
           clearTimeout(timer);
           this.previewWaiters.delete(item.key); // a preview that hangs stops no other
           if (embedded && !(found && found.blob)) {
@@ -336,11 +336,13 @@ export default {
         this.previewing = false;
       }
     },
-    previewOf(item, decode) {
-      if (!this.previewer) return localPreview(item.file, decode);
+    previewOf(item, decode, embedded) {
+      // `embedded`: this is the first pass, which looks for the EXIF thumbnail; the decode pass
+      // comes only for files without one, so it does not look again.
+      if (!this.previewer) return localPreview(item.file, decode, embedded);
       return new Promise((resolve) => {
         this.previewWaiters.set(item.key, resolve);
-        this.previewer.postMessage({ type: "preview", id: item.key, file: item.file, decode });
+        this.previewer.postMessage({ type: "preview", id: item.key, file: item.file, decode, embedded });
       });
     },
     serverSooner(item) {

@@ -347,11 +347,13 @@ async function decodedPreview(file) {
 }
 
 // A picture of `file` for its tile: { blob, source } with source "embedded" or "decoded", or
-// { blob: null } when it has none. Decoded only when `decode` (the page decides whether the server's
-// thumbnail comes sooner); any failure only means no local preview.
-export async function localPreview(file, decode) {
+// { blob: null } when it has none. The embedded thumbnail is looked for unless `lookEmbedded` is
+// false (an earlier pass found none: its 128 KiB are not read again). Decoded only when `decode`
+// (the page decides whether the server's thumbnail comes sooner); any failure only means no local
+// preview.
+export async function localPreview(file, decode, lookEmbedded = true) {
   try {
-    const embedded = await embeddedPreview(file);
+    const embedded = lookEmbedded ? await embeddedPreview(file) : null;
     if (embedded) return { blob: embedded, source: "embedded" };
     if (decode) {
       const decoded = await decodedPreview(file);
@@ -372,7 +374,7 @@ if (typeof WorkerGlobalScope !== "undefined" && self instanceof WorkerGlobalScop
       uploader(message);
       return;
     }
-    const { blob, source } = await localPreview(message.file, message.decode);
+    const { blob, source } = await localPreview(message.file, message.decode, message.embedded);
     self.postMessage({ type: "preview", id: message.id, blob, source });
   };
 }

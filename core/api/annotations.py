@@ -6,10 +6,13 @@ are in ``core.api.live``).
   workspace; 409 with ``current`` for a stale ``expected_version``; 400/413/422 for bad input;
   429 when one client edits too fast.
 - ``GET /api/annotations``: every annotated image and the workspace's tags (for autocomplete).
+- ``PATCH /api/annotations``: a batch of edits (keep the best of a burst, reject the rest), each
+  answered on its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
@@ -18,8 +21,10 @@ from fastapi.responses import JSONResponse, Response
 
 from core import data_service, workspace
 from core.annotations import (
+    MAX_BATCH_BODY_BYTES,
     MAX_PATCH_BODY_BYTES,
     Annotations,
+    parse_batch,
     parse_patch,
     tag_counts,
 )
@@ -53,18 +58,26 @@ def _no_cache(body: dict[str, Any], status_code: int = 200, headers: dict[str, s
     )
 
 
-async def _json_body(request: Request) -> object:
+async def _body_bytes(request: Request, limit: int = MAX_PATCH_BODY_BYTES, what: str = "an annotation patch") -> bytes:
     received = bytearray()
     async for chunk in request.stream():
         received += chunk
-        if len(received) > MAX_PATCH_BODY_BYTES:
-            raise TooLarge(f"an annotation patch is at most {MAX_PATCH_BODY_BYTES // 1024} KiB of JSON")
+        if len(received) > limit:
+            raise TooLarge(f"{what} is at most {limit // 1024} KiB of JSON")
     if not received:
         raise BadRequest('send a JSON object, e.g. {"tags_add": ["keep"], "rating": 4}')
+    return bytes(received)
+
+
+def _decoded(received: bytes) -> object:
     try:
         return json.loads(received)
     except (ValueError, RecursionError):  # nesting too deep is not valid JSON for us either
         raise BadRequest("the body is not valid JSON") from None
+
+
+async def _json_body(request: Request) -> object:
+    return _decoded(await _body_bytes(request))
 
 
 def _editor(session: str | None, client_id: str | None, request: Request) -> tuple[str, str]:
@@ -132,3 +145,39 @@ def _annotations_body() -> bytes:
         "tags": [{"tag": tag, "count": count} for tag, count in tag_counts(found)],
     }
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+@router.patch(
+    "/annotations",
+    responses={
+        200: {"description": "One result per edit, in order: its annotations, or that image's error"},
+        400: ERRORS[400],
+        413: ERRORS[413],
+        422: {"description": "An edit with a value that is not allowed; nothing of the batch is applied"},
+        429: {"description": "Too many edits from this client; nothing of the batch is applied"},
+    },
+)
+async def patch_many_annotations(
+    request: Request,
+    session: Session,
+    x_darkroom_client: Annotated[
+        str | None, Header(description="Your member id from WS /api/ws/events, so edits carry your name")
+    ] = None,
+) -> JSONResponse:
+    """A batch of edits, ``{"edits": [{"image_id": ..., <patch fields>}, ...]}``, at most 500:
+    "keep the best of this burst, reject the rest" in one call. Every edit is checked first (a bad
+    one refuses the batch, naming it); the batch costs one edit of the rate limit per 10 it holds,
+    all or nothing. Then each edit is applied on its own and answered on its own in ``results``:
+    ``{"image_id", "annotations"}``, or ``{"image_id", "status", "detail"}`` (404 an image deleted
+    meanwhile, 409 with ``current``, 413 too many tags)."""
+    received = await _body_bytes(request, MAX_BATCH_BODY_BYTES, "a batch of annotation edits")
+    edits = await asyncio.to_thread(lambda: parse_batch(_decoded(received)))  # up to 1 MiB of JSON: off the loop
+    author, client = _editor(session, x_darkroom_client, request)
+    outcomes = await data_service.run_store(workspace.patch_many, edits, author, client)
+    results = [
+        {"image_id": image_id, "annotations": outcome.to_public()}
+        if isinstance(outcome, Annotations)
+        else {"image_id": image_id, "status": outcome.status_code, **outcome.body()}
+        for image_id, outcome in outcomes
+    ]
+    return _no_cache({"results": results})
