@@ -29,7 +29,7 @@ export default {
     <div class="dr-cull-host">
       <div v-if="open" ref="root" class="dr-cull" tabindex="-1" data-testid="culling" role="dialog"
            aria-label="Culling" :data-index="index" :data-count="order.length"
-           :data-image-id="current ? current.id : ''" :data-shown-id="shownId" @keydown="onKey">
+           :data-image-id="current ? current.id : ''" :data-shown-id="shownId" @keydown="onKey" @wheel.prevent>
         <div class="dr-cull-bar">
           <span class="dr-cull-position" data-testid="cull-position">{{ order.length ? index + 1 : 0 }} / {{ order.length }}</span>
           <template v-if="current">

@@ -388,6 +388,7 @@ class Culling:
             return
         self.unrated = event.args
         self.view.props["unrated"] = event.args
+        self.view.update()
         if self.is_open:
             self._choose_images()
             if self.current not in self.positions:
