@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from core.errors import BadRequest, TooLarge
 from core.events import PRESENCE_CHANGED, Event, bus
-from core.storage.base import PresenceEntry, PresenceMirror
+from core.storage.base import PresenceEntry, PresenceMirror, is_image_id
 from core.storage.local import LocalPresenceMirror
 from core.text import one_line
 
@@ -39,6 +39,10 @@ MAX_NAME_CHARS = 40
 SWEEP_SECONDS = 1.0  # how often lingering scripts are checked while there are any
 LEASE_SECONDS = 30.0  # a member its process stopped renewing (it died) goes after this
 RENEW_SECONDS = 10.0  # how often a process renews its members' leases
+# A member's "viewing" image (the culling view) is told to the workspace at most this often: each
+# change re-sends the member list to every tab, so a key held down must not flood them. A change
+# in between is kept and told when the interval is over (at the latest by the next sweep).
+VIEW_SECONDS = 0.25
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +94,12 @@ class Member:
     last_seen: float
     connections: int = 1
     client: str | None = None  # a script's client address: its sockets are this one member
+    viewing: str | None = None  # the image id it looks at in the culling view, or None
+    viewing_told: float = -math.inf  # (clock) when its "viewing" was last told to the workspace
+    viewing_pending: bool = False  # "viewing" changed since then
 
     def to_public(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "colour": self.colour, "kind": self.kind}
+        return {"id": self.id, "name": self.name, "colour": self.colour, "kind": self.kind, "viewing": self.viewing}
 
 
 def clean_name(raw: object) -> str:
@@ -182,7 +189,7 @@ class Presence:
         else:  # a script whose socket closed: listed until a minute after it was last seen
             until = wall + SCRIPT_SEEN_SECONDS - (now - member.last_seen)
         joined = self._joined.get(member.id, wall)
-        return PresenceEntry(member.id, member.name, member.colour, member.kind, joined, until)
+        return PresenceEntry(member.id, member.name, member.colour, member.kind, joined, until, member.viewing)
 
     def _share(self, session_id: str, write: Sequence[Member] = (), remove: Sequence[str] = ()) -> None:
         if remove:
@@ -313,6 +320,44 @@ class Presence:
         self._changed(session_id)
         return member
 
+    def view(self, session_id: str, member_id: str, image_id: object) -> bool:
+        """The member (a tab of this process) now looks at ``image_id`` in the culling view (None:
+        at none). Only the id's form is checked here; that it is an image of this session is the
+        caller's to check (the page knows its images). Told to the workspace at once, or, within
+        VIEW_SECONDS of the last time, when that interval is over: True if told now. Raises
+        BadRequest for anything but an image id or None, or a member not in the workspace."""
+        if image_id is not None and not is_image_id(image_id):
+            raise BadRequest("'viewing' must be an image id of this workspace or null")
+        now = self.clock()
+        with self._lock:
+            member = self._sessions.get(session_id, {}).get(member_id)
+            if member is None:
+                raise BadRequest("you are not in this workspace any more; reconnect first")
+            if member.viewing == image_id and not member.viewing_pending:
+                return False
+            member.viewing = image_id  # type: ignore[assignment]  # checked above
+            if now - member.viewing_told < VIEW_SECONDS:
+                member.viewing_pending = True
+                self._start_sweeper()
+                return False
+            member.viewing_told, member.viewing_pending = now, False
+        self._share(session_id, write=[member])
+        self._changed(session_id)
+        return True
+
+    def _tell_pending_views(self, now: float) -> None:
+        """Tell the workspaces the views that waited for their interval to end (lock not held)."""
+        with self._lock:
+            due: dict[str, list[Member]] = {}
+            for session_id, members in self._sessions.items():
+                for member in members.values():
+                    if member.viewing_pending and now - member.viewing_told >= VIEW_SECONDS:
+                        member.viewing_told, member.viewing_pending = now, False
+                        due.setdefault(session_id, []).append(member)
+        for session_id, members in due.items():
+            self._share(session_id, write=members)
+            self._changed(session_id)
+
     def member(self, session_id: str, member_id: str | None) -> Member | None:
         """The member with this id in this session (None for an unknown id or another session's),
         also one connected to another process."""
@@ -325,7 +370,9 @@ class Presence:
         found = next((m for m in self._shared_members(session_id) or [] if m["id"] == member_id), None)
         if found is None:
             return None
-        return Member(found["id"], found["name"], found["colour"], found["kind"], self.clock(), connections=0)
+        return Member(
+            found["id"], found["name"], found["colour"], found["kind"], self.clock(), 0, viewing=found["viewing"]
+        )
 
     def members(self, session_id: str) -> list[Member]:
         """Who is in the workspace now, in the order they came."""
@@ -337,7 +384,10 @@ class Presence:
         public = self._public(session_id)
         with self._lock:
             local = dict(self._sessions.get(session_id, {}))
-        return [local.get(m["id"]) or Member(m["id"], m["name"], m["colour"], m["kind"], self.clock()) for m in public]
+        return [
+            local.get(m["id"]) or Member(m["id"], m["name"], m["colour"], m["kind"], self.clock(), viewing=m["viewing"])
+            for m in public
+        ]
 
     def forget_session(self, session_id: str) -> None:
         """The workspace was deleted: nobody is in it."""
@@ -359,9 +409,11 @@ class Presence:
             self.leave(session_id, member.id)
 
     def sweep(self) -> None:
-        """Drop scripts gone for over a minute and tell their workspaces; every RENEW_SECONDS also
-        renew this process's leases and tell of members other processes lost."""
+        """Drop scripts gone for over a minute and tell their workspaces, and tell the views that
+        waited for their interval; every RENEW_SECONDS also renew this process's leases and tell of
+        members other processes lost."""
         now = self.clock()
+        self._tell_pending_views(now)
         with self._lock:
             went = {key: gone for key in list(self._sessions) if (gone := self._live(key, now)[1])}
             renew = now - self._renewed >= RENEW_SECONDS

@@ -8,7 +8,7 @@ import pytest
 
 from core.errors import BadRequest, TooLarge
 from core.events import PRESENCE_CHANGED, Event
-from core.presence import COLOURS, MAX_MEMBERS, MAX_NAME_CHARS, SCRIPT_SEEN_SECONDS, Presence
+from core.presence import COLOURS, MAX_MEMBERS, MAX_NAME_CHARS, SCRIPT_SEEN_SECONDS, VIEW_SECONDS, Presence
 from tests.helpers import Clock
 
 A = "11111111-1111-4111-8111-111111111111"
@@ -168,3 +168,50 @@ def test_a_script_gone_a_minute_comes_back_as_a_new_member(presence, clock):
     presence.sweep()
     assert presence.members(A) == []
     assert presence.join(A, "script", client="203.0.113.7").id != first.id
+
+
+IMAGE = "0123456789abcdef0123456789abcdef"
+OTHER_IMAGE = "fedcba9876543210fedcba9876543210"
+
+
+def test_a_members_viewed_image_is_told_to_its_workspace_only(presence, events):
+    tab = presence.join(A, "tab")
+    presence.join(B, "tab")
+    events.clear()
+    assert presence.view(A, tab.id, IMAGE) is True
+    assert [e.session_id for e in events] == [A]
+    assert [m["viewing"] for m in events[-1].data["members"]] == [IMAGE]
+    assert presence.members(A)[0].to_public()["viewing"] == IMAGE
+    assert [m.viewing for m in presence.members(B)] == [None]
+    assert presence.view(A, tab.id, IMAGE) is False  # the same image again: nothing to tell
+    assert len(events) == 1
+
+
+def test_viewing_takes_an_image_id_or_none_and_only_for_a_member(presence):
+    tab = presence.join(A, "tab")
+    for bad in ("../etc", "x" * 32, 7, ["0" * 32], IMAGE.upper()):
+        with pytest.raises(BadRequest):
+            presence.view(A, tab.id, bad)
+    with pytest.raises(BadRequest):
+        presence.view(A, "not-a-member", IMAGE)
+    with pytest.raises(BadRequest):
+        presence.view(B, tab.id, IMAGE)  # a member of another workspace
+    assert presence.members(A)[0].viewing is None
+
+
+def test_views_in_quick_succession_are_told_at_most_every_interval_and_the_last_one_wins(presence, clock, events):
+    tab = presence.join(A, "tab")
+    presence.sweep()  # the first sweep renews the leases (and tells a changed list): not under test here
+    events.clear()
+    presence.view(A, tab.id, IMAGE)
+    clock.now += VIEW_SECONDS / 3
+    assert presence.view(A, tab.id, OTHER_IMAGE) is False
+    clock.now += VIEW_SECONDS / 3
+    assert presence.view(A, tab.id, None) is False
+    assert len(events) == 1  # the two later views wait for the interval
+    presence.sweep()
+    assert len(events) == 1
+    clock.now += VIEW_SECONDS
+    presence.sweep()  # the interval is over: the last view is told, once
+    presence.sweep()
+    assert len(events) == 2 and events[-1].data["members"][0]["viewing"] is None

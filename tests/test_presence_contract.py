@@ -111,3 +111,23 @@ def test_members_of_a_process_that_died_leave_after_their_lease(pair):
     first.sweep()  # renews its own lease and notices the list changed
     assert [m.id for m in first.members(A)] == [survivor.id]
     assert published and [m["id"] for m in published[-1].data["members"]] == [survivor.id]
+
+
+def test_the_viewed_image_travels_with_the_entry(make_mirror):
+    here, there = make_mirror(), make_mirror()
+    viewing = "0123456789abcdef0123456789abcdef"
+    here.write(A, [PresenceEntry("m1", "Blue Heron", "#1e88e5", "tab", WALL, WALL + 30, viewing), entry("m2")])
+    read = by_id(there.read(A))
+    assert read["m1"].viewing == viewing and read["m1"].to_public()["viewing"] == viewing
+    assert read["m2"].viewing is None
+
+
+def test_a_view_on_one_process_shows_in_the_other_processes_list(pair):
+    first, second, wall, published = pair
+    looking = first.join(A, "tab")
+    second.join(A, "tab")
+    image = "0123456789abcdef0123456789abcdef"
+    assert first.view(A, looking.id, image) is True
+    assert {m.id: m.viewing for m in second.members(A)}[looking.id] == image
+    assert second.member(A, looking.id).viewing == image
+    assert [m["viewing"] for m in published[-1].data["members"] if m["id"] == looking.id] == [image]

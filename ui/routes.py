@@ -26,7 +26,7 @@ from core.api.models import UploadResult
 from core.api.origin import check_same_site
 from core.api.session_middleware import route_path
 from core.api.ws_upload import serve_upload_socket
-from core.errors import DarkroomError, NotFound
+from core.errors import BadRequest, DarkroomError, NotFound
 from core.sessions import session_scope
 from ui.session import client_for_token, session_for_token
 
@@ -38,6 +38,9 @@ ORIGINAL_PATH = "/_darkroom/original/{token}/{image_id}"
 ARCHIVE_PATH = "/_darkroom/archive/{token}"
 WS_UPLOAD_PATH = "/_darkroom/ws/upload/{token}"
 PREVIEW_SIZE = 1280
+# The longest sides a preview is made at (``?size=`` is rounded up to one, the largest at most): a
+# page asks for its screen's size, and each image caches at most these few previews in its session.
+PREVIEW_SIZES = (640, 960, 1280, 1600, 2048)
 
 # client id -> what shows that page the outcome of its uploads (set by the workspace page)
 upload_listeners: dict[str, Callable[[uploads.UploadReport | None, DarkroomError | None], None]] = {}
@@ -92,6 +95,16 @@ def _report_to(token: str) -> Callable[[uploads.UploadReport], None] | None:
     return (lambda report: listener(report, None)) if listener else None
 
 
+def fit_preview_size(raw: object) -> int:
+    """The smallest of ``PREVIEW_SIZES`` at least ``raw`` pixels (a whole number, as text or int),
+    the largest for more. Raises BadRequest for anything else."""
+    text = str(raw)
+    if not (isinstance(raw, int | str) and text.isdecimal() and 0 < len(text) <= 6 and int(text) > 0):
+        raise BadRequest("'size' must be a whole number of pixels")
+    wanted = int(text)
+    return next((fitted for fitted in PREVIEW_SIZES if fitted >= wanted), PREVIEW_SIZES[-1])
+
+
 def _image(body: bytes, mime: str) -> Response:
     # The URL names a fixed image of a page that lives at most as long as the tab.
     headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"}
@@ -124,8 +137,11 @@ def install_routes(app: FastAPI) -> None:
         return _image(body, record.thumbnail_mime)
 
     @app.get(PREVIEW_PATH, include_in_schema=False)
-    async def preview(token: str, image_id: str) -> Response:
-        body, mime = await asyncio.to_thread(workspace.load_preview, image_id, PREVIEW_SIZE)
+    async def preview(token: str, image_id: str, size: str | None = None) -> Response:
+        """The upright preview, 1280 px or ``?size=`` (the culling view's screen) rounded up to
+        one of ``PREVIEW_SIZES``."""
+        fitted = PREVIEW_SIZE if size is None else fit_preview_size(size)
+        body, mime = await asyncio.to_thread(workspace.load_preview, image_id, fitted)
         return _image(body, mime)
 
     @app.websocket(WS_UPLOAD_PATH)

@@ -3,8 +3,9 @@
 One ``Workspace`` per page load (NiceGUI client). It binds to its tab's session (``ui.session``),
 follows that session's events so that images added or removed anywhere (the API, another joined
 tab) appear and disappear live, and keeps the session alive while the tab is open. What it shows
-is laid out by the panels: ``ui.gallery``, ``ui.detail``, ``ui.dashboard``, ``ui.sharing`` and the
-drop zone (``ui.dropzone``); the styles are in ``workspace.css``.
+is laid out by the panels: ``ui.gallery``, ``ui.detail``, ``ui.dashboard``, ``ui.sharing``, the
+culling view (``ui.culling``: the *Cull* button or the C key) and the drop zone (``ui.dropzone``);
+the styles are in ``workspace.css``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from core.events import IMAGE_ADDED, IMAGE_REMOVED, PROGRESS, SESSION_CLEARED, E
 from core.invites import invites
 from core.units import format_bytes
 from ui.collab import Collab
+from ui.culling import Culling
 from ui.dashboard import Dashboard
 from ui.detail import Detail
 from ui.dropzone import DropZone
@@ -65,6 +67,7 @@ class Workspace:
         self.dashboard = Dashboard(client, self.thumbnail_url, lambda: self.gallery.count, self.open_detail)
         self.sharing = Sharing(binding, base_url, self.settings)
         self.collab = Collab(client, binding, self.gallery)
+        self.culling = Culling(client, binding, self.gallery, self.collab, self.preview_url)
         self.detail.extend = self.collab.extend_detail
         self.dashboard.extend_controls = lambda: self.collab.build_colouring(self.dashboard.draw_charts)
         self.dashboard.recolour = self.collab.recolour
@@ -130,6 +133,7 @@ class Workspace:
             for event in events:
                 try:
                     changed = self._apply(event) or changed
+                    self.culling.apply(event)  # after the panels: it reads the gallery's records
                 except Exception:  # one bad update must not stop the live view
                     log.exception("could not apply a %s event to the page", event.kind)
             if changed:
@@ -168,6 +172,9 @@ class Workspace:
             ui.label("private image workspace").classes("text-blue-grey-2 max-sm:hidden")
             ui.space()
             self.collab.build_presence()
+            ui.button("Cull", icon="view_carousel", on_click=self.culling.open).props(
+                'flat dense no-caps color=white data-testid=open-culling title="Review one image at a time (C)"'
+            )
             self.usage = ui.label().classes("text-blue-grey-1 text-sm").props("data-testid=usage")
             archive = ARCHIVE_PATH.format(token=self.binding.token)
             with ui.element("a").props(f'href="{archive}" download data-testid=download-all'):
@@ -207,6 +214,8 @@ class Workspace:
                 with ui.tab_panel("dashboard").classes("q-pa-none"):
                     self.dashboard.build()
         self.detail.build()
+        self.culling.build()
+        self.culling.blocked = lambda: self.detail.is_open  # C is the view's, not the detail's
 
     def _storage_notice(self) -> None:
         minutes = self.settings.session_idle_seconds / 60

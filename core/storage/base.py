@@ -298,8 +298,9 @@ class InviteBook(ABC):
 
 @dataclass(frozen=True)
 class PresenceEntry:
-    """A member of a workspace as every process lists it: its public form, when it came and until
-    when it stays listed unless its process renews it (wall-clock seconds, the same for every process)."""
+    """A member of a workspace as every process lists it: its public form (with the image it views,
+    if any), when it came and until when it stays listed unless its process renews it (wall-clock
+    seconds, the same for every process). An adapter reads back an unreadable ``viewing`` as None."""
 
     id: str
     name: str
@@ -307,9 +308,10 @@ class PresenceEntry:
     kind: str
     joined: float
     until: float
+    viewing: str | None = None  # the image id it looks at in the culling view (``is_image_id``), or None
 
     def to_public(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "colour": self.colour, "kind": self.kind}
+        return {"id": self.id, "name": self.name, "colour": self.colour, "kind": self.kind, "viewing": self.viewing}
 
 
 class PresenceMirror(ABC):

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 
 from core.presence import LEASE_SECONDS, SCRIPT_SEEN_SECONDS
-from core.storage.base import PresenceEntry, PresenceMirror
+from core.storage.base import PresenceEntry, PresenceMirror, is_image_id
 from core.storage.redis.client import KEY_PREFIX, Client
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ def _entry(raw: bytes | str) -> PresenceEntry | None:
             str(fields["kind"]),
             float(fields["joined"]),
             float(fields["until"]),
+            fields["viewing"] if is_image_id(fields.get("viewing")) else None,
         )
     except (ValueError, TypeError, KeyError):
         return None
