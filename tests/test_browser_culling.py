@@ -5,6 +5,7 @@ Chromium; in CI a missing browser fails."""
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -12,9 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image, ImageFilter
 
 from tests.browser import MISSING, ServerProcess, wait_for
-from tests.helpers import make_jpeg
+from tests.helpers import DATA, make_jpeg
 
 if MISSING:
     if os.environ.get("CI", "").lower() == "true":
@@ -26,6 +28,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 from tests.test_browser_collab import click_button, invite_link, open_workspace  # noqa: E402
+
+BURST_PHOTO = DATA / "features" / "images" / "chelsea.png"
 
 # What the culling view shows now: its position, the image, whether its preview has loaded, and
 # that image's stars, pick and tags as drawn.
@@ -187,3 +191,40 @@ def test_each_member_sees_who_looks_at_which_image(server, browser, tmp_path) ->
     shows(owner, index=2, viewers=[guest_name], message="the owner does not see the guest on the last image")
     press(guest, Keys.ESCAPE)  # a member that closed its view looks at nothing
     shows(owner, index=2, viewers=[], message="the guest's name stayed after it closed its view")
+
+
+def burst_frames(blurs: list[float]) -> list[bytes]:
+    """One frame of the same photo per blur radius (0: sharp), in upload order: a burst."""
+    base = Image.open(BURST_PHOTO).convert("RGB")
+    frames = []
+    for radius in blurs:
+        out = io.BytesIO()
+        (base.filter(ImageFilter.GaussianBlur(radius)) if radius else base).save(out, "JPEG", quality=95)
+        frames.append(out.getvalue())
+    return frames
+
+
+def test_b_keeps_the_sharpest_of_a_burst_and_rejects_the_rest_and_z_undoes_it(server, browser) -> None:
+    driver = browser()
+    open_workspace(driver, server.url)
+    session = session_of(driver)
+    frames = burst_frames([2.5, 0, 4.0])  # the sharp frame in the middle
+    files = [("files", (f"burst-{n}.jpg", data, "image/jpeg")) for n, data in enumerate(frames)]
+    with httpx.Client(base_url=server.url, timeout=60, params={"session_id": session}) as api:
+
+        def picks() -> list[str | None]:
+            return [record["annotations"]["pick"] for record in api.get("/api/images").json()]
+
+        ids = [record["id"] for record in api.post("/api/images", files=files).json()["accepted"]]
+        wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".dr-card")) == 3, message="no cards")
+        open_culling(driver, 3)
+        press(driver, "b")
+        kept = "Kept burst-1.jpg (sharpest"
+        wait_for(driver, lambda d: kept in state(d)["notice"], timeout=60, message="B said nothing")
+        assert picks() == ["rejected", "picked", "rejected"]
+        shows(driver, index=0, id=ids[0], pick="rejected", message="the view does not show the reject")
+        rejected = ".dr-card[data-verdict=rejected]"
+        wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, rejected)) == 2, message="not in the gallery")
+        press(driver, "z")  # the whole burst's verdict at once
+        shows(driver, pick=None, message="Z did not undo the burst")
+        wait_for(driver, lambda d: picks() == [None, None, None], message="the undo was not stored")

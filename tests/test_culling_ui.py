@@ -234,3 +234,17 @@ async def test_the_preview_route_serves_the_fitted_size_and_refuses_a_bad_one(us
         assert max(image.size) == 960
     refused = await user.http_client.get(url, params={"size": "huge"})
     assert refused.status_code == 400 and "whole number" in refused.json()["detail"]
+
+
+async def test_b_is_listed_and_on_an_image_in_no_burst_says_so_and_changes_nothing(user: User, monkeypatch) -> None:
+    culling, session_id, ids = await open_culling(user, "a.jpg", "b.jpg")
+    assert "b" in culling.view.props["keys"] and "burst" in culling.view.props["keys"]["b"]
+    said: list[str] = []
+    monkeypatch.setattr(culling, "_notice", lambda text, warning=False: said.append(text))
+    user.find(marker="culling").trigger("command", ["b", ids["a.jpg"]])
+    for _ in range(200):  # the features of both images are computed first
+        await asyncio.sleep(0.05)
+        if len(said) >= 2:
+            break
+    assert said[0].startswith("Looking") and "no burst" in said[-1], said
+    assert stored(session_id, ids["a.jpg"])["version"] == 0 and not culling.undo

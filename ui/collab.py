@@ -162,7 +162,10 @@ class Collab:
             self.member = None
 
     def _show_members(self, members: list[dict[str, Any]]) -> None:
+        shown = _without_viewing(self.members)
         self.members = members
+        if _without_viewing(members) == shown and self.presence_row.default_slot.children:
+            return  # only who looks at which image changed (the culling view shows that): the chips stay
         mine = self.member.id if self.member else None
         ordered = sorted(members, key=lambda m: m["id"] != mine)  # you first
         self.presence_row.clear()
@@ -508,6 +511,10 @@ class Collab:
         series.append({"name": "untagged", "type": "scatter", "data": untagged, "symbolSize": 8,
                        "itemStyle": {"color": UNTAGGED_COLOUR}})  # fmt: skip
         options["series"] = series
+
+
+def _without_viewing(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in member.items() if k != "viewing"} for member in members]
 
 
 async def _patch_in_session(client: Client, image_id: str, patch: AnnotationPatch, author: str, member: str) -> Any:

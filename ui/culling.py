@@ -59,6 +59,7 @@ class Verdict:
 
     image_id: str
     undo: dict[str, Any] | None
+    others: tuple[tuple[str, dict[str, Any]], ...] = ()  # a verdict on a whole burst: the rest of it
 
 
 class CullingView(ui.element, component="culling.js"):
@@ -338,7 +339,12 @@ class Culling:
             if verdict.image_id not in self.gallery.records:
                 self._notice("The image of the last verdict was deleted meanwhile.")
                 return
-            if verdict.undo is not None and await self._send(verdict.image_id, verdict.undo) is None:
+            if verdict.others:
+                edits = [(verdict.image_id, verdict.undo or {}), *verdict.others]
+                if not await self.send_many(edits):
+                    self.undo.append(verdict)
+                    return
+            elif verdict.undo is not None and await self._send(verdict.image_id, verdict.undo) is None:
                 self.undo.append(verdict)  # refused (too many edits): it can be undone again
                 return
             if verdict.image_id in self.positions:
@@ -370,6 +376,40 @@ class Culling:
         if image_id in self.positions:
             self._send_record(image_id)
         return public
+
+    async def send_many(self, edits: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+        """A batch of edits (``core.workspace.patch_many``: one rate-limit charge for the batch) as
+        this tab; image id -> new annotations of each edit applied ({} when the batch was refused;
+        the view says why)."""
+        member = self.collab.member
+        if member is None:
+            self._notice("This page is not in the workspace any more; reload it.")
+            return {}
+        current = self.current or (edits[0][0] if edits else "")
+        try:
+            batch = [(image_id, parse_patch(body)) for image_id, body in edits]
+            with tab_scope(self.client):
+                outcomes = await data_service.run_store(workspace.patch_many, batch, member.name, member.id)
+        except DarkroomError as exc:
+            self._refused(current, f"Not saved: {exc.message}.")
+            return {}
+        applied = {}
+        for image_id, outcome in outcomes:
+            if isinstance(outcome, DarkroomError):
+                continue  # that image alone (deleted meanwhile): the others stand
+            applied[image_id] = public = outcome.to_public()
+            self.collab.show(image_id, public)
+            if image_id in self.positions:
+                self._send_record(image_id)
+        return applied
+
+    def remember(self, verdict: Verdict) -> None:
+        """Keep a verdict made through ``send_many`` so that Z undoes it."""
+        self.undo.append(verdict)
+
+    def notice(self, text: str, warning: bool = False) -> None:
+        """Say something in the view (a verdict's outcome, a refusal)."""
+        self._notice(text, warning)
 
     def _refused(self, image_id: str, text: str) -> None:
         self._notice(text, warning=True)

@@ -8,23 +8,17 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from nicegui import context, ui
+from nicegui import ui
 from nicegui.events import KeyEventArguments
 
 from core.errors import DarkroomError
 from core.features import discovery
 from core.features import service as features
 from core.units import format_bytes
-from ui.routes import THUMBNAIL_PATH
-from ui.session import binding_of, in_session
+from ui.session import in_session
 from ui.widgets import QUALITY_FLAGS, feature_rows, histogram_chart, hsv_chart, lbp_chart
 
 SIMILAR_IN_STRIP = 12  # the API's default k: one row of thumbnails under the preview
-
-
-def _page_thumbnail_url(image_id: str) -> str:
-    """The thumbnail route of the page being served, by its token (never the session id)."""
-    return THUMBNAIL_PATH.format(token=binding_of(context.client).token, image_id=image_id)
 
 
 class Detail:
@@ -36,7 +30,7 @@ class Detail:
         original_url: Callable[[str], str],
         ordered_ids: Callable[[], list[str]],
         record_of: Callable[[str], dict[str, Any] | None],
-        thumbnail_url: Callable[[str], str] = _page_thumbnail_url,
+        thumbnail_url: Callable[[str], str],
     ) -> None:
         self.preview_url = preview_url
         self.original_url = original_url

@@ -25,6 +25,7 @@ from core.errors import DarkroomError
 from core.events import IMAGE_ADDED, IMAGE_REMOVED, PROGRESS, SESSION_CLEARED, Event, bus
 from core.invites import invites
 from core.units import format_bytes
+from ui.bursts import BurstKeeper
 from ui.collab import Collab
 from ui.culling import Culling
 from ui.dashboard import Dashboard
@@ -63,7 +64,9 @@ class Workspace:
         self._unsubscribe: Callable[[], None] | None = None
         self._consumer: asyncio.Task[None] | None = None
         self.gallery = Gallery(self.thumbnail_url, self.open_detail)
-        self.detail = Detail(self.preview_url, self.original_url, self.gallery.ids, self.gallery.records.get)
+        self.detail = Detail(
+            self.preview_url, self.original_url, self.gallery.ids, self.gallery.records.get, self.thumbnail_url
+        )
         self.dashboard = Dashboard(client, self.thumbnail_url, lambda: self.gallery.count, self.open_detail)
         self.sharing = Sharing(binding, base_url, self.settings)
         self.collab = Collab(client, binding, self.gallery)
@@ -216,6 +219,7 @@ class Workspace:
         self.detail.build()
         self.culling.build()
         self.culling.blocked = lambda: self.detail.is_open  # C is the view's, not the detail's
+        self.bursts = BurstKeeper(self.client, self.collab, self.culling)
 
     def _storage_notice(self) -> None:
         minutes = self.settings.session_idle_seconds / 60
