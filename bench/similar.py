@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import random
 import sys
@@ -96,6 +97,7 @@ def measure(client: httpx.Client, size: int, queries: int) -> None:
 
 
 def main() -> None:
+    logging.getLogger("uvicorn.access").disabled = True  # a line per request is not a result
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--queries", type=int, default=100)
