@@ -108,6 +108,19 @@ async def test_a_zip_dropped_on_the_page_is_unpacked_and_unsafe_archives_refused
     assert len(stored(session_id)) == 3
 
 
+async def test_a_darkroom_archive_dropped_into_an_empty_workspace_says_it_restored_the_annotations(user: User) -> None:
+    _, session_id = await open_page(user)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as packed:
+        packed.writestr("a.jpg", make_jpeg(seed=4))
+        packed.writestr("annotations.json", json.dumps([{"file": "a.jpg", "tags": ["keep"], "pick": "picked"}]))
+    assert (await drop(user, ("shoot.zip", archive.getvalue()))).status_code == 200
+    await user.should_see("restored the annotations of 1 image")
+    with session_scope(session_id):
+        (record,) = workspace.list_images()
+        assert workspace.get_annotations(record.id).pick == "picked"
+
+
 async def test_the_drop_zone_enforces_the_size_limit_on_the_server(user: User, configure) -> None:
     configure(feature_workers=1, max_file_bytes=50_000)
     _, session_id = await open_page(user)

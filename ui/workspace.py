@@ -309,6 +309,8 @@ class Workspace:
                 ("info", f"{d.filename}: already in the workspace as {d.existing.filename}") for d in report.duplicates
             ]
             lines += [("grey", f"{s.filename}: skipped ({s.reason})") for s in report.skipped]
+            if report.restore is not None:  # a Darkroom archive's annotations.json
+                lines.append(("info" if report.restore.restored else "grey", report.restore.detail))
         self._show_lines(lines)
 
     def _show_lines(self, lines: list[tuple[str, str]]) -> None:
