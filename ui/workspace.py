@@ -46,6 +46,7 @@ from ui.sharing import Sharing, open_once
 
 log = logging.getLogger(__name__)
 _MAX_MESSAGES = 50  # upload messages kept on the page
+COUNTS_SECONDS = 0.1  # the counts (images, bytes held, the tab's label) are redrawn at most this often
 # Why a workspace ended while its page was open (the SESSION_CLEARED event's reason), in the page's words.
 SESSION_END_NOTICES = {
     "expired": "This workspace expired after being idle; its images were deleted.",
@@ -63,6 +64,8 @@ class Workspace:
         self.settings = data_service.settings()
         self._unsubscribe: Callable[[], None] | None = None
         self._consumer: asyncio.Task[None] | None = None
+        self._counted_at = float("-inf")
+        self._count_pending = False
         self.gallery = Gallery(self.thumbnail_url, self.open_detail)
         self.detail = Detail(
             self.preview_url, self.original_url, self.gallery.ids, self.gallery.records.get, self.thumbnail_url
@@ -140,6 +143,27 @@ class Workspace:
                 except Exception:  # one bad update must not stop the live view
                     log.exception("could not apply a %s event to the page", event.kind)
             if changed:
+                await self._counts_soon()
+
+    async def _counts_soon(self) -> None:
+        """Redraw the counts at once after a quiet spell, else at the end of the window: during a
+        drop of hundreds of photos, one redraw per file (a store hop and three element updates
+        sent to the browser) was a tenth of the server core's time per file."""
+        loop = asyncio.get_running_loop()
+        wait = self._counted_at + COUNTS_SECONDS - loop.time()
+        if wait <= 0:
+            self._counted_at = loop.time()
+            await self._update_counts()
+        elif not self._count_pending:
+            self._count_pending = True
+            background_tasks.create(self._count_later(wait), name="darkroom-counts")
+
+    async def _count_later(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        self._count_pending = False
+        self._counted_at = asyncio.get_running_loop().time()
+        if not self.client.is_deleted:
+            with contextlib.suppress(DarkroomError):  # the workspace ended meanwhile: the page says so elsewhere
                 await self._update_counts()
 
     def _apply(self, event: Event) -> bool:
