@@ -361,6 +361,7 @@ def test_the_example_notebook_is_valid_with_outputs_cleared_and_runs(api, live_s
         if asyncio.iscoroutine(result):
             asyncio.run(result)
     assert namespace["sharpest"]["filename"] in {f"shoot/frame-{n}.jpg" for n in (0, 2, 4)}  # not a blurred one
+    assert namespace["group"]["kind"] == "burst"  # the bursts cell found at least one, and kept its best
     assert set(namespace["table"]["exif.camera_model"]) == {"Notebook camera"}  # its EXIF came through
 
 
