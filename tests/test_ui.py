@@ -432,19 +432,23 @@ def test_the_handler_helper_uses_the_handlers_own_client_not_the_tasks_context()
 
 
 def _socket_upload(url: str, files: list[tuple[str, bytes]]) -> list[dict]:
-    """What the drop zone does over the page's upload WebSocket: header, chunks, done."""
+    """What the drop zone does over the page's upload WebSocket: header, chunks, done. A binary
+    message from the server (a thumbnail) is listed as ``{"type": "binary", "data": ...}``."""
     from websockets.sync.client import connect
+
+    def received(message: str | bytes) -> dict:
+        return {"type": "binary", "data": message} if isinstance(message, bytes) else json.loads(message)
 
     messages = []
     with connect(url, compression=None, max_size=None) as ws:
-        messages.append(json.loads(ws.recv(timeout=10)))
+        messages.append(received(ws.recv(timeout=10)))
         for name, data in files:
             ws.send(json.dumps({"filename": name, "size": len(data)}))
             for start in range(0, len(data), 1024 * 1024):
                 ws.send(data[start : start + 1024 * 1024])
         ws.send(json.dumps({"type": "done"}))
         while messages[-1]["type"] not in ("summary", "error"):
-            messages.append(json.loads(ws.recv(timeout=30)))
+            messages.append(received(ws.recv(timeout=30)))
     return messages
 
 
@@ -475,6 +479,17 @@ async def test_the_pages_upload_socket_stores_photos_and_archives_in_ram_only(
     assert results["big.jpg"]["status"] == 200 and results["inside/zip.jpg"]["status"] == 200
     assert results["bad.jpg"]["status"] == 422 and "corrupt" in results["bad.jpg"]["detail"]
     assert messages[-1] == {"type": "summary", "accepted": 2, "rejected": 1, "duplicates": 0}
+    # Each stored image's result is followed by its thumbnail, the bytes the thumbnail route serves:
+    # the page draws the card from it instead of fetching it.
+    for at, message in enumerate(messages):
+        if message["type"] == "result" and message["status"] == 200:
+            following = messages[at + 1]
+            assert following["type"] == "binary" and len(following["data"]) == message["thumbnail"]
+            with session_scope(session_id):
+                assert workspace.load_thumbnail(message["image"]["id"])[1] == following["data"]
+        elif message["type"] == "result":
+            assert "thumbnail" not in message and messages[at + 1]["type"] != "binary"
+    assert sum(m["type"] == "binary" for m in messages) == 2
     await cards_named(user, "big.jpg")
     await user.should_see("bad.jpg: ")  # the refusal, in the API's words, in the page's message list
     assert sorted(stored(session_id)) == ["big.jpg", "inside/zip.jpg"]

@@ -26,6 +26,7 @@ def test_websocket_upload_stores_files_with_progress_and_results(api, live_serve
         assert all(p["size"] == len(photo) for p in progress)
         result = messages[-1]
         assert result["status"] == 200 and result["image"]["filename"] == "one.jpg"
+        assert "thumbnail" not in result  # only the page's socket sends thumbnails; a script's protocol is text
         assert send_file(ws, "two.png", hostile("ok_photo.png"))[-1]["status"] == 200
         ws.send(json.dumps({"type": "done"}))
         summary = json.loads(ws.recv(timeout=5))

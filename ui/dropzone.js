@@ -19,6 +19,7 @@
 // must run here, on sizes only the browser knows, from the unit table Python gives it.
 
 import { markRaw } from "vue";
+import { putThumbnail } from "thumbnails";
 import { localPreview, socketUploader } from "upload_worker";
 
 const WALK_LIMIT = 5000; // files and folders visited in one folder drop or pick
@@ -537,6 +538,8 @@ export default {
         this.paint();
       } else if (message.type === "verdict") {
         this.settle(item, message.status, message.image, message.duplicateOf, message.detail);
+      } else if (message.type === "thumbnail" && message.blob instanceof Blob) {
+        putThumbnail(message.imageId, message.blob); // the gallery draws the card from it
       }
     },
     overHttp(batch) {

@@ -29,7 +29,7 @@ from core.archive import OS_JUNK_FOLDERS, OS_JUNK_NAMES, OS_JUNK_PREFIXES
 from core.units import BYTE_STEP, BYTE_UNITS
 
 
-class DropZone(ui.element, component="dropzone.js", dependencies=["upload_worker.js"]):
+class DropZone(ui.element, component="dropzone.js", dependencies=["upload_worker.js", "thumbnails.js"]):
     def __init__(
         self,
         url: str,

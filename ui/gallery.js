@@ -11,7 +11,10 @@
 // adds it to the selection or takes it out, 0-5 rate it, Delete deletes it, Escape empties the
 // selection. A click selects one card, Ctrl/Cmd-click adds or removes one, Shift-click a range.
 
+import { takeThumbnail } from "thumbnails";
+
 const STARS = [1, 2, 3, 4, 5];
+const MAX_LOCAL_THUMBNAILS = 1000; // object URLs of thumbnails the upload socket brought, kept for their cards
 const SHOWN_MS = 100; // thumbnails that finished loading are reported at most this often
 
 const DrCard = {
@@ -83,9 +86,12 @@ export default {
     this.anchor = null; // where a Shift-click range starts
     this.loadedIds = []; // thumbnails loaded since the last "shown"
     this.shownTimer = null;
+    this.sources = new Map(); // card id -> its thumbnail's src, chosen once (thumbnailOf)
+    this.local = new Set(); // card ids whose src is an object URL, oldest first
   },
   beforeUnmount() {
     clearTimeout(this.shownTimer);
+    for (const id of [...this.sources.keys()]) this.forgetSource(id);
   },
   mounted() {
     this.$emit("ready");
@@ -104,6 +110,8 @@ export default {
   methods: {
     // -- from Python --
     reset(cards) {
+      const kept = new Set(cards.map((card) => card.id));
+      for (const id of [...this.sources.keys()]) if (!kept.has(id)) this.forgetSource(id);
       this.order = [];
       this.cards = new Map();
       this.apply(cards, []);
@@ -116,7 +124,10 @@ export default {
       }
       if (removed.length) {
         const gone = new Set(removed);
-        for (const id of gone) this.cards.delete(id);
+        for (const id of gone) {
+          this.cards.delete(id);
+          this.forgetSource(id);
+        }
         this.order = this.order.filter((id) => !gone.has(id));
         if (gone.has(this.focus)) this.focus = null;
         if ([...gone].some((id) => this.selection.has(id))) this.select([...this.selection].filter((id) => !gone.has(id)));
@@ -138,7 +149,30 @@ export default {
       }, SHOWN_MS);
     },
     thumbnailOf(id) {
-      return this.thumbnail.replace("{id}", encodeURIComponent(id));
+      // A card's thumbnail is chosen once: the one its upload brought (ui/thumbnails.js) or the
+      // server's URL. At most MAX_LOCAL_THUMBNAILS object URLs are kept; the oldest card then goes
+      // back to the URL (a fetch, if it is drawn again).
+      let src = this.sources.get(id);
+      if (src === undefined) {
+        src = takeThumbnail(id) || this.thumbnail.replace("{id}", encodeURIComponent(id));
+        this.sources.set(id, src);
+        if (src.startsWith("blob:")) this.keepLocal(id);
+      }
+      return src;
+    },
+    keepLocal(id) {
+      this.local.add(id);
+      for (const oldest of this.local) {
+        if (this.local.size <= MAX_LOCAL_THUMBNAILS) break;
+        this.forgetSource(oldest, true);
+      }
+    },
+    forgetSource(id, keepCard = false) {
+      const src = this.sources.get(id);
+      if (src && src.startsWith("blob:")) URL.revokeObjectURL(src);
+      this.local.delete(id);
+      if (keepCard) this.sources.set(id, this.thumbnail.replace("{id}", encodeURIComponent(id)));
+      else this.sources.delete(id);
     },
     select(ids) {
       const before = this.selection;

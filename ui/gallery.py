@@ -40,7 +40,7 @@ EMPTY_HINT = (
 )
 
 
-class GalleryGrid(ui.element, component="gallery.js"):
+class GalleryGrid(ui.element, component="gallery.js", dependencies=["thumbnails.js"]):
     """The cards, one component: ``put`` and ``drop`` change them, the events say what the user did."""
 
     def __init__(self, thumbnail_url: str) -> None:

@@ -148,7 +148,7 @@ def install_routes(app: FastAPI) -> None:
     async def upload_socket(websocket: WebSocket, token: str) -> None:
         """The drop zone's stream: per file a JSON header, then binary chunks (the protocol of
         ``/api/ws/upload``, ZIP archives unpacked too), each file stored as soon as it passes."""
-        await serve_upload_socket(websocket, archives=True, on_report=_report_to(token))
+        await serve_upload_socket(websocket, archives=True, on_report=_report_to(token), thumbnails=True)
 
     @app.get(ORIGINAL_PATH, include_in_schema=False)
     async def original(token: str, image_id: str) -> Response:

@@ -4,7 +4,8 @@
 //
 // - socketUploader: opens the page's upload WebSocket, streams a batch of files over it in binary
 //   chunks, never more than WINDOW bytes ahead of the server's acknowledgements, and reports each
-//   file's progress and verdict through `post`.
+//   file's progress and verdict through `post`, and the thumbnail the server sends after a stored
+//   image's result (a Blob, for ui/thumbnails.js).
 // - localPreview: a picture of a file for its tile before the server's thumbnail: the small JPEG
 //   that phones and cameras embed in the EXIF block (JPEG APP1, IFD1), read from the file's first
 //   EXIF_READ bytes without decoding anything; otherwise, when asked, a decode near tile size.
@@ -163,7 +164,16 @@ export function socketUploader(post) {
         settle(item, message.status, message.image, message.duplicate_of, message.detail);
       };
 
+      let thumbnailOf = null; // { id, image, size }: the stored file whose thumbnail is the next binary message
       ws.onmessage = (event) => {
+        if (typeof event.data !== "string") {
+          const expected = thumbnailOf;
+          thumbnailOf = null;
+          if (expected && event.data.byteLength === expected.size) {
+            post({ type: "thumbnail", id: expected.id, imageId: expected.image, blob: new Blob([event.data]) });
+          }
+          return;
+        }
         let message;
         try {
           message = JSON.parse(event.data);
@@ -179,6 +189,10 @@ export function socketUploader(post) {
           }
           wake();
         } else if (message.type === "result") {
+          const item = batch[message.file];
+          if (item && message.image && Number.isInteger(message.thumbnail)) {
+            thumbnailOf = { id: item.id, image: message.image.id, size: message.thumbnail };
+          }
           verdict(message);
         } else if (message.type === "summary") {
           finished = true;

@@ -11,6 +11,10 @@ unpacked: a ``result`` per member (``"member": true``), a ``skipped`` per member
 for Darkroom's own archive one ``annotations`` message (``core.restore``: what was restored from its
 ``annotations.json`` and what was skipped). It restores into a workspace that held nothing when the
 socket's first file was announced, or anyway with ``?restore_annotations=true`` on the socket's URL.
+
+The page's socket (``thumbnails``) follows the ``result`` of each stored image with that image's
+thumbnail as one binary message (the result's ``thumbnail`` is its size in bytes): the page shows
+the card from it instead of fetching it again, one request per file. Scripts' sockets do not.
 A file announced over the per-file limit for images but within the archive limit is read until
 its first bytes tell: not a ZIP, it is refused then (its ``result`` comes before its bytes are all
 acknowledged; send no more of it), as a file over both limits is refused from its header.
@@ -48,7 +52,7 @@ from core import data_service, restore, uploads, workspace
 from core.api.errors import end_socket
 from core.errors import WS_POLICY_VIOLATION, BadRequest, DarkroomError, RequestTimeout, ServiceBusy, TooLarge
 from core.inflight import MinimumRate, SessionRoom, budget, budget_key, server_room, upload_slot
-from core.ingest import clean_filename, is_zip
+from core.ingest import IngestedImage, clean_filename, is_zip
 from core.storage.base import ImageRecord
 from core.units import format_bytes
 
@@ -84,10 +88,16 @@ class WebSocketUpload:
     """One open upload socket of the current session."""
 
     def __init__(
-        self, websocket: WebSocket, archives: bool, on_report: ReportListener | None, restore_asked: bool = False
+        self,
+        websocket: WebSocket,
+        archives: bool,
+        on_report: ReportListener | None,
+        restore_asked: bool = False,
+        thumbnails: bool = False,
     ) -> None:
         self.websocket = websocket
         self.archives = archives
+        self.thumbnails = thumbnails
         self.on_report = on_report
         self.restore_asked = restore_asked
         self.was_empty: bool | None = None  # whether the workspace held nothing before this socket's first file
@@ -117,9 +127,12 @@ class WebSocketUpload:
         self.rate = MinimumRate.of(self.settings)  # of the file whose bytes are arriving
         self.file_started = self.last_activity
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: dict[str, Any], attached: bytes | None = None) -> None:
+        """Send ``message``, and ``attached`` as the binary message right after it (nothing between)."""
         async with self.send_lock:
             await self.websocket.send_text(json.dumps(message))
+            if attached is not None:
+                await self.websocket.send_bytes(attached)
 
     # -- reading --
     async def serve(self) -> None:
@@ -307,10 +320,14 @@ class WebSocketUpload:
         if self.on_report is not None:
             self.on_report(report)
         same_bytes = {d.filename: d.existing for d in reversed(report.duplicates)}  # the first of each name
+        thumbnails = {item.sha256: item.thumbnail for item in prepared if isinstance(item, IngestedImage)}
         for record in report.accepted:
             self.counts["accepted"] += 1
             duplicate_of = same_bytes.get(record.filename)
-            await self._result(index, record.filename, 200, part.archive, image=record, duplicate_of=duplicate_of)
+            thumbnail = thumbnails.get(record.sha256) if self.thumbnails else None
+            await self._result(
+                index, record.filename, 200, part.archive, image=record, duplicate_of=duplicate_of, thumbnail=thumbnail
+            )
         accepted_names = {record.filename for record in report.accepted}
         for duplicate in report.duplicates:
             if duplicate.filename not in accepted_names:
@@ -341,6 +358,7 @@ class WebSocketUpload:
         duplicate_of: ImageRecord | None = None,
         detail: str | None = None,
         retry_after: int | None = None,
+        thumbnail: bytes | None = None,
     ) -> None:
         result: dict[str, Any] = {
             "type": "result",
@@ -354,7 +372,9 @@ class WebSocketUpload:
         }
         if retry_after is not None:  # a 503: when to send the file again, as HTTP's Retry-After
             result["retry_after"] = retry_after
-        await self.send(result)
+        if thumbnail is not None:
+            result["thumbnail"] = len(thumbnail)  # its bytes are the next message
+        await self.send(result, thumbnail)
 
     async def finish(self) -> None:
         if self.filename is not None:
@@ -403,11 +423,13 @@ async def serve_upload_socket(
     archives: bool = False,
     on_report: ReportListener | None = None,
     attach: Attachment | None = None,
+    thumbnails: bool = False,
 ) -> None:
     """Accept ``websocket`` and run the upload protocol for the current session until the client
     is done or leaves. With ``archives``, a file that is a ZIP archive is unpacked (the page's drop
     zone); ``on_report`` sees each file's outcome as it is stored; ``attach`` is entered around the
-    upload (the script's presence), once the address's share of upload sockets let it in. The
+    upload (the script's presence), once the address's share of upload sockets let it in;
+    ``thumbnails`` sends each stored image's thumbnail after its result (the page's socket). The
     query's ``restore_annotations`` (true or false) asks archives to restore their annotations
     into a workspace that is not empty; a bad value is an ``error`` (400) and close 1008."""
     with contextlib.ExitStack() as held:
@@ -424,7 +446,7 @@ async def serve_upload_socket(
         except BadRequest as refusal:
             await end_socket(websocket, refusal)
             return
-        upload = WebSocketUpload(websocket, archives, on_report, restore_asked)
+        upload = WebSocketUpload(websocket, archives, on_report, restore_asked, thumbnails)
         try:
             await _serve(websocket, upload)
         finally:
