@@ -187,8 +187,8 @@ def test_chosen_files_travel_over_the_websocket_and_show_a_local_preview_first(s
     wait_for(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, ".dr-pending-tile"))
     # The cards are drawn from the thumbnails the socket brought with the results, not fetched again.
     sources = [img.get_attribute("src") for img in driver.find_elements(By.CSS_SELECTOR, ".dr-card img.dr-thumb")]
-    assert len(sources) == len(PHOTOS) and any(src.startswith("blob:") for src in sources), sources
-    assert driver.execute_script(THUMBNAIL_FETCHES) == sum(not src.startswith("blob:") for src in sources)
+    assert len(sources) == len(PHOTOS) and any(src.startswith("data:image/") for src in sources), sources
+    assert driver.execute_script(THUMBNAIL_FETCHES) == sum(not src.startswith("data:") for src in sources)
     driver.refresh()  # a page that did not upload them fetches them from the thumbnail route
     wait_for(driver, lambda d: loaded_thumbnails(d) == len(PHOTOS), message="thumbnails did not appear after a reload")
     sources = [img.get_attribute("src") for img in driver.find_elements(By.CSS_SELECTOR, ".dr-card img.dr-thumb")]

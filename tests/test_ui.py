@@ -485,6 +485,7 @@ async def test_the_pages_upload_socket_stores_photos_and_archives_in_ram_only(
         if message["type"] == "result" and message["status"] == 200:
             following = messages[at + 1]
             assert following["type"] == "binary" and len(following["data"]) == message["thumbnail"]
+            assert message["thumbnail_mime"] in ("image/jpeg", "image/png", "image/webp")
             with session_scope(session_id):
                 assert workspace.load_thumbnail(message["image"]["id"])[1] == following["data"]
         elif message["type"] == "result":

@@ -14,7 +14,7 @@
 import { takeThumbnail } from "thumbnails";
 
 const STARS = [1, 2, 3, 4, 5];
-const MAX_LOCAL_THUMBNAILS = 1000; // object URLs of thumbnails the upload socket brought, kept for their cards
+const MAX_LOCAL_THUMBNAILS = 1000; // cards drawn from the thumbnail their upload brought (data: URLs)
 const SHOWN_MS = 100; // thumbnails that finished loading are reported at most this often
 
 const DrCard = {
@@ -87,11 +87,10 @@ export default {
     this.loadedIds = []; // thumbnails loaded since the last "shown"
     this.shownTimer = null;
     this.sources = new Map(); // card id -> its thumbnail's src, chosen once (thumbnailOf)
-    this.local = new Set(); // card ids whose src is an object URL, oldest first
+    this.local = new Set(); // card ids whose src is a data: URL, oldest first
   },
   beforeUnmount() {
     clearTimeout(this.shownTimer);
-    for (const id of [...this.sources.keys()]) this.forgetSource(id);
   },
   mounted() {
     this.$emit("ready");
@@ -149,14 +148,14 @@ export default {
       }, SHOWN_MS);
     },
     thumbnailOf(id) {
-      // A card's thumbnail is chosen once: the one its upload brought (ui/thumbnails.js) or the
-      // server's URL. At most MAX_LOCAL_THUMBNAILS object URLs are kept; the oldest card then goes
-      // back to the URL (a fetch, if it is drawn again).
+      // A card's thumbnail is chosen once: the one its upload brought (ui/thumbnails.js, a data:
+      // URL) or the server's URL. At most MAX_LOCAL_THUMBNAILS cards keep a data: URL; the oldest
+      // then go back to the server's URL (a fetch, if they are drawn again).
       let src = this.sources.get(id);
       if (src === undefined) {
         src = takeThumbnail(id) || this.thumbnail.replace("{id}", encodeURIComponent(id));
         this.sources.set(id, src);
-        if (src.startsWith("blob:")) this.keepLocal(id);
+        if (src.startsWith("data:")) this.keepLocal(id);
       }
       return src;
     },
@@ -164,15 +163,13 @@ export default {
       this.local.add(id);
       for (const oldest of this.local) {
         if (this.local.size <= MAX_LOCAL_THUMBNAILS) break;
-        this.forgetSource(oldest, true);
+        this.local.delete(oldest);
+        this.sources.set(oldest, this.thumbnail.replace("{id}", encodeURIComponent(oldest)));
       }
     },
-    forgetSource(id, keepCard = false) {
-      const src = this.sources.get(id);
-      if (src && src.startsWith("blob:")) URL.revokeObjectURL(src);
+    forgetSource(id) {
       this.local.delete(id);
-      if (keepCard) this.sources.set(id, this.thumbnail.replace("{id}", encodeURIComponent(id)));
-      else this.sources.delete(id);
+      this.sources.delete(id);
     },
     select(ids) {
       const before = this.selection;

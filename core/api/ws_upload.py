@@ -13,7 +13,8 @@ for Darkroom's own archive one ``annotations`` message (``core.restore``: what w
 socket's first file was announced, or anyway with ``?restore_annotations=true`` on the socket's URL.
 
 The page's socket (``thumbnails``) follows the ``result`` of each stored image with that image's
-thumbnail as one binary message (the result's ``thumbnail`` is its size in bytes): the page shows
+thumbnail as one binary message (the result's ``thumbnail`` is its size in bytes, ``thumbnail_mime``
+its type): the page shows
 the card from it instead of fetching it again, one request per file. Scripts' sockets do not.
 A file announced over the per-file limit for images but within the archive limit is read until
 its first bytes tell: not a ZIP, it is refused then (its ``result`` comes before its bytes are all
@@ -372,8 +373,9 @@ class WebSocketUpload:
         }
         if retry_after is not None:  # a 503: when to send the file again, as HTTP's Retry-After
             result["retry_after"] = retry_after
-        if thumbnail is not None:
+        if thumbnail is not None and image is not None:
             result["thumbnail"] = len(thumbnail)  # its bytes are the next message
+            result["thumbnail_mime"] = image.thumbnail_mime
         await self.send(result, thumbnail)
 
     async def finish(self) -> None:
