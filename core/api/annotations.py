@@ -35,6 +35,10 @@ from core.presence import presence
 
 router = APIRouter(prefix="/api", tags=["collaboration"])
 
+# X-Darkroom-Client: who edits, so that edits carry a member's name (and its rate limit)
+MemberHeader = Annotated[
+    str | None, Header(description="Your member id from WS /api/ws/events, so edits carry your name")
+]
 SCRIPT_AUTHOR = "a script"  # updated_by for an HTTP edit that names no member of the workspace
 ANNOTATION_EXAMPLE = {
     "tags": ["keep", "sharp"],
@@ -113,9 +117,7 @@ async def patch_annotations(
     image_id: str,
     request: Request,
     session: Session,
-    x_darkroom_client: Annotated[
-        str | None, Header(description="Your member id from WS /api/ws/events, so edits carry your name")
-    ] = None,
+    x_darkroom_client: MemberHeader = None,
 ) -> JSONResponse:
     """Edit the image's annotations with a JSON object holding any of ``tags_add``, ``tags_remove``
     (lists of tags), ``rating`` (0-5, null clears), ``pick`` (``"picked"``, ``"rejected"``, null
@@ -160,9 +162,7 @@ def _annotations_body() -> bytes:
 async def patch_many_annotations(
     request: Request,
     session: Session,
-    x_darkroom_client: Annotated[
-        str | None, Header(description="Your member id from WS /api/ws/events, so edits carry your name")
-    ] = None,
+    x_darkroom_client: MemberHeader = None,
 ) -> JSONResponse:
     """A batch of edits, ``{"edits": [{"image_id": ..., <patch fields>}, ...]}``, at most 500:
     "keep the best of this burst, reject the rest" in one call. Every edit is checked first (a bad
