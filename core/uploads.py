@@ -89,6 +89,7 @@ class UploadReport:
     rejected: list[Rejection] = field(default_factory=list)
     duplicates: list[Duplicate] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)  # each part's name as stored (clean_filename), in the order sent
     restore: Restore | None = None  # set when an archive of the upload held an ``annotations.json``
 
     # ``duplicates`` lists files whose bytes were already in the workspace: under the same name

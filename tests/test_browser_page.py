@@ -411,6 +411,22 @@ def test_with_websockets_blocked_the_page_falls_back_to_http(server, browser) ->
     assert driver.execute_script(HTTP_UPLOADS) >= 1
 
 
+def test_over_the_http_fallback_each_file_gets_its_own_outcome_by_the_servers_names(server, browser, tmp_path) -> None:
+    driver = browser()
+    open_workspace(driver, server.url, before_load=BLOCK_UPLOAD_SOCKETS)
+    long_name = "x" * 220 + ".jpg"  # the server keeps it cut to 200 characters: the tile still gets its outcome
+    choose_files(driver, DATA / "hostile" / "truncated.jpg", write(tmp_path, long_name, make_jpeg(seed=44)))
+    tile = ".dr-pending-tile.dr-failed[data-name='truncated.jpg']"
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, tile), message="no refusal on the tile")
+    assert "the JPEG data is corrupt" in driver.find_element(By.CSS_SELECTOR, tile).text
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 1, message="the long-named file was not stored")
+    assert driver.execute_script(HTTP_UPLOADS) >= 1
+    stuck = f".dr-pending-tile[data-name='{long_name}']:not(.dr-done)"
+    wait_for(
+        driver, lambda d: not d.find_elements(By.CSS_SELECTOR, stuck), message="the long name's tile did not settle"
+    )
+
+
 def card_names(driver: Any) -> list[str]:
     """The names on the cards the gallery shows, in order (hidden cards left out)."""
     return [

@@ -24,6 +24,7 @@ from PIL import Image
 
 from core import workspace
 from core.config import Settings
+from core.ingest import clean_filename
 from core.invites import invites
 from core.sessions import CURRENT_SESSION_ID, current_session_id, new_session_id, session_scope
 from tests.helpers import LiveServer, big_jpeg, cards_named, hostile, make_jpeg
@@ -119,6 +120,17 @@ async def test_a_darkroom_archive_dropped_into_an_empty_workspace_says_it_restor
     with session_scope(session_id):
         (record,) = workspace.list_images()
         assert workspace.get_annotations(record.id).pick == "picked"
+
+
+async def test_the_pages_http_upload_names_each_part_as_the_server_keeps_it_in_the_order_sent(user: User) -> None:
+    await open_page(user)
+    sent = ["evil\u202egpj.jpg", "x" * 300 + ".jpg", "bad.jpg", "plain.jpg"]  # a bidi override, a long name
+    files = [make_jpeg(seed=40), make_jpeg(seed=41), hostile("truncated.jpg"), make_jpeg(seed=42)]
+    body = (await drop(user, *zip(sent, files, strict=True))).json()
+    assert body["parts"] == [clean_filename(name) for name in sent]  # the drop zone ties outcomes by these
+    assert body["parts"][0] == "evilgpj.jpg" and len(body["parts"][1]) == 200
+    assert {r["filename"] for r in body["accepted"]} == {body["parts"][i] for i in (0, 1, 3)}
+    assert [r["filename"] for r in body["rejected"]] == [body["parts"][2]]
 
 
 async def test_the_drop_zone_enforces_the_size_limit_on_the_server(user: User, configure) -> None:

@@ -46,23 +46,6 @@ class SocketUnavailable extends Error {}
 const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const pad = (n) => String(n).padStart(2, "0");
-// The name the server reports for a file (core.ingest.clean_filename): control and format
-// characters dropped, white space folded, cut to 200 characters keeping the extension.
-const MAX_NAME = 200;
-const fold = (raw) => {
-  const kept = [...raw]
-    .map((ch) => (/[\t\n\r]/.test(ch) ? " " : ch))
-    .filter((ch) => !/[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}]/u.test(ch) || ch === " ");
-  const text = kept.join("").split(/\s+/).filter(Boolean).join(" ");
-  const chars = [...text];
-  if (chars.length <= MAX_NAME) return text || "image";
-  const dot = text.lastIndexOf(".");
-  const ext = dot >= 0 ? [...text.slice(dot + 1)] : [];
-  if (dot >= 0 && ext.length > 0 && ext.length <= 10) {
-    return [...text.slice(0, dot)].slice(0, MAX_NAME - ext.length - 2).join("") + "…." + ext.join("");
-  }
-  return chars.slice(0, MAX_NAME - 1).join("") + "…";
-};
 
 // One tile of a file on its way. The tile's values come as props, so a drawing of the drop zone
 // draws again only the tiles whose state, progress, caption or preview changed, not all 120.
@@ -573,11 +556,14 @@ export default {
           } catch (error) {
             body = { detail: `the server answered ${xhr.status}` };
           }
-          const refused = new Map((body.rejected || []).map((r) => [fold(r.filename), r]));
-          const stored = new Map((body.accepted || []).map((r) => [fold(r.filename), r]));
-          const copies = new Map((body.duplicates || []).map((d) => [fold(d.filename), d]));
-          for (const item of batch) {
-            const name = fold(item.name);
+          // The server names each part as it keeps it ("parts", in the order sent): outcomes are
+          // found by those names, never by cleaning the names here.
+          const parts = Array.isArray(body.parts) ? body.parts : [];
+          const refused = new Map((body.rejected || []).map((r) => [r.filename, r]));
+          const stored = new Map((body.accepted || []).map((r) => [r.filename, r]));
+          const copies = new Map((body.duplicates || []).map((d) => [d.filename, d]));
+          for (const [index, item] of batch.entries()) {
+            const name = typeof parts[index] === "string" ? parts[index] : null;
             if (refused.has(name)) this.settle(item, refused.get(name).status, null, null, refused.get(name).detail);
             else if (stored.has(name)) this.settle(item, 200, stored.get(name), null, "");
             else if (copies.has(name)) this.settle(item, 200, null, copies.get(name).existing, "");

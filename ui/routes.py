@@ -129,7 +129,9 @@ def install_routes(app: FastAPI) -> None:
             raise
         if listener:
             listener(report, None)
-        return upload_response(UploadResult.body(report), report)
+        # ``parts``: each part's name as the server keeps it, in the order sent, so that the drop
+        # zone ties every outcome to its file without cleaning names itself
+        return upload_response({**UploadResult.body(report), "parts": report.parts}, report)
 
     @app.get(THUMBNAIL_PATH, include_in_schema=False)
     async def thumbnail(token: str, image_id: str) -> Response:

@@ -32,6 +32,7 @@ from core.api.ws_upload import serve_upload_socket
 from core.clients import current_client
 from core.errors import BadRequest, ClientGone, DarkroomError, TooLarge
 from core.inflight import IncomingBody, Reservation, receiving
+from core.ingest import clean_filename
 from core.presence import presence
 from core.sessions import new_session_id
 from core.storage.base import ImageRecord
@@ -158,6 +159,7 @@ async def _receive_parts(
             chunks=body.chunks(),
         ):
             upload = uploads.Part.arrived(part.data, part.filename, archives)
+            report.parts.append(clean_filename(part.filename))
             unpacked = await _cover_members(body.reservation, upload.data) if upload.archive else 0
             pending.append(asyncio.create_task(uploads.prepare_part(upload)))
             part_bytes.append(len(upload.data) + unpacked)
