@@ -207,7 +207,7 @@ async def test_a_browser_that_says_ready_over_and_over_gets_every_card_at_most_o
     assert len(resets) <= 1  # at once, unless the page's own mount sent them a moment ago
     for _ in range(50):
         await asyncio.sleep(0.05)
-        if not grid._resend_pending:
+        if not grid.resend.pending:
             break
     assert 1 <= len(resets) <= 2 and all(count == 2 for count in resets)  # one resend left, not 200
 

@@ -23,13 +23,14 @@ image id (e.g. "keep the best of this burst, reject the rest", once ``GET /api/g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nicegui import Client, background_tasks, ui
+from nicegui import Client, ui
 from nicegui.events import GenericEventArguments
 
 from core import data_service, workspace
@@ -42,6 +43,7 @@ from ui.collab import Collab, tag_colour
 from ui.gallery import Gallery
 from ui.routes import PREVIEW_SIZE, fit_preview_size
 from ui.session import Binding, tab_scope
+from ui.throttle import Throttle
 
 CSS_FILE = Path(__file__).with_name("culling.css")
 MAX_UNDO = 200  # verdicts this tab can undo, newest first
@@ -112,11 +114,9 @@ class Culling:
         self.ready = False  # the component is mounted
         self.blocked: Callable[[], bool] = lambda: False  # set by the page: C does nothing while True
         self._edits = asyncio.Lock()  # verdicts and undos are applied in the order pressed
-        self._reset_pending = False
-        self._reset_at = float("-inf")
-        self._view_task: asyncio.Task[None] | None = None
+        self._resets = Throttle(RESET_SECONDS, self._reset, "darkroom-culling-reset")
+        self._views = Throttle(TELL_VIEW_SECONDS, self._tell_view, "darkroom-culling-view")
         self._view_sent: str | None = None
-        self._view_told = float("-inf")
 
     def build(self) -> None:
         ui.add_css(CSS_FILE.read_text(encoding="utf-8"))
@@ -187,16 +187,10 @@ class Culling:
     def _reset_soon(self) -> None:
         """Send the whole list, at once after a quiet spell, else at most every RESET_SECONDS (a
         page that keeps asking cannot make the server serialise thousands of records a message)."""
-        if self._reset_pending or not self.ready:
-            return  # not mounted yet: "ready" sends it
-        self._reset_pending = True
-        background_tasks.create(self._reset(), name="darkroom-culling-reset")
+        if self.ready:  # not mounted yet: "ready" sends it
+            self._resets.soon()
 
-    async def _reset(self) -> None:
-        loop = asyncio.get_running_loop()
-        await asyncio.sleep(max(0.0, self._reset_at + RESET_SECONDS - loop.time()))
-        self._reset_at = loop.time()
-        self._reset_pending = False
+    def _reset(self) -> None:
         if self.view.is_deleted or not self.is_open:
             return
         records = [record for image_id in self.order if (record := self._record(image_id)) is not None]
@@ -252,22 +246,16 @@ class Culling:
     # -- where this tab looks, told to presence at most every TELL_VIEW_SECONDS --
     def _look_at(self, image_id: str | None) -> None:
         self.current = image_id
-        if self._view_task is None or self._view_task.done():
-            self._view_task = background_tasks.create(self._tell_view(), name="darkroom-culling-view")
+        self._views.soon()
 
     async def _tell_view(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(max(0.0, self._view_told + TELL_VIEW_SECONDS - loop.time()))
-            target = self.current if self.is_open else None
-            member = self.collab.member
-            if target == self._view_sent or member is None or self.view.is_deleted:
-                return
-            self._view_told, self._view_sent = loop.time(), target
-            try:
-                await data_service.run_store(presence.view, self.binding.session_id, member.id, target)
-            except DarkroomError:
-                return  # the tab left the workspace (closed or cleared): nobody to tell
+        target = self.current if self.is_open else None
+        member = self.collab.member
+        if target == self._view_sent or member is None or self.view.is_deleted:
+            return
+        self._view_sent = target
+        with contextlib.suppress(DarkroomError):  # the tab left the workspace (closed, cleared): nobody to tell
+            await data_service.run_store(presence.view, self.binding.session_id, member.id, target)
 
     # -- what the user pressed (every argument comes from the browser: checked) --
     def _known(self, image_id: Any) -> str | None:

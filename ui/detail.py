@@ -126,14 +126,18 @@ class Detail:
         try:
             values = await asyncio.to_thread(features.extract, image_id)
         except DarkroomError as exc:
-            if self.image_id == image_id:
-                body.clear()
-                with body:
-                    ui.label(exc.message).classes("text-negative")
+            self._say_failed(image_id, body, exc)
             return
         if self.image_id == image_id:  # the user may have moved on meanwhile
             self._render(values, flags, body)
             await self._show_similar(image_id, strip)
+
+    def _say_failed(self, image_id: str, place: ui.element, error: DarkroomError) -> None:
+        """Put the error's words where the detail of ``image_id`` was waiting, if it still shows it."""
+        if self.image_id == image_id:
+            place.clear()
+            with place:
+                ui.label(error.message).classes("text-negative")
 
     async def _show_similar(self, image_id: str, strip: ui.element) -> None:
         """The images most like this one (``GET /api/images/{id}/similar``'s search), nearest
@@ -145,10 +149,7 @@ class Detail:
         try:
             answer = await discovery.similar(image_id, SIMILAR_IN_STRIP)
         except DarkroomError as exc:
-            if self.image_id == image_id:
-                strip.clear()
-                with strip:
-                    ui.label(exc.message).classes("text-negative")
+            self._say_failed(image_id, strip, exc)
             return
         if self.image_id != image_id:
             return

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nicegui import background_tasks, ui
+from nicegui import ui
 from nicegui.events import GenericEventArguments
 
 from core import formats, workspace
@@ -22,6 +22,7 @@ from core.errors import DarkroomError
 from core.units import format_bytes
 from ui.session import in_session
 from ui.sharing import open_once
+from ui.throttle import Throttle
 
 FLUSH_SECONDS = 0.05  # changes to the cards are sent at most this often (a drop of many photos is a burst)
 RESEND_SECONDS = 1.0  # every card is sent again at most this often, however often the browser says "ready"
@@ -51,11 +52,12 @@ class GalleryGrid(ui.element, component="gallery.js", dependencies=["thumbnails.
         self.ready = False  # the browser's component is mounted and has every card
         self._changed: dict[str, dict[str, Any]] = {}
         self._removed: set[str] = set()
-        self._flush_pending = False
-        self._flushed_at = float("-inf")
-        self._sent_all_at = float("-inf")
-        self._resend_pending = False
-        self.on("ready", self._ready)
+        # At once after a quiet spell (a card added alone shows without delay), else a burst at a time.
+        self._flush = Throttle(FLUSH_SECONDS, self._send_changes, "darkroom-gallery-flush")
+        # The component says "ready" when it (re)mounts; a browser that says so over and over (it is
+        # client data) gets every card at most once a second: thousands of cards are a large message.
+        self.resend = Throttle(RESEND_SECONDS, self._send_all, "darkroom-gallery-resend")
+        self.on("ready", self.resend.soon)
 
     def put(self, card: dict[str, Any]) -> None:
         """Add a card, or replace the card of the same id (it keeps its place)."""
@@ -77,43 +79,20 @@ class GalleryGrid(ui.element, component="gallery.js", dependencies=["thumbnails.
         if self.ready:
             self.run_method("reset", [])
 
-    def _ready(self) -> None:
-        """The component (re)mounted. A browser that says so over and over (it is client data) gets
-        every card at most once a second: a workspace of thousands of cards is a large message."""
-        wait = self._sent_all_at + RESEND_SECONDS - asyncio.get_running_loop().time()
-        if wait <= 0:
-            self._send_all()
-        elif not self._resend_pending:
-            self._resend_pending = True
-            background_tasks.create(self._send_all_later(wait), name="darkroom-gallery-resend")
-
-    async def _send_all_later(self, wait: float) -> None:
-        await asyncio.sleep(wait)
-        self._resend_pending = False
-        if not self.is_deleted:
-            self._send_all()
-
     def _send_all(self) -> None:
-        """It gets every card at once, then only changes."""
-        self._sent_all_at = asyncio.get_running_loop().time()
+        """Every card at once; then only changes."""
+        if self.is_deleted:
+            return
         self.ready = True
         self._changed.clear()
         self._removed.clear()
         self.run_method("reset", list(self.cards.values()))
 
     def _flush_soon(self) -> None:
-        if self._flush_pending or not self.ready:
-            return  # not mounted yet: "ready" sends every card
-        self._flush_pending = True
-        background_tasks.create(self._flush(), name="darkroom-gallery-flush")
+        if self.ready:  # not mounted yet: "ready" sends every card
+            self._flush.soon()
 
-    async def _flush(self) -> None:
-        # At once after a quiet spell (a card added alone shows without delay), else at the end of
-        # the window: the changes of a burst go together. The sleep lets this tick's changes join.
-        loop = asyncio.get_running_loop()
-        await asyncio.sleep(max(0.0, self._flushed_at + FLUSH_SECONDS - loop.time()))
-        self._flushed_at = loop.time()
-        self._flush_pending = False
+    def _send_changes(self) -> None:
         if self.is_deleted:
             return
         changed, removed = list(self._changed.values()), sorted(self._removed)
