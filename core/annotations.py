@@ -14,8 +14,8 @@ Every tab and script of a workspace edits the same annotations, so edits meet. T
 - **Bounds.** A tag is at most 64 characters once control characters are removed; an image has at
   most 32 tags; a note is at most 4 KiB of UTF-8; a rating is 0-5 or null. Edits are rate-limited
   per tab or client (``RateLimiter``). A batch (``parse_batch``: "keep the best of this burst,
-  reject the rest") holds at most 500 edits and costs one edit of the rate per 10 it holds, taken
-  as a whole or not at all, so a batch is never cut off half-way by the rate limit.
+  reject the rest") holds at most 300 edits (what a full bucket pays for) and costs one edit of
+  the rate per 10 it holds, taken as a whole or not at all, so a batch is never cut off half-way.
 
 This module is pure (no storage, no session): stores call ``apply_patch`` inside their lock or
 transaction, so two concurrent patches are applied one after the other and no tag is lost.
@@ -44,8 +44,8 @@ EDITS_PER_SECOND = 10.0  # sustained rate per tab or client
 EDIT_BURST = 30  # edits a client may make at once before the rate applies
 MAX_TRACKED_CLIENTS = 10_000  # the rate limiter's memory is bounded too
 PATCH_FIELDS = ("tags_add", "tags_remove", "rating", "pick", "note", "expected_version")
-MAX_BATCH_EDITS = 500  # edits in one batch (PATCH /api/annotations)
 EDITS_PER_RATE_TOKEN = 10  # a batch costs one edit of the rate limit per this many edits it holds
+MAX_BATCH_EDITS = EDIT_BURST * EDITS_PER_RATE_TOKEN  # edits in one batch: 300, which a full bucket pays for
 MAX_BATCH_BODY_BYTES = 1024 * 1024
 
 

@@ -1011,7 +1011,7 @@ class Workspace(_Base):
         return self._run(_Calls.annotate(image_id, patch))
 
     def annotate_many(self, edits: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """A batch of edits in one call (at most 500), each ``{"image_id": ..., <annotate's fields>}``
+        """A batch of edits in one call (at most 300), each ``{"image_id": ..., <annotate's fields>}``
         (``tags_add``, ``rating``, ``pick``, ...). Every edit is checked first: a bad one raises and
         nothing is applied. Returns one result per edit, in order: ``{"image_id", "annotations"}``
         or, for that image alone, ``{"image_id", "status", "detail"}`` (deleted meanwhile: 404)."""

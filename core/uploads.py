@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from core import formats, workspace
 from core.archive import ZipMember, ZipProblem, iter_members, read_central_directory
-from core.data_service import namespace, sandbox, settings
+from core.data_service import in_store_thread, namespace, run_store, sandbox, settings
 from core.errors import CorruptImage, DarkroomError, ServiceBusy, UnsupportedImage
 from core.events import IMAGE_ADDED
 from core.ingest import (
@@ -309,6 +309,14 @@ def _prepare_many(files: Iterable[tuple[str | None, bytes]], stop: threading.Eve
 
 
 # -- store --
+async def store(prepared: list[Prepared], report: UploadReport, restore: bool = False) -> UploadReport:
+    """``commit`` from the event loop: one photo where the store runs it (inline in memory mode: a
+    lock held for microseconds), an archive in a store thread: its members and its
+    ``annotations.json`` are a loop of up to ``DARKROOM_ZIP_MAX_ENTRIES`` stores and events."""
+    run = in_store_thread if len(prepared) > 1 else run_store
+    return await run(commit, prepared, report, restore)
+
+
 def commit(prepared: Iterable[Prepared], report: UploadReport | None = None, restore: bool = False) -> UploadReport:
     """Store prepared images into the current session, one by one (a full quota rejects the
     image that does not fit, not the ones before it). Then an archive's ``annotations.json`` is

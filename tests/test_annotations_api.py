@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 from websockets.sync.client import connect
 
-from core.annotations import MAX_NOTE_BYTES, MAX_TAG_CHARS, MAX_TAGS
+from core.annotations import MAX_BATCH_EDITS, MAX_NOTE_BYTES, MAX_TAG_CHARS, MAX_TAGS
 from core.annotations import limiter as annotation_limiter
 from core.events import ANNOTATION_CHANGED, PRESENCE_CHANGED, bus
 from tests.helpers import listed, make_jpeg, new_session, upload
@@ -204,7 +204,7 @@ def test_another_workspaces_images_are_404_in_a_batch(api):
         ([{"pick": "picked"}], 400, "image_id"),
         ([{"image_id": "a" * 32, "pick": "maybe"}], 422, "edit 1"),
         ([{"image_id": "a" * 32, "rating": 1}, {"image_id": "a" * 32, "rating": 2}], 400, "twice"),
-        ([{"image_id": f"{n:032x}", "pick": "picked"} for n in range(501)], 413, "500"),
+        ([{"image_id": f"{n:032x}", "pick": "picked"} for n in range(MAX_BATCH_EDITS + 1)], 413, str(MAX_BATCH_EDITS)),
     ],
 )
 def test_a_bad_batch_is_refused_whole_with_the_edit_named(api, edits, status, words):

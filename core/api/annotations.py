@@ -164,7 +164,7 @@ async def patch_many_annotations(
     session: Session,
     x_darkroom_client: MemberHeader = None,
 ) -> JSONResponse:
-    """A batch of edits, ``{"edits": [{"image_id": ..., <patch fields>}, ...]}``, at most 500:
+    """A batch of edits, ``{"edits": [{"image_id": ..., <patch fields>}, ...]}``, at most 300:
     "keep the best of this burst, reject the rest" in one call. Every edit is checked first (a bad
     one refuses the batch, naming it); the batch costs one edit of the rate limit per 10 it holds,
     all or nothing. Then each edit is applied on its own and answered on its own in ``results``:
@@ -173,7 +173,8 @@ async def patch_many_annotations(
     received = await _body_bytes(request, MAX_BATCH_BODY_BYTES, "a batch of annotation edits")
     edits = await asyncio.to_thread(lambda: parse_batch(_decoded(received)))  # up to 1 MiB of JSON: off the loop
     author, client = _editor(session, x_darkroom_client, request)
-    outcomes = await data_service.run_store(workspace.patch_many, edits, author, client)
+    # up to MAX_BATCH_EDITS stores and events: a store thread's loop, never the event loop's
+    outcomes = await data_service.in_store_thread(workspace.patch_many, edits, author, client)
     results = [
         {"image_id": image_id, "annotations": outcome.to_public()}
         if isinstance(outcome, Annotations)

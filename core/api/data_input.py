@@ -144,7 +144,7 @@ async def _receive_parts(
             items, skipped = await pending[committed]
             committed += 1
             report.skipped.extend(skipped)
-            await data_service.run_store(uploads.commit, items, report, restore_notes)
+            await uploads.store(items, report, restore_notes)
             body.reservation.release(part_bytes[committed - 1])
 
     try:
@@ -224,7 +224,7 @@ async def _store_archive(archive: bytes, reservation: Reservation, restore_notes
     await _cover_members(reservation, archive)
     prepared, skipped = await uploads.prepare_archive(archive)
     report = uploads.UploadReport(skipped=skipped)
-    return await data_service.run_store(uploads.commit, prepared, report, restore_notes)
+    return await uploads.store(prepared, report, restore_notes)
 
 
 @router.post(

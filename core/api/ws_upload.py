@@ -311,9 +311,7 @@ class WebSocketUpload:
                 self.reserved += unpacked
             prepared, skipped = await uploads.prepare_part(part)
             restores = self.restore_asked or bool(self.was_empty)
-            report = await data_service.run_store(
-                uploads.commit, prepared, uploads.UploadReport(skipped=skipped), restores
-            )
+            report = await uploads.store(prepared, uploads.UploadReport(skipped=skipped), restores)
         finally:
             self.queued_bytes -= len(data)
             self.reserved -= held
