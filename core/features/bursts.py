@@ -31,6 +31,7 @@ that step set aside: "sharpest: Laplacian variance 1,810 against 420".
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -140,12 +141,15 @@ class _Components:
             self.parent[max(root_a, root_b)] = min(root_a, root_b)
 
 
-def find_groups(shots: Sequence[Shot], gap: float, distance: int, near: int) -> list[Group]:
+def find_groups(
+    shots: Sequence[Shot], gap: float, distance: int, near: int, stop: threading.Event | None = None
+) -> list[Group]:
     """The groups of the module's docstring, in capture order of their first members. Raises
-    TooLarge (413) when the near-duplicate search would compare too many pairs. CPU-bound."""
+    TooLarge (413) when the near-duplicate search would compare too many pairs. CPU-bound; a set
+    ``stop`` ends the near-duplicate search at its next batch (its client left)."""
     order = capture_order(shots)
     bursts = burst_links(shots, order, gap, distance)
-    found = near_duplicate_groups([shot.phash for shot in shots], near)
+    found = near_duplicate_groups([shot.phash for shot in shots], near, stop=stop)
     near_links = [(members[0], other) for members, _ in found.groups for other in members[1:]]
     components = _Components(len(shots))
     for a, b in bursts + near_links:

@@ -176,8 +176,10 @@ def _shots(records: list[ImageRecord], values: service.Values) -> list[Shot]:
     return shots
 
 
-def _find(records: list[ImageRecord], values: service.Values, gap: float, distance: int, near: int) -> list[Group]:
-    return find_groups(_shots(records, values), gap, distance, near)
+def _find(
+    records: list[ImageRecord], values: service.Values, gap: float, distance: int, near: int, stop: threading.Event
+) -> list[Group]:
+    return find_groups(_shots(records, values), gap, distance, near, stop)
 
 
 async def groups(
@@ -188,4 +190,9 @@ async def groups(
     ``DARKROOM_NEAR_DUPLICATE_DISTANCE``)."""
     near_bits = data_service.settings().near_duplicate_distance if near is None else near
     records, values = await service.session_values(GROUP_FEATURES)
-    return await asyncio.to_thread(_find, records, values, gap, distance, near_bits), near_bits
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(_find, records, values, gap, distance, near_bits, stop), near_bits
+    except asyncio.CancelledError:
+        stop.set()  # the client left: the thread gives up at its next batch, as find_duplicates' does
+        raise
