@@ -248,3 +248,23 @@ async def test_b_is_listed_and_on_an_image_in_no_burst_says_so_and_changes_nothi
             break
     assert said[0].startswith("Looking") and "no burst" in said[-1], said
     assert stored(session_id, ids["a.jpg"])["version"] == 0 and not culling.undo
+
+
+async def test_images_deleted_while_culling_leave_the_order_and_the_next_one_takes_the_shown_ones_place(
+    user: User,
+) -> None:
+    culling, session_id, ids = await open_culling(user, "a.jpg", "b.jpg", "c.jpg", "d.jpg")
+    culling.ready = True  # the browser's view is mounted: lists are sent (throttled)
+    sent: list[list[str]] = []
+    culling.view.run_method = lambda name, *args: sent.append([r["id"] for r in args[0]]) if name == "reset" else None
+    culling.current = ids["b.jpg"]
+    with session_scope(session_id):
+        for name in ("b.jpg", "c.jpg"):  # the shown image and the one after it
+            workspace.delete_image(ids[name])
+    for _ in range(60):
+        await asyncio.sleep(0.05)
+        if sent and not culling._resets.pending:
+            break
+    assert culling.order == [ids["a.jpg"], ids["d.jpg"]] and culling.positions == {ids["a.jpg"]: 0, ids["d.jpg"]: 1}
+    assert culling.current == ids["d.jpg"]  # the next image still there
+    assert sent[-1] == [ids["a.jpg"], ids["d.jpg"]]

@@ -117,6 +117,7 @@ class Culling:
         self._resets = Throttle(RESET_SECONDS, self._reset, "darkroom-culling-reset")
         self._views = Throttle(TELL_VIEW_SECONDS, self._tell_view, "darkroom-culling-view")
         self._view_sent: str | None = None
+        self._gone_at: int | None = None  # where the image shown stood when it was removed
 
     def build(self) -> None:
         ui.add_css(CSS_FILE.read_text(encoding="utf-8"))
@@ -190,9 +191,24 @@ class Culling:
         if self.ready:  # not mounted yet: "ready" sends it
             self._resets.soon()
 
+    def _compact(self) -> None:
+        """Drop the removed images from the order; if the image shown went, the next one still
+        there takes its place (else the last)."""
+        if len(self.order) == len(self.positions):
+            return
+        if self._gone_at is not None and self.current not in self.positions:
+            after = (i for i in self.order[self._gone_at :] if i in self.positions)
+            kept_before = [i for i in self.order[: self._gone_at] if i in self.positions]
+            self.current = next(after, kept_before[-1] if kept_before else None)
+            self._look_at(self.current)
+        self._gone_at = None
+        self.order = [i for i in self.order if i in self.positions]
+        self.positions = {i: n for n, i in enumerate(self.order)}
+
     def _reset(self) -> None:
         if self.view.is_deleted or not self.is_open:
             return
+        self._compact()
         records = [record for image_id in self.order if (record := self._record(image_id)) is not None]
         index = self.positions.get(self.current, 0) if self.current is not None else 0
         self.view.run_method("reset", records, index)
@@ -215,16 +231,15 @@ class Culling:
                 self.order.append(image_id)
                 self._reset_soon()
         elif event.kind == IMAGE_REMOVED:
-            image_id = event.data["image_id"]
-            if image_id in self.positions:
-                at = self.positions[image_id]
-                self.order.remove(image_id)
-                self.positions = {i: n for n, i in enumerate(self.order)}
-                if self.current == image_id:
-                    self.current = self.order[min(at, len(self.order) - 1)] if self.order else None
+            # Only forgotten here; the order is compacted once per list sent (_compact): a delete of
+            # N images is then O(N), not a list rebuilt per image.
+            at = self.positions.pop(event.data["image_id"], None)
+            if at is not None:
+                if self.current == event.data["image_id"]:
+                    self._gone_at = at
                 self._reset_soon()
         elif event.kind == SESSION_CLEARED:
-            self.order, self.positions, self.current = [], {}, None
+            self.order, self.positions, self.current, self._gone_at = [], {}, None, None
             self.undo.clear()
             self._reset_soon()
 

@@ -25,8 +25,13 @@ class Throttle:
         self.name = name  # of its background task
         self.pending = False  # a run is on its way
         self._ran_at = float("-inf")
+        self._running = False
+        self._again = False
 
     def soon(self) -> None:
+        if self._running:  # asked while the action runs: once more after it, never two at once
+            self._again = True
+            return
         if self.pending:
             return
         self.pending = True
@@ -36,7 +41,14 @@ class Throttle:
         loop = asyncio.get_running_loop()
         await asyncio.sleep(max(0.0, self._ran_at + self.seconds - loop.time()))
         self._ran_at = loop.time()
-        self.pending = False
-        result = self.action()
-        if inspect.isawaitable(result):
-            await result
+        self._running = True
+        try:
+            result = self.action()
+            if inspect.isawaitable(result):
+                await result
+        finally:
+            self._running = False
+            self.pending = False
+            if self._again:
+                self._again = False
+                self.soon()

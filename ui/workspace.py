@@ -151,7 +151,7 @@ class Workspace:
 
     async def _counted(self) -> None:
         if not self.closed:
-            with contextlib.suppress(DarkroomError):  # the workspace ended meanwhile: the page says so elsewhere
+            with contextlib.suppress(DarkroomError, LookupError):  # the workspace ended or the page closed meanwhile
                 await self._update_counts()
 
     def _apply(self, event: Event) -> bool:
