@@ -24,6 +24,7 @@ upload that fails before its archive is stored applies nothing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,13 @@ RESTORE_QUERY = "restore_annotations"  # the upload routes' query parameter aski
 # An entry's keys as the archive writes them, and the patch field each becomes (a field the patch
 # does not take, such as "pick" before it existed, is left out rather than refused).
 _ENTRY_FIELDS = {"tags": "tags_add", "rating": "rating", "note": "note", "pick": "pick"}
+# What an entry as the archive writes it holds outside its strings: one object and one list (its
+# tags), and at most 9 keys plus 32 tags, so about 40 values. Parsing builds a Python object per
+# value, tens of bytes each against the one or two bytes a value takes in the file ("{}" is a
+# 64-byte dict, "[]" a 56-byte list), so the file's shape is counted before it is parsed.
+_CONTAINERS_PER_ENTRY = 2
+_VALUES_PER_ENTRY = 64
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)  # a JSON string, escapes included
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,9 @@ def read_notes(data: bytes | None, problem: str | None, members: frozenset[str],
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         return _refused("it is not UTF-8 text")
+    shape = _shape_problem(text, len(members))
+    if shape is not None:
+        return _refused(shape)
     try:
         entries = json.loads(text)
     except (ValueError, RecursionError):  # nesting too deep is not the file Darkroom writes either
@@ -169,6 +180,27 @@ def _patch_body(entry: Mapping[str, Any]) -> dict[str, Any]:
             continue  # nothing here: restoring adds nothing, and never clears
         body[patch_field] = value
     return body
+
+
+def _shape_problem(text: str, members: int) -> str | None:
+    """Why ``text`` cannot be the ``annotations.json`` of an archive of ``members`` other files,
+    told from its shape alone: more objects and lists, or more values, than that many entries
+    hold. One pass over the text at C speed, so a hostile file never costs the hundred megabytes
+    its parse would (4 MiB of ``{},`` is two million dicts)."""
+    bare = _STRING.sub("", text)  # what is left outside strings: structure, numbers, literals
+    containers = bare.count("{") + bare.count("[")
+    if containers > 1 + _CONTAINERS_PER_ENTRY * members:
+        return (
+            f"it holds {containers} JSON objects and lists, more than a list of entries for the "
+            f"archive's {members} other file(s) can (one object per image, with a list of tags)"
+        )
+    values = bare.count(",") + 1
+    if values > _VALUES_PER_ENTRY * max(members, 1):
+        return (
+            f"it holds {values} JSON values, more than entries for the archive's {members} other "
+            f"file(s) can (at most {_VALUES_PER_ENTRY} per image)"
+        )
+    return None
 
 
 def _refused(reason: str) -> ArchiveNotes:

@@ -283,12 +283,17 @@ def test_an_archive_refused_whole_restores_nothing(api, configure):
     ("raw", "words"),
     [
         (b"\xff\xfe not utf-8 \x80", "not UTF-8 text"),
-        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+        (b"[[[" + b"0" * 1000 + b"]]]", "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "100000 JSON objects and lists"),
         (b'{"file": "p0.jpg", "tags": ["x"]}', "must be a JSON list"),
-        (json.dumps([{"file": f"x{i}.jpg"} for i in range(10_000)]).encode(), "lists 10000 entries"),
+        (json.dumps([f"x{i}.jpg" for i in range(100)]).encode(), "lists 100 entries"),
+        (json.dumps([{"file": f"x{i}.jpg"} for i in range(10_000)]).encode(), "10001 JSON objects and lists"),
+        # Under 4 MiB, but two million dicts or a million numbers once parsed: refused unparsed.
+        (b"[" + b"{}," * 1_300_000 + b"{}]", "1300002 JSON objects and lists"),
+        (b"[" + b"0," * 2_000_000 + b"0]", "2000001 JSON values"),
         (b'[{"file": "p0.jpg", "tags": ["x"]}' + b" " * (MAX_NOTES_BYTES + 1) + b"]", "over the 4 MiB limit"),
     ],
-    ids=["non-utf8", "deep", "not-a-list", "10k-entries", "huge"],
+    ids=["non-utf8", "bad", "deep", "not-a-list", "over-entries", "10k-objects", "many-dicts", "many-values", "huge"],
 )
 def test_a_hostile_annotations_json_is_answered_and_the_images_are_stored(api, raw, words):
     session = new_session(api)
@@ -299,6 +304,17 @@ def test_a_hostile_annotations_json_is_answered_and_the_images_are_stored(api, r
     assert body["skipped"] == [] and body["annotations"]["restored"] == []
     assert words in body["annotations"]["detail"] and "no annotations were restored" in body["annotations"]["detail"]
     assert all(notes["version"] == 0 for notes in _annotations_by_name(api, session).values())
+
+
+def test_braces_and_commas_inside_strings_do_not_count_against_the_shape(api):
+    session = new_session(api)
+    note = ('{[,]} "quoted" \\ ' * 200).strip()  # 3,800 characters of what the shape check counts outside strings
+    tags = [f"t{i},[{{" for i in range(32)]
+    response = upload_zip(api, session, _with_notes([{"file": "p0.jpg", "note": note, "tags": tags}]))
+    assert response.status_code == 200, response.text
+    assert response.json()["annotations"]["restored"] == ["p0.jpg"]
+    restored = _annotations_by_name(api, session)["p0.jpg"]
+    assert restored["note"] == note and restored["tags"] == tags
 
 
 def test_each_bad_entry_is_skipped_in_plain_words_and_the_good_ones_are_restored(api):
