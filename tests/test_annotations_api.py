@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 from websockets.sync.client import connect
 
-from core.annotations import MAX_BATCH_EDITS, MAX_NOTE_BYTES, MAX_TAG_CHARS, MAX_TAGS
+from core.annotations import MAX_BATCH_BODY_BYTES, MAX_BATCH_EDITS, MAX_NOTE_BYTES, MAX_TAG_CHARS, MAX_TAGS
 from core.annotations import limiter as annotation_limiter
 from core.events import ANNOTATION_CHANGED, PRESENCE_CHANGED, bus
 from tests.helpers import listed, make_jpeg, new_session, upload
@@ -212,6 +212,17 @@ def test_a_bad_batch_is_refused_whole_with_the_edit_named(api, edits, status, wo
     response = batch(api, session, edits)
     assert response.status_code == status and words in response.json()["detail"]
     assert listed(api, session)[0]["annotations"]["version"] == 0  # nothing of it applied
+
+
+def test_a_batch_body_over_its_limit_is_413_and_read_no_further(api):
+    session, image_id = one_image(api)
+    edits = [{"image_id": image_id, "note": "n" * 1000}]
+    body = json.dumps({"edits": edits, "padding": " " * MAX_BATCH_BODY_BYTES}).encode()
+    response = api.patch(
+        "/api/annotations", params={"session_id": session}, content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413 and "1024 KiB of JSON" in response.json()["detail"]
+    assert listed(api, session)[0]["annotations"]["version"] == 0
 
 
 def test_a_batch_costs_one_edit_per_ten_and_is_refused_whole_over_the_rate(api, monkeypatch):
