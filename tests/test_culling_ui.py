@@ -131,9 +131,8 @@ async def test_verdicts_go_out_as_the_tabs_member_and_undo_puts_back_what_each_c
     assert stored(session_id, c)["tags"] == ["old", "keep"]
     assert culling.collab.annotations_of(a)["rating"] == 4  # the gallery's view of it, at once
 
-    for _ in range(2):
-        view.trigger("undo")
-        await settle()
+    view.trigger("undo")  # the "old" verdict changed nothing: this undoes " keep "
+    await settle()
     assert stored(session_id, c)["tags"] == ["old"] and stored(session_id, c)["rating"] == 2
     assert culling.current == c  # the view went back to the undone image
     view.trigger("undo")
@@ -147,10 +146,42 @@ async def test_verdicts_go_out_as_the_tabs_member_and_undo_puts_back_what_each_c
     view.trigger("undo")
     await settle()
     assert stored(session_id, b)["pick"] == "picked"
-    for _ in range(3):
+    for _ in range(2):
         view.trigger("undo")
         await settle()
     assert stored(session_id, a)["rating"] is None and stored(session_id, b)["pick"] is None
+    assert not culling.undo
+
+
+async def test_a_verdict_that_changes_nothing_is_neither_saved_nor_undone(user: User) -> None:
+    culling, session_id, ids = await open_culling(user, "a.jpg")
+    view = user.find(marker="culling")
+    a = ids["a.jpg"]
+    view.trigger("verdict", ["rate", a, 3])
+    await settle()
+    version = stored(session_id, a)["version"]
+    view.trigger("verdict", ["rate", a, 3])  # the stars it has
+    await settle()
+    assert stored(session_id, a)["version"] == version and len(culling.undo) == 1
+
+
+async def test_undo_never_takes_back_what_another_tab_set_since(user: User) -> None:
+    culling, session_id, ids = await open_culling(user, "a.jpg", "b.jpg")
+    view = user.find(marker="culling")
+    a, b = ids["a.jpg"], ids["b.jpg"]
+    view.trigger("verdict", ["rate", a, 4])
+    view.trigger("verdict", ["pick", b, "picked"])
+    await settle()
+    with session_scope(session_id):
+        workspace.patch_annotations(b, parse_patch({"pick": "rejected"}), "Nightly job", "job")
+        workspace.patch_annotations(a, parse_patch({"tags_add": ["x"]}), "Nightly job", "job")
+    await settle()
+    view.trigger("undo")  # b's pick is the job's now: not undone, and forgotten
+    await settle()
+    assert stored(session_id, b)["pick"] == "rejected" and len(culling.undo) == 1
+    view.trigger("undo")  # a still holds the 4 stars this tab gave it: a tag beside them is no reason to refuse
+    await settle()
+    assert stored(session_id, a)["rating"] is None and stored(session_id, a)["tags"] == ["x"]
     assert not culling.undo
 
 

@@ -67,7 +67,12 @@ class BurstKeeper:
             if not applied:
                 return  # refused: the view said why
             self.culling.remember(
-                Verdict(best, {"pick": before[best]}, tuple((i, {"pick": before[i]}) for i in others if i in applied))
+                Verdict(
+                    best,
+                    {"pick": before[best]},
+                    tuple((i, {"pick": before[i]}) for i in others if i in applied),
+                    done={"pick": "picked"},
+                )
             )
             kind = "burst" if group.kind == "burst" else "group of near duplicates"
             self.culling.notice(

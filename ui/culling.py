@@ -25,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,13 @@ class Verdict:
     image_id: str
     undo: dict[str, Any] | None
     others: tuple[tuple[str, dict[str, Any]], ...] = ()  # a verdict on a whole burst: the rest of it
+    # The rating or pick the verdict set: undone only while the image still holds it, so an undo
+    # never takes back what another tab has set since.
+    done: dict[str, Any] = field(default_factory=dict)
+
+    def overtaken(self, current: Mapping[str, Any]) -> bool:
+        """Whether the image's ``current`` annotations no longer hold what this verdict set."""
+        return any(current.get(key) != value for key, value in self.done.items())
 
 
 class CullingView(ui.element, component="culling.js"):
@@ -324,13 +331,18 @@ class Culling:
                 body, undo = {"tags_add": [value]}, None  # the undo removes the tag only if it is new
             else:
                 return
+            if undo is not None and body == undo:
+                return  # the stars it has already: nothing to save, nothing to undo
             result = await self._send(image_id, body)
             if result is None:
                 return
             if kind == "tag":
                 added = [tag for tag in result["tags"] if tag not in before["tags"]]
-                undo = {"tags_remove": added} if added else None
-            self.undo.append(Verdict(image_id, undo))
+                if not added:
+                    return  # a tag it had: Z undoes the verdict before this one
+                self.undo.append(Verdict(image_id, {"tags_remove": added}))
+                return
+            self.undo.append(Verdict(image_id, undo, done=body))
 
     async def _undo(self, event: GenericEventArguments) -> None:
         """Put back what this tab's last verdict changed (a new patch), and show that image."""
@@ -341,6 +353,10 @@ class Culling:
             verdict = self.undo.pop()
             if verdict.image_id not in self.gallery.records:
                 self._notice("The image of the last verdict was deleted meanwhile.")
+                return
+            if verdict.overtaken(self.collab.annotations_of(verdict.image_id)):
+                by = self.collab.annotations_of(verdict.image_id)["updated_by"] or "someone"
+                self._notice(f"Not undone: {by} has changed that image since.", warning=True)
                 return
             if verdict.others:
                 edits = [(verdict.image_id, verdict.undo or {}), *verdict.others]
