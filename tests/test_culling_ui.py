@@ -51,6 +51,15 @@ async def settle() -> None:
         await asyncio.sleep(0.02)
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for ``condition``: choosing the images again waits out the view's RESET_SECONDS."""
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    assert condition()
+
+
 async def open_culling(user: User, *names: str) -> tuple[Culling, str, dict[str, str]]:
     """A page with images ``names``, its culling view open; the view, the session and the ids."""
     client = await user.open("/")
@@ -192,11 +201,23 @@ async def test_unrated_only_culls_the_images_without_stars_or_a_pick(user: User)
         workspace.patch_annotations(ids["b.jpg"], parse_patch({"pick": "picked"}), "Nightly job", "job")
     await settle()
     user.find(marker="culling").trigger("unrated", True)
-    await settle()
-    assert culling.order == [ids["c.jpg"]] and culling.current == ids["c.jpg"]
+    await until(lambda: culling.order == [ids["c.jpg"]])
+    assert culling.current == ids["c.jpg"]
     user.find(marker="culling").trigger("unrated", False)
+    await until(lambda: culling.order == [ids["a.jpg"], ids["b.jpg"], ids["c.jpg"]])
+
+
+async def test_toggling_unrated_only_as_fast_as_a_socket_goes_chooses_once_per_interval(user: User, monkeypatch) -> None:
+    culling, _, ids = await open_culling(user, "a.jpg", "b.jpg")
+    passes = []
+    original = culling._choose_images
+    monkeypatch.setattr(culling, "_choose_images", lambda: (passes.append(1), original())[1])
+    view = user.find(marker="culling")
+    for n in range(200):
+        view.trigger("unrated", n % 2 == 0)
     await settle()
-    assert culling.order == [ids["a.jpg"], ids["b.jpg"], ids["c.jpg"]]
+    assert len(passes) <= 1  # one pass at the end of the open's interval, however many toggles
+    await until(lambda: len(passes) == 1 and culling.order == [ids["a.jpg"], ids["b.jpg"]])
 
 
 async def test_a_verdict_refused_by_the_rate_limit_is_not_remembered(user: User, monkeypatch) -> None:
@@ -241,7 +262,8 @@ async def test_c_on_the_page_opens_the_view_unless_the_detail_has_the_keys(user:
     detail.close()
     await settle()
     user.find(marker="culling").trigger("open")
-    assert culling.is_open and culling.current == ids["a.jpg"]
+    assert culling.is_open
+    await until(lambda: culling.current == ids["a.jpg"])
 
 
 def test_a_requested_preview_size_is_rounded_up_to_one_of_a_few() -> None:

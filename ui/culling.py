@@ -122,6 +122,9 @@ class Culling:
         self.blocked: Callable[[], bool] = lambda: False  # set by the page: C does nothing while True
         self._edits = asyncio.Lock()  # verdicts and undos are applied in the order pressed
         self._resets = Throttle(RESET_SECONDS, self._reset, "darkroom-culling-reset")
+        # Choosing the images to cull (open, "unrated only") is a pass over the workspace: a page
+        # toggling as fast as its socket goes costs one per RESET_SECONDS.
+        self._choices = Throttle(RESET_SECONDS, self._choose, "darkroom-culling-choose")
         self._views = Throttle(TELL_VIEW_SECONDS, self._tell_view, "darkroom-culling-view")
         self._view_sent: str | None = None
         self._gone_at: int | None = None  # where the image shown stood when it was removed
@@ -163,13 +166,11 @@ class Culling:
         are culled, else from the first."""
         if self.is_open:
             return
-        self._choose_images()
-        self.current = self.order[0] if self.order else None
+        self.current = None
         self.view.props["open"] = True
         self.view.props["tags"] = self.collab.tag_names()[:MAX_TAG_OPTIONS]
         self._show_viewers()  # sends the props
-        self._reset_soon()
-        self._look_at(self.current)
+        self._choices.soon()
 
     def close(self) -> None:
         if not self.is_open:
@@ -178,6 +179,17 @@ class Culling:
         self.view.update()
         self.order, self.positions = [], {}
         self._look_at(None)
+
+    def _choose(self) -> None:
+        """Choose the images to cull again (the view opened, or "unrated only" changed), keep the
+        image shown if it is still among them, and send the list."""
+        if self.view.is_deleted or not self.is_open:
+            return
+        self._choose_images()
+        if self.current not in self.positions:
+            self.current = self.order[0] if self.order else None
+        self._reset_soon()
+        self._look_at(self.current)
 
     def _choose_images(self) -> None:
         """The images to cull: those the gallery's filters show, in its order (and only those
@@ -449,11 +461,7 @@ class Culling:
         self.view.props["unrated"] = event.args
         self.view.update()
         if self.is_open:
-            self._choose_images()
-            if self.current not in self.positions:
-                self.current = self.order[0] if self.order else None
-            self._reset_soon()
-            self._look_at(self.current)
+            self._choices.soon()
 
     def _tagging(self, event: GenericEventArguments) -> None:
         """The tag field opened: the workspace's tags as they are now, to complete from."""
