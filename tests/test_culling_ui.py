@@ -207,7 +207,7 @@ async def test_unrated_only_culls_the_images_without_stars_or_a_pick(user: User)
     await until(lambda: culling.order == [ids["a.jpg"], ids["b.jpg"], ids["c.jpg"]])
 
 
-async def test_toggling_unrated_only_as_fast_as_a_socket_goes_chooses_once_per_interval(user: User, monkeypatch) -> None:
+async def test_toggling_unrated_only_fast_chooses_once_per_interval(user: User, monkeypatch) -> None:
     culling, _, ids = await open_culling(user, "a.jpg", "b.jpg")
     passes = []
     original = culling._choose_images
