@@ -21,7 +21,7 @@ from PIL import ExifTags, Image
 
 from core.units import format_bytes
 from tests.browser import MISSING, loaded_thumbnails, wait_for
-from tests.helpers import DATA, jpeg_with_exif_thumbnail, make_jpeg
+from tests.helpers import DATA, free_port, jpeg_with_exif_thumbnail, make_jpeg
 
 if MISSING:
     if os.environ.get("CI", "").lower() == "true":
@@ -59,7 +59,7 @@ if (window.Worker) {{
 
 # Records, from the moment the page starts, every WebSocket it or its workers open (a worker reports
 # through a BroadcastChannel), when the first local preview showed and when the first server
-# thumbnail finished loading (performance.now(), same clock). A local preview is an object URL.
+# thumbnail finished loading (performance.now(), same clock). A local preview is a data: URL.
 INSTRUMENT = (
     everywhere("""
 (function (scope) {
@@ -80,7 +80,7 @@ window.__firstPreview = null;
 window.__firstThumbnail = null;
 document.addEventListener('DOMContentLoaded', () => {
   new MutationObserver(() => {
-    if (window.__firstPreview === null && document.querySelector('img.dr-local-preview[src^="blob:"]')) {
+    if (window.__firstPreview === null && document.querySelector('img.dr-local-preview[src^="data:"]')) {
       window.__firstPreview = performance.now();
     }
   }).observe(document.body, { childList: true, subtree: true, attributes: true, attributeFilter: ['src'] });
@@ -223,6 +223,32 @@ def test_without_a_working_worker_the_socket_runs_on_the_page(server, browser, w
     uploads = [s for s in driver.execute_script("return window.__sockets") if "/_darkroom/ws/upload/" in s["url"]]
     assert uploads and not any(socket["worker"] for socket in uploads), uploads
     assert driver.execute_script(HTTP_UPLOADS) == 0  # the socket, not the HTTP fallback
+
+
+def test_a_file_over_the_limit_is_held_back_with_its_size_and_the_others_go(browser, tmp_path) -> None:
+    from tests.browser import ServerProcess
+
+    limit = 40_000
+    small = write(tmp_path, "small.jpg", make_jpeg(40, 30, seed=42))
+    large = write(tmp_path, "large.png", os.urandom(limit + 1000))
+    assert small.stat().st_size < limit < large.stat().st_size
+    process = ServerProcess(free_port(), {"DARKROOM_FEATURE_WORKERS": "1", "DARKROOM_MAX_FILE_BYTES": str(limit)})
+    try:
+        driver = browser()
+        open_workspace(driver, process.url, before_load=INSTRUMENT)
+        choose_files(driver, large, small)
+        wait_for(driver, lambda d: filenames(d) == ["small.jpg"], message="the file within the limit was not stored")
+        notice = wait_for(
+            driver,
+            lambda d: [n.text for n in d.find_elements(By.CSS_SELECTOR, ".q-notification") if "too large" in n.text],
+            message="no word of the file held back",
+        )
+        assert f"large.png ({format_bytes(large.stat().st_size)})" in notice[0], notice
+        assert f"at most {format_bytes(limit)}" in notice[0], notice
+        assert not driver.find_elements(By.CSS_SELECTOR, ".dr-pending-tile[data-name='large.png']")  # its tile went
+        assert driver.execute_script(HTTP_UPLOADS) == 0
+    finally:
+        process.stop()
 
 
 def test_a_refused_file_shows_the_apis_words_on_its_tile(server, browser, tmp_path) -> None:

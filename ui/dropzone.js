@@ -152,6 +152,8 @@ export default {
     this.onPaste = (event) => this.paste(event);
     document.addEventListener("paste", this.onPaste);
     this.awaitingCard = new Map(); // image id -> its tile, stored and waiting for its gallery card
+    this.heldBack = []; // files not sent for their size, not yet told: { name, size }
+    this.heldTimer = null;
     this.shownEarly = new Set(); // image ids whose card Python said is shown before their verdict
     this.prepareSocket();
   },
@@ -159,6 +161,7 @@ export default {
     this.unmounted = true;
     document.removeEventListener("paste", this.onPaste);
     clearTimeout(this.painting);
+    clearTimeout(this.heldTimer);
     this.previewQueue = [];
     this.decodeQueue = [];
     if (this.worker) this.worker.terminate();
@@ -245,22 +248,18 @@ export default {
     },
     add(entries) {
       entries = entries.filter((entry) => !this.isJunk(entry.name));
-      // Each file's kind and size are read once: on a drop of hundreds, reading them per check was
-      // tens of ms of the main thread (File getters and the props' proxies).
-      const sized = entries.map((entry) => ({ entry, size: entry.file.size, archive: this.isArchive(entry.file, entry.name) }));
-      const [maxArchive, maxImage] = [this.maxArchiveBytes, this.maxImageBytes];
-      const fits = (s) => s.size <= (s.archive ? maxArchive : maxImage);
-      const rejected = sized.filter((s) => !fits(s));
-      if (rejected.length) this.$emit("rejected", rejected.map((s) => ({ name: s.entry.name, size: s.size })));
-      for (const { entry, archive, size } of sized.filter(fits)) {
+      // A file's size is not read here: the first read of a picked File's size is a synchronous
+      // round trip to the browser process (45 ms for 300 files, all in this one task). The upload
+      // worker reads it as it comes to the file, and holds back a file over its limit ("held").
+      for (const entry of entries) {
         const item = markRaw({
           key: `${Date.now()}-${Math.random()}`,
           file: entry.file,
           name: entry.name,
-          size,
-          archive,
+          size: null, // known once the upload comes to the file
+          archive: this.isArchive(entry.file, entry.name),
           fromFolder: entry.fromFolder,
-          preview: "", // an object URL of the local preview
+          preview: "", // the local preview, a data: URL
           previewSource: "", // "embedded" (the EXIF thumbnail) or "decoded"
           progress: 0,
           state: "queued",
@@ -323,14 +322,14 @@ export default {
           const found = await Promise.race([this.previewOf(item, decode, embedded), timeout]);
           clearTimeout(timer);
           this.previewWaiters.delete(item.key); // a preview that hangs stops no other
-          if (embedded && !(found && found.blob)) {
+          if (embedded && !(found && found.url)) {
             this.decodeQueue.push(item); // no embedded thumbnail: maybe a decode, later
             continue;
           }
-          if (!found || !found.blob) continue;
+          if (!found || !found.url) continue;
           if (found.source === "decoded") this.decodeMs = this.smoothed(this.decodeMs, performance.now() - started);
           if (this.unmounted || item.preview || !this.items.includes(item)) continue; // the tile is gone
-          item.preview = URL.createObjectURL(found.blob);
+          item.preview = found.url;
           item.previewSource = found.source;
           this.paint(true);
           for (const resolve of this.previewShown.splice(0)) resolve();
@@ -356,7 +355,10 @@ export default {
       if (!this.rate || !this.decodeMs) return false;
       let ahead = 0;
       for (const other of this.items) {
-        if (other.state === "queued" || other.state === "uploading") ahead += other.size * (1 - other.progress);
+        if (other.state === "queued" || other.state === "uploading") {
+          if (other.size === null) return false; // not read yet: the page cannot tell, so it decodes
+          ahead += other.size * (1 - other.progress);
+        }
         if (other === item) break;
       }
       return ahead / this.rate < this.decodeMs;
@@ -492,7 +494,8 @@ export default {
       return {
         type: "batch",
         url: this.socketUrl(),
-        files: batch.map((item) => ({ id: item.key, file: item.file, name: item.name, size: item.size, archive: item.archive })),
+        files: batch.map((item) => ({ id: item.key, file: item.file, name: item.name, archive: item.archive })),
+        limits: { image: this.maxImageBytes, archive: this.maxArchiveBytes },
       };
     },
     fromUploader(message) {
@@ -514,7 +517,10 @@ export default {
         return;
       } else if (message.type === "uploading") {
         item.state = "uploading";
+        item.size = message.size;
         this.paint();
+      } else if (message.type === "held") {
+        this.holdBack(item, message.size);
       } else if (message.type === "progress") {
         this.measure(item, item.size ? message.acked / item.size : 1);
         if (message.acked >= item.size) item.state = "checking";
@@ -530,6 +536,12 @@ export default {
     },
     overHttp(batch) {
       this.reportedAt = 0;
+      for (const item of batch) {
+        item.size = item.file.size;
+        if (item.size > (item.archive ? this.maxArchiveBytes : this.maxImageBytes)) this.holdBack(item, item.size);
+      }
+      batch = batch.filter((item) => item.state !== "held");
+      if (!batch.length) return Promise.resolve();
       return new Promise((resolve) => {
         const form = new FormData();
         for (const item of batch) {
@@ -580,6 +592,18 @@ export default {
       });
     },
     // -- verdicts --
+    holdBack(item, size) {
+      // A file over its limit is not sent: its tile goes, and Python says so for all the files held
+      // back within PAINT_MS at once.
+      item.state = "held";
+      this.heldBack.push({ name: item.name, size });
+      this.remove(item);
+      if (this.heldTimer) return;
+      this.heldTimer = setTimeout(() => {
+        this.heldTimer = null;
+        this.$emit("rejected", this.heldBack.splice(0));
+      }, PAINT_MS);
+    },
     settle(item, status, image, duplicateOf, detail) {
       item.progress = 1;
       this.paint();
@@ -628,7 +652,6 @@ export default {
       setTimeout(() => this.remove(item), ms);
     },
     clearPreview(item) {
-      if (item.preview) URL.revokeObjectURL(item.preview);
       item.preview = "";
       this.paint();
     },

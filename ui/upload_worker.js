@@ -4,8 +4,9 @@
 //
 // - socketUploader: opens the page's upload WebSocket, streams a batch of files over it in binary
 //   chunks, never more than WINDOW bytes ahead of the server's acknowledgements, and reports each
-//   file's progress and verdict through `post`, and the thumbnail the server sends after a stored
-//   image's result (a data: URL, for ui/thumbnails.js).
+//   file's size, progress and verdict through `post`, and the thumbnail the server sends after a
+//   stored image's result (a data: URL, for ui/thumbnails.js). A file over the batch's `limits` is
+//   not sent: it is reported "held".
 // - localPreview: a picture of a file for its tile before the server's thumbnail: the small JPEG
 //   that phones and cameras embed in the EXIF block (JPEG APP1, IFD1), read from the file's first
 //   EXIF_READ bytes without decoding anything; otherwise, when asked, a decode near tile size.
@@ -40,11 +41,11 @@ const SHORT = 3;
 
 const THUMBNAIL_MIMES = ["image/jpeg", "image/png", "image/webp"]; // what a server's thumbnail is
 
-// A thumbnail as a data: URL: an object URL would cost the page's main thread a synchronous round
-// trip to the browser process per image (0.9 ms each on a busy core, in a CPU profile), a data: URL
-// of a few KiB none.
+// A thumbnail or a local preview as a data: URL: an object URL would cost the page's main thread a
+// synchronous round trip to the browser process per image (0.9 ms each on a busy core, in a CPU
+// profile), a data: URL of a few KiB none.
 function dataUrl(buffer, mime) {
-  const bytes = new Uint8Array(buffer);
+  const bytes = buffer instanceof Uint8Array ? buffer : new Uint8Array(buffer);
   let text = "";
   for (let start = 0; start < bytes.length; start += 0x8000) {
     text += String.fromCharCode.apply(null, bytes.subarray(start, start + 0x8000));
@@ -119,8 +120,9 @@ export function socketUploader(post) {
     return connect(url);
   };
 
-  const stream = (ws, batch) =>
+  const stream = (ws, batch, limits) =>
     new Promise((resolve) => {
+      const announced = []; // the files whose header was sent, in order: a result's "file" indexes it
       let closed = false;
       let finished = false;
       let stopDetail = "";
@@ -142,8 +144,18 @@ export function socketUploader(post) {
       const send = async () => {
         for (const item of batch) {
           if (closed) return;
+          // Read here, not on the page: the first read of a picked File's size is a synchronous
+          // round trip to the browser process (45 ms for 300 files, in one task of the page's).
+          item.size = item.file.size;
+          if (item.size > (item.archive ? limits.archive : limits.image)) {
+            item.state = "held"; // over the limit: not sent, the page says so
+            item.file = null;
+            post({ type: "held", id: item.id, size: item.size });
+            continue;
+          }
           item.state = "uploading";
-          post({ type: "uploading", id: item.id });
+          post({ type: "uploading", id: item.id, size: item.size });
+          announced.push(item);
           ws.send(JSON.stringify({ filename: item.name, size: item.size }));
           for (let offset = 0; offset < item.size; ) {
             // Backpressure: the server acknowledges every chunk it has read.
@@ -167,8 +179,8 @@ export function socketUploader(post) {
       };
 
       const verdict = (message) => {
-        // "file" is the index of the file's header on this socket: the batch's order.
-        const item = batch[message.file];
+        // "file" is the index of the file's header on this socket.
+        const item = announced[message.file];
         if (!item || (item.state !== "uploading" && item.state !== "checking")) return;
         if (message.member) {
           if (message.status === 200 && message.image) post({ type: "member", id: item.id });
@@ -202,7 +214,7 @@ export function socketUploader(post) {
           }
           wake();
         } else if (message.type === "result") {
-          const item = batch[message.file];
+          const item = announced[message.file];
           if (item && message.image && Number.isInteger(message.thumbnail)) {
             const mime = THUMBNAIL_MIMES.includes(message.thumbnail_mime) ? message.thumbnail_mime : "image/jpeg";
             thumbnailOf = { id: item.id, image: message.image.id, size: message.thumbnail, mime };
@@ -241,8 +253,8 @@ export function socketUploader(post) {
         post({ type: "unavailable", detail: String(error.message || error) });
         return;
       }
-      const batch = message.files.map((file) => ({ ...file, state: "queued", sent: 0, acked: 0 }));
-      const stopped = await stream(ws, batch);
+      const batch = message.files.map((file) => ({ ...file, state: "queued", size: 0, sent: 0, acked: 0 }));
+      const stopped = await stream(ws, batch, message.limits);
       post({ type: "finished", stopped });
     }
   };
@@ -327,19 +339,23 @@ function orientationSegment(orientation) {
   return new Uint8Array([0xff, APP1, (body.length + 2) >> 8, (body.length + 2) & 0xff, ...body]);
 }
 
-// The file's embedded preview as a JPEG Blob (sliced from the file: no copy), or null.
+// The file's embedded preview as the bytes of a JPEG (from the EXIF_READ bytes already read), or null.
 async function embeddedPreview(file) {
   const view = new DataView(await file.slice(0, EXIF_READ).arrayBuffer());
   const found = embeddedThumbnail(view);
   if (!found) return null;
-  const thumbnail = file.slice(found.start, found.end);
-  if (found.orientation === 1) return new Blob([thumbnail], { type: "image/jpeg" });
+  const thumbnail = new Uint8Array(view.buffer, found.start, found.end - found.start);
+  if (found.orientation === 1) return thumbnail;
   // SOI, the orientation, then the thumbnail's own segments after its SOI.
-  return new Blob([new Uint8Array([0xff, SOI & 0xff]), orientationSegment(found.orientation), thumbnail.slice(2)],
-                  { type: "image/jpeg" });
+  const segment = orientationSegment(found.orientation);
+  const turned = new Uint8Array(2 + segment.length + thumbnail.length - 2);
+  turned.set([0xff, SOI & 0xff]);
+  turned.set(segment, 2);
+  turned.set(thumbnail.subarray(2), 2 + segment.length);
+  return turned;
 }
 
-// A small JPEG of `file` decoded by the browser near tile size, or null. WebCodecs' ImageDecoder
+// A small JPEG of `file` decoded by the browser near tile size (its bytes), or null. WebCodecs' ImageDecoder
 // decodes a JPEG at 1/2, 1/4 or 1/8 scale when asked for a small size (in a secure context: https or
 // localhost); elsewhere createImageBitmap decodes in full and scales. Both turn the picture upright
 // as its EXIF orientation says.
@@ -368,29 +384,30 @@ async function decodedPreview(file) {
     const scale = Math.min(1, (2 * PREVIEW_WIDTH) / Math.max(width, height));
     const canvas = new OffscreenCanvas(Math.max(1, Math.round(width * scale)), Math.max(1, Math.round(height * scale)));
     canvas.getContext("2d").drawImage(picture, 0, 0, canvas.width, canvas.height);
-    return await canvas.convertToBlob({ type: "image/jpeg", quality: 0.85 });
+    return await (await canvas.convertToBlob({ type: "image/jpeg", quality: 0.85 })).arrayBuffer();
   } finally {
     if (picture) picture.close();
   }
 }
 
-// A picture of `file` for its tile: { blob, source } with source "embedded" or "decoded", or
-// { blob: null } when it has none. The embedded thumbnail is looked for unless `lookEmbedded` is
-// false (an earlier pass found none: its 128 KiB are not read again). Decoded only when `decode`
-// (the page decides whether the server's thumbnail comes sooner); any failure only means no local
-// preview.
+// A picture of `file` for its tile: { url, source } with a data: URL (dataUrl: a Blob and its object
+// URL would cost the page's main thread a synchronous round trip to the browser process each, to
+// make and to revoke) and source "embedded" or "decoded", or { url: null } when it has none. The
+// embedded thumbnail is looked for unless `lookEmbedded` is false (an earlier pass found none: its
+// 128 KiB are not read again). Decoded only when `decode` (the page decides whether the server's
+// thumbnail comes sooner); any failure only means no local preview.
 export async function localPreview(file, decode, lookEmbedded = true) {
   try {
     const embedded = lookEmbedded ? await embeddedPreview(file) : null;
-    if (embedded) return { blob: embedded, source: "embedded" };
+    if (embedded) return { url: dataUrl(embedded, "image/jpeg"), source: "embedded" };
     if (decode) {
       const decoded = await decodedPreview(file);
-      if (decoded) return { blob: decoded, source: "decoded" };
+      if (decoded) return { url: dataUrl(decoded, "image/jpeg"), source: "decoded" };
     }
   } catch (error) {
     // an unreadable file or a picture the browser cannot decode: the server's thumbnail will do
   }
-  return { blob: null, source: "" };
+  return { url: null, source: "" };
 }
 
 // Run as a worker: "preview" messages get a local preview, every other message is for the socket.
@@ -402,7 +419,7 @@ if (typeof WorkerGlobalScope !== "undefined" && self instanceof WorkerGlobalScop
       uploader(message);
       return;
     }
-    const { blob, source } = await localPreview(message.file, message.decode, message.embedded);
-    self.postMessage({ type: "preview", id: message.id, blob, source });
+    const { url, source } = await localPreview(message.file, message.decode, message.embedded);
+    self.postMessage({ type: "preview", id: message.id, url, source });
   };
 }
