@@ -19,7 +19,7 @@
 // must run here, on sizes only the browser knows, from the unit table Python gives it.
 
 import { markRaw } from "vue";
-import { putThumbnail } from "thumbnails";
+import { onCardsShown, putThumbnail } from "thumbnails";
 import { localPreview, socketUploader } from "upload_worker";
 
 const WALK_LIMIT = 5000; // files and folders visited in one folder drop or pick
@@ -154,11 +154,13 @@ export default {
     this.awaitingCard = new Map(); // image id -> its tile, stored and waiting for its gallery card
     this.heldBack = []; // files not sent for their size, not yet told: { name, size }
     this.heldTimer = null;
-    this.shownEarly = new Set(); // image ids whose card Python said is shown before their verdict
+    this.shownEarly = new Set(); // image ids whose card the gallery showed before their verdict
+    this.stopListening = onCardsShown((imageIds) => this.cardsShown(imageIds));
     this.prepareSocket();
   },
   beforeUnmount() {
     this.unmounted = true;
+    this.stopListening();
     document.removeEventListener("paste", this.onPaste);
     clearTimeout(this.painting);
     clearTimeout(this.heldTimer);
@@ -623,8 +625,8 @@ export default {
       }
     },
     giveWay(item, imageId) {
-      // The local preview stays until the gallery shows the server's verified thumbnail, which Python
-      // says (cardsShown), or KEEP_DONE at most.
+      // The local preview stays until the gallery shows the server's verified thumbnail (cardsShown,
+      // through ui/thumbnails.js), or KEEP_DONE at most.
       if (!imageId || this.shownEarly.delete(imageId)) {
         this.remove(item);
         return;
@@ -636,7 +638,7 @@ export default {
       }, KEEP_DONE);
     },
     cardsShown(imageIds) {
-      // From Python: the gallery's thumbnails of these images have loaded.
+      // From the gallery: the thumbnails of these images have loaded.
       for (const imageId of imageIds) {
         const item = this.awaitingCard.get(imageId);
         if (item) {

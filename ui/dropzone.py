@@ -72,7 +72,3 @@ class DropZone(ui.element, component="dropzone.js", dependencies=["upload_worker
         """``handler(detail)`` when the server stopped an upload socket (a limit or a lost connection)."""
         self.on("stopped", lambda event: handler(str(event.args)), args=[None])
         return self
-
-    def cards_shown(self, image_ids: list[str]) -> None:
-        """The gallery shows the server's thumbnails of ``image_ids``: their local previews give way."""
-        self.run_method("cardsShown", image_ids)

@@ -4,18 +4,17 @@
 // component: a card is drawn again only when Python sent a new record for it, so a card added to a
 // gallery of hundreds costs one card's render, not hundreds. What a user does on a card (open,
 // delete, rate, tag, untag, select) goes back to Python as an event; nothing here decides anything.
-// So does which thumbnails have loaded ("shown", a burst at a time): the drop zone's local preview of
-// a file gives way to its card when Python tells it the card is on screen.
+// Which thumbnails have loaded goes to the drop zone through ui/thumbnails.js (cardsShown): its local
+// preview of a file gives way to the card once the card is on screen.
 //
 // Keyboard, with the focus in the gallery: arrows move between cards, Enter opens the card, Space
 // adds it to the selection or takes it out, 0-5 rate it, Delete deletes it, Escape empties the
 // selection. A click selects one card, Ctrl/Cmd-click adds or removes one, Shift-click a range.
 
-import { takeThumbnail } from "thumbnails";
+import { cardsShown, takeThumbnail } from "thumbnails";
 
 const STARS = [1, 2, 3, 4, 5];
 const MAX_LOCAL_THUMBNAILS = 1000; // cards drawn from the thumbnail their upload brought (data: URLs)
-const SHOWN_MS = 100; // thumbnails that finished loading are reported at most this often
 
 const DrCard = {
   props: { card: Object, thumbnail: String, selected: Boolean, focused: Boolean },
@@ -84,13 +83,8 @@ export default {
     this.order = [];
     this.cards = new Map();
     this.anchor = null; // where a Shift-click range starts
-    this.loadedIds = []; // thumbnails loaded since the last "shown"
-    this.shownTimer = null;
     this.sources = new Map(); // card id -> its thumbnail's src, chosen once (thumbnailOf)
     this.local = new Set(); // card ids whose src is a data: URL, oldest first
-  },
-  beforeUnmount() {
-    clearTimeout(this.shownTimer);
   },
   mounted() {
     this.$emit("ready");
@@ -138,14 +132,7 @@ export default {
       this.$emit(name, value);
     },
     loaded(id) {
-      this.loadedIds.push(id);
-      if (this.shownTimer !== null) return;
-      this.shownTimer = setTimeout(() => {
-        this.shownTimer = null;
-        const ids = this.loadedIds;
-        this.loadedIds = [];
-        this.$emit("shown", ids);
-      }, SHOWN_MS);
+      cardsShown([id]);
     },
     thumbnailOf(id) {
       // A card's thumbnail is chosen once: the one its upload brought (ui/thumbnails.js, a data:

@@ -137,7 +137,6 @@ class Gallery:
         self.on_tag: Callable[[str], None] | None = None
         self.on_untag: Callable[[str, str], Awaitable[None]] | None = None
         self.on_added: Callable[[dict[str, Any]], None] | None = None
-        self.on_shown: Callable[[list[str]], None] | None = None  # thumbnails on screen (the drop zone)
 
     def build(self) -> None:
         self.empty = ui.column().classes("w-full items-center q-pa-xl text-grey-7")
@@ -159,7 +158,6 @@ class Gallery:
         self.grid.on("tag", self._tagged, args=[None])
         self.grid.on("untag", self._untagged, args=[None])
         self.grid.on("selection", self._selected, args=[None])
-        self.grid.on("shown", self._shown, args=[None])
 
     @property
     def count(self) -> int:
@@ -245,12 +243,6 @@ class Gallery:
         ids = event.args if isinstance(event.args, list) else []
         chosen = {image_id for image_id in ids[: len(self.records)] if self._known(image_id)}
         self._show_selection([image_id for image_id in self.records if image_id in chosen])
-
-    def _shown(self, event: GenericEventArguments) -> None:
-        ids = event.args if isinstance(event.args, list) else []
-        known = [image_id for image_id in ids[: len(self.records)] if self._known(image_id)]
-        if known and self.on_shown is not None:
-            self.on_shown(known)
 
     def _show_selection(self, ids: list[str]) -> None:
         self.selected = ids

@@ -216,7 +216,6 @@ class Workspace:
             self.uploader.on_rejected(self._held_back)
             self.uploader.on_notice(lambda text: ui.notify(text, type="info"))
             self.uploader.on_stopped(self._upload_stopped)
-            self.gallery.on_shown = self.uploader.cards_shown
             self.messages = ui.column().classes("w-full gap-1")
             with ui.tabs().classes("w-full").props("align=left") as tabs:
                 self.gallery_tab = ui.tab("gallery", label="Gallery", icon="photo_library")
