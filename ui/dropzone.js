@@ -355,11 +355,18 @@ export default {
       // (both measured on this page; unmeasured, the page decodes).
       if (item.state === "checking") return true;
       if (!this.rate || !this.decodeMs) return false;
+      // A size not read yet (the upload worker reads each as it comes to the file) counts as the
+      // mean of those read; with none read, the page cannot tell, so it decodes.
+      let known = 0;
+      let knownBytes = 0;
+      for (const other of this.items) {
+        if (other.size !== null) [known, knownBytes] = [known + 1, knownBytes + other.size];
+      }
+      if (!known) return false;
       let ahead = 0;
       for (const other of this.items) {
         if (other.state === "queued" || other.state === "uploading") {
-          if (other.size === null) return false; // not read yet: the page cannot tell, so it decodes
-          ahead += other.size * (1 - other.progress);
+          ahead += (other.size === null ? knownBytes / known : other.size) * (1 - other.progress);
         }
         if (other === item) break;
       }
