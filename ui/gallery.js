@@ -127,7 +127,7 @@ export default {
       }
       this.revision += 1;
     },
-    // -- to Python --
+    // -- to Python (and the drop zone, through ui/thumbnails.js) --
     emit(name, value) {
       this.$emit(name, value);
     },

@@ -14,9 +14,9 @@
 // Every loop over the file's bytes is bounded and every offset is checked against what was read:
 // the file is the user's, but its bytes are as untrusted here as on the server.
 
-// Bytes per binary message, sent as a slice of the File itself: Chromium then reads it for the
-// socket without copying it through this thread (a 3 MP drop stored 17 % sooner than reading
-// ArrayBuffers and sending those); slices much smaller than this are slow to send.
+// Bytes per binary message, sent as a slice of the File itself (a file of one chunk as the File):
+// Chromium then reads it for the socket without copying it through this thread (a 3 MP drop stored
+// 17 % sooner than reading ArrayBuffers and sending those); slices much smaller are slow to send.
 const CHUNK = 4 * 1024 * 1024;
 const WINDOW = 8 * 1024 * 1024; // bytes sent but not yet acknowledged, and bytes buffered by the browser
 const OPEN_TIMEOUT = 5000; // ms to wait for the server's "ready" before falling back to HTTP
