@@ -170,11 +170,13 @@ def write(folder: Path, name: str, data: bytes) -> Path:
     return path
 
 
-# The drop zone's fallback for a stored file whose card never says it is shown (KEEP_DONE, 3 s) never
-# fires: a local preview can then only give way to its card when the gallery says the card is on screen.
+# The drop zone's fallback for a stored file whose card never says it is shown (KEEP_DONE) never fires:
+# a local preview can then only give way to its card when the gallery says the card is on screen.
+# Only that timer (its callback is the one that reads awaitingCard) is dropped.
 NO_KEEP_DONE = """
 const __realSetTimeout = window.setTimeout;
-window.setTimeout = (callback, ms, ...rest) => (ms === 3000 ? 0 : __realSetTimeout(callback, ms, ...rest));
+window.setTimeout = (callback, ms, ...rest) =>
+  (String(callback).includes('awaitingCard') ? 0 : __realSetTimeout(callback, ms, ...rest));
 """
 
 
@@ -233,28 +235,40 @@ def test_without_a_working_worker_the_socket_runs_on_the_page(server, browser, w
     assert driver.execute_script(HTTP_UPLOADS) == 0  # the socket, not the HTTP fallback
 
 
-def test_a_file_over_the_limit_is_held_back_with_its_size_and_the_others_go(browser, tmp_path) -> None:
+@pytest.mark.parametrize("transport", ["socket", "http"])
+def test_files_over_the_limit_are_held_back_in_one_notice_and_the_others_go(browser, tmp_path, transport) -> None:
     from tests.browser import ServerProcess
 
     limit = 40_000
     small = write(tmp_path, "small.jpg", make_jpeg(40, 30, seed=42))
     large = write(tmp_path, "large.png", os.urandom(limit + 1000))
+    larger = write(tmp_path, "larger.png", os.urandom(limit + 5000))
     assert small.stat().st_size < limit < large.stat().st_size
     process = ServerProcess(free_port(), {"DARKROOM_FEATURE_WORKERS": "1", "DARKROOM_MAX_FILE_BYTES": str(limit)})
+
+    def notices(driver: Any) -> list[str]:
+        return [n.text for n in driver.find_elements(By.CSS_SELECTOR, ".q-notification") if "too large" in n.text]
+
     try:
         driver = browser()
-        open_workspace(driver, process.url, before_load=INSTRUMENT)
-        choose_files(driver, large, small)
+        blocked = BLOCK_UPLOAD_SOCKETS if transport == "http" else ""
+        open_workspace(driver, process.url, before_load=INSTRUMENT + blocked)
+        choose_files(driver, large, small, larger)
         wait_for(driver, lambda d: filenames(d) == ["small.jpg"], message="the file within the limit was not stored")
-        notice = wait_for(
-            driver,
-            lambda d: [n.text for n in d.find_elements(By.CSS_SELECTOR, ".q-notification") if "too large" in n.text],
-            message="no word of the file held back",
-        )
+        notice = wait_for(driver, notices, message="no word of the files held back")
+        assert len(notice) == 1, notice  # both in one notice, each with its size
         assert f"large.png ({format_bytes(large.stat().st_size)})" in notice[0], notice
+        assert f"larger.png ({format_bytes(larger.stat().st_size)})" in notice[0], notice
         assert f"at most {format_bytes(limit)}" in notice[0], notice
-        assert not driver.find_elements(By.CSS_SELECTOR, ".dr-pending-tile[data-name='large.png']")  # its tile went
-        assert driver.execute_script(HTTP_UPLOADS) == 0
+        assert not driver.find_elements(By.CSS_SELECTOR, ".dr-pending-tile[data-name^='large']")  # their tiles went
+        assert (driver.execute_script(HTTP_UPLOADS) > 0) == (transport == "http")
+        # A drop of nothing but files over the limit: named, nothing sent, nothing left waiting.
+        driver.execute_script("document.querySelectorAll('.q-notification').forEach((n) => n.remove())")
+        choose_files(driver, larger, large)
+        notice = wait_for(driver, notices, message="no word of the second drop's files")
+        assert "larger.png" in notice[0] and "large.png" in notice[0], notice
+        wait_for(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, ".dr-pending-tile"), message="a tile was left")
+        assert filenames(driver) == ["small.jpg"]
     finally:
         process.stop()
 

@@ -28,7 +28,7 @@ from core.ingest import clean_filename
 from core.invites import invites
 from core.sessions import CURRENT_SESSION_ID, current_session_id, new_session_id, session_scope
 from tests.helpers import LiveServer, big_jpeg, cards_named, hostile, make_jpeg
-from ui.dropzone import DropZone
+from ui.dropzone import DropZone, HeldBack
 from ui.routes import WS_UPLOAD_PATH, install_routes
 from ui.session import OWNER_KEY, SESSION_KEY, bind, binding_of, choose_session, in_session, unbind
 
@@ -155,6 +155,50 @@ async def test_the_page_stores_each_file_as_it_lands_and_says_so_when_a_later_on
     assert response.json()["detail"].endswith("the 1 file(s) before it were stored")
     await cards_named(user, "small.jpg")
     assert stored(session_id) == ["small.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ({"files": [{"name": "a.jpg", "size": 10}], "count": 1}, ([("a.jpg", 10)], 1)),
+        # at most five named; the count comes from the page, at least the names, at most a million
+        (
+            {"files": [{"name": f"{n}.jpg", "size": n} for n in range(9)], "count": 9},
+            ([(f"{n}.jpg", n) for n in range(5)], 9),
+        ),
+        ({"files": [{"name": "a.jpg", "size": 1}], "count": 0}, ([("a.jpg", 1)], 1)),
+        ({"files": [], "count": 10**12}, ([], 1_000_000)),
+        # entries that are not a name and a size are left out; a name is a display name
+        (
+            {"files": [{"name": 5, "size": 1}, {"name": "b", "size": "1"}, {"name": "c", "size": -1}, "x"], "count": 4},
+            ([], 4),
+        ),
+        (
+            {"files": [{"name": "x\u202e" + "y" * 5000, "size": True}, {"name": "\x1b[31mz", "size": 2}], "count": 2},
+            ([("[31mz", 2)], 2),
+        ),
+    ],
+)
+def test_what_the_page_says_it_held_back_is_checked(args: object, expected: tuple[list, int]) -> None:
+    held = HeldBack.parse(args)
+    assert held is not None and (held.files, held.count) == expected
+
+
+@pytest.mark.parametrize(
+    "args", [None, [], "files", {"files": {}}, {"files": []}, {"files": [], "count": "3"}, {"files": [], "count": True}]
+)
+def test_a_held_back_event_that_is_not_the_pages_is_ignored(args: object) -> None:
+    assert HeldBack.parse(args) is None
+
+
+async def test_files_held_back_by_the_page_are_named_five_at_a_time_in_one_notice(user: User) -> None:
+    await open_page(user)
+    zone = user.find(DropZone)
+    zone.trigger("rejected", {"files": [{"name": f"big-{n}.jpg", "size": 60 * 2**20} for n in range(5)], "count": 8})
+    await user.should_see("Not sent, too large: big-0.jpg (60 MiB), big-1.jpg (60 MiB)")
+    await user.should_see("big-4.jpg (60 MiB) and 3 more")
+    zone.trigger("rejected", ["not", "what", "the", "page", "sends"])  # ignored, and the page keeps working
+    await user.should_see("0 images")
 
 
 async def test_no_route_of_the_page_parses_uploads_with_request_form(user: User) -> None:

@@ -20,7 +20,7 @@
 
 import { markRaw } from "vue";
 import { onCardsShown, putThumbnail } from "thumbnails";
-import { localPreview, socketUploader } from "upload_worker";
+import { localPreview, overLimit, socketUploader } from "upload_worker";
 
 const WALK_LIMIT = 5000; // files and folders visited in one folder drop or pick
 const DEPTH_LIMIT = 32; // nested folders followed
@@ -31,6 +31,7 @@ const KEEP_FAILED = 10000; // ms a refusal stays on its tile (the page's message
 const KEEP_DONE = 3000; // ms at most a stored file waits for its gallery card
 const FIRST_PREVIEW_MS = 250; // ms a big drop's upload waits at most for its first local preview
 const SHOWN_KEPT = 2000; // ids of cards shown before their file's verdict came, kept for it
+const HELD_NAMED = 5; // files held back for their size named in one notice (the rest are counted)
 const SMOOTHING = 0.2; // weight of the newest measurement in the upload rate and the decode time
 const PENDING = ["queued", "uploading", "checking"]; // a file without its verdict yet
 // The workers' script: the page's import map knows the library NiceGUI serves (null: too old a browser).
@@ -152,7 +153,8 @@ export default {
     this.onPaste = (event) => this.paste(event);
     document.addEventListener("paste", this.onPaste);
     this.awaitingCard = new Map(); // image id -> its tile, stored and waiting for its gallery card
-    this.heldBack = []; // files not sent for their size, not yet told: { name, size }
+    this.heldBack = []; // files not sent for their size, not yet told: { name, size }, at most HELD_NAMED
+    this.heldCount = 0; // how many, named or not
     this.heldTimer = null;
     this.shownEarly = new Set(); // image ids whose card the gallery showed before their verdict
     this.stopListening = onCardsShown((imageIds) => this.cardsShown(imageIds));
@@ -252,13 +254,13 @@ export default {
       entries = entries.filter((entry) => !this.isJunk(entry.name));
       // A file's size is not read here: the first read of a picked File's size is a synchronous
       // round trip to the browser process (45 ms for 300 files, all in this one task). The upload
-      // worker reads it as it comes to the file, and holds back a file over its limit ("held").
+      // worker reads a batch's sizes at its start and names the files over their limit ("sizes").
       for (const entry of entries) {
         const item = markRaw({
           key: `${Date.now()}-${Math.random()}`,
           file: entry.file,
           name: entry.name,
-          size: null, // known once the upload comes to the file
+          size: null, // known once the upload worker has the file's batch
           archive: this.isArchive(entry.file, entry.name),
           fromFolder: entry.fromFolder,
           preview: "", // the local preview, a data: URL
@@ -355,8 +357,8 @@ export default {
       // (both measured on this page; unmeasured, the page decodes).
       if (item.state === "checking") return true;
       if (!this.rate || !this.decodeMs) return false;
-      // A size not read yet (the upload worker reads each as it comes to the file) counts as the
-      // mean of those read; with none read, the page cannot tell, so it decodes.
+      // A size not read yet (a batch after the one on the socket) counts as the mean of those
+      // read; with none read, the page cannot tell, so it decodes.
       let known = 0;
       let knownBytes = 0;
       for (const other of this.items) {
@@ -504,8 +506,11 @@ export default {
         type: "batch",
         url: this.socketUrl(),
         files: batch.map((item) => ({ id: item.key, file: item.file, name: item.name, archive: item.archive })),
-        limits: { image: this.maxImageBytes, archive: this.maxArchiveBytes },
+        limits: this.limits(),
       };
+    },
+    limits() {
+      return { image: this.maxImageBytes, archive: this.maxArchiveBytes };
     },
     fromUploader(message) {
       const sending = this.sending;
@@ -522,14 +527,19 @@ export default {
           this.$emit("stopped", detail);
         }
         sending.resolve();
+      } else if (message.type === "sizes" && Array.isArray(message.sizes)) {
+        for (const [id, size, held] of message.sizes) {
+          const sized = sending.byId.get(id);
+          if (!sized || !PENDING.includes(sized.state)) continue;
+          sized.size = size;
+          if (held) this.holdBack(sized);
+        }
+        this.paint();
       } else if (!item) {
         return;
       } else if (message.type === "uploading") {
         item.state = "uploading";
-        item.size = message.size;
         this.paint();
-      } else if (message.type === "held") {
-        this.holdBack(item, message.size);
       } else if (message.type === "progress") {
         this.measure(item, item.size ? message.acked / item.size : 1);
         if (message.acked >= item.size) item.state = "checking";
@@ -547,7 +557,7 @@ export default {
       this.reportedAt = 0;
       for (const item of batch) {
         item.size = item.file.size;
-        if (item.size > (item.archive ? this.maxArchiveBytes : this.maxImageBytes)) this.holdBack(item, item.size);
+        if (overLimit(item.size, item.archive, this.limits())) this.holdBack(item);
       }
       batch = batch.filter((item) => item.state !== "held");
       if (!batch.length) return Promise.resolve();
@@ -601,16 +611,18 @@ export default {
       });
     },
     // -- verdicts --
-    holdBack(item, size) {
+    holdBack(item) {
       // A file over its limit is not sent: its tile goes, and Python says so for all the files held
-      // back within PAINT_MS at once.
+      // back within PAINT_MS at once (the first HELD_NAMED by name and size, the rest counted).
       item.state = "held";
-      this.heldBack.push({ name: item.name, size });
+      if (this.heldBack.length < HELD_NAMED) this.heldBack.push({ name: item.name, size: item.size });
+      this.heldCount++;
       this.remove(item);
       if (this.heldTimer) return;
       this.heldTimer = setTimeout(() => {
         this.heldTimer = null;
-        this.$emit("rejected", this.heldBack.splice(0));
+        this.$emit("rejected", { files: this.heldBack.splice(0), count: this.heldCount });
+        this.heldCount = 0;
       }, PAINT_MS);
     },
     settle(item, status, image, duplicateOf, detail) {

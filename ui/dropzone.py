@@ -20,13 +20,44 @@ previews itself, the archives' types and extensions, a pasted image's extension)
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from nicegui import ui
 
 from core import formats
 from core.archive import OS_JUNK_FOLDERS, OS_JUNK_NAMES, OS_JUNK_PREFIXES
+from core.ingest import clean_filename
 from core.units import BYTE_STEP, BYTE_UNITS
+
+HELD_NAMED = 5  # files named in one notice of files held back (dropzone.js's HELD_NAMED)
+MAX_HELD_COUNT = 1_000_000  # a count said by the page is at most this (a drop walks at most 5,000)
+
+
+@dataclass(frozen=True)
+class HeldBack:
+    """Files the page did not send for their size: the first few by name and size, and how many."""
+
+    files: list[tuple[str, int]]
+    count: int
+
+    @classmethod
+    def parse(cls, args: Any) -> HeldBack | None:
+        """What the page's ``rejected`` event says, checked (it comes from the browser); None when
+        it is not what ``dropzone.js`` sends."""
+        if not isinstance(args, dict) or not isinstance(args.get("files"), list):
+            return None
+        count = args.get("count")
+        if isinstance(count, bool) or not isinstance(count, int):
+            return None
+        files = []
+        for entry in args["files"][:HELD_NAMED]:
+            name = entry.get("name") if isinstance(entry, dict) else None
+            size = entry.get("size") if isinstance(entry, dict) else None
+            if isinstance(name, str) and isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+                files.append((clean_filename(name[:1000]), size))  # a display name: 200 characters
+        count = min(max(count, len(files)), MAX_HELD_COUNT)
+        return cls(files, count) if count else None
 
 
 class DropZone(ui.element, component="dropzone.js", dependencies=["upload_worker.js", "thumbnails.js"]):
@@ -58,9 +89,14 @@ class DropZone(ui.element, component="dropzone.js", dependencies=["upload_worker
         self._props["byte-units"] = list(BYTE_UNITS)
         self._props["byte-step"] = BYTE_STEP
 
-    def on_rejected(self, handler: Callable[[list[dict[str, Any]]], Any]) -> DropZone:
-        """``handler(files)`` with the name and size of each file held back for its size."""
-        self.on("rejected", lambda event: handler(event.args), args=[None])
+    def on_rejected(self, handler: Callable[[HeldBack], Any]) -> DropZone:
+        """``handler(held)`` for the files the page held back for their size, at most every 100 ms."""
+
+        def receive(event: Any) -> Any:
+            held = HeldBack.parse(event.args)
+            return None if held is None else handler(held)
+
+        self.on("rejected", receive, args=[None])
         return self
 
     def on_notice(self, handler: Callable[[str], Any]) -> DropZone:

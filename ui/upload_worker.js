@@ -3,10 +3,10 @@
 // imports the same functions and runs them itself).
 //
 // - socketUploader: opens the page's upload WebSocket, streams a batch of files over it in binary
-//   chunks, never more than WINDOW bytes ahead of the server's acknowledgements, and reports each
-//   file's size, progress and verdict through `post`, and the thumbnail the server sends after a
-//   stored image's result (a data: URL, for ui/thumbnails.js). A file over the batch's `limits` is
-//   not sent: it is reported "held".
+//   chunks, never more than WINDOW bytes ahead of the server's acknowledgements. Through `post` it
+//   reports the batch's sizes at its start (with the files over the batch's `limits`: those are not
+//   sent), each file's progress and verdict, and the thumbnail the server sends after a stored
+//   image's result (a data: URL, for ui/thumbnails.js).
 // - localPreview: a picture of a file for its tile before the server's thumbnail: the small JPEG
 //   that phones and cameras embed in the EXIF block (JPEG APP1, IFD1), read from the file's first
 //   EXIF_READ bytes without decoding anything; otherwise, when asked, a decode near tile size.
@@ -51,6 +51,12 @@ function dataUrl(buffer, mime) {
     text += String.fromCharCode.apply(null, bytes.subarray(start, start + 0x8000));
   }
   return `data:${mime};base64,${btoa(text)}`;
+}
+
+// Whether a file of `size` bytes is over the page's `limits` ({ image, archive }: the server's own,
+// which it enforces; the page holds such a file back so that it cannot stop the others).
+export function overLimit(size, archive, limits) {
+  return size > (archive ? limits.archive : limits.image);
 }
 
 // The upload socket (see the top of this file).
@@ -141,20 +147,29 @@ export function socketUploader(post) {
         wake();
       };
 
+      // Every size first, in one message: the page holds back the files over their limit at once
+      // (one notice per drop, and no tile or preview for them) and knows how many bytes are ahead of
+      // each tile. Read here, not on the page: the first read of a picked File's size is a
+      // synchronous round trip to the browser process (45 ms for 300 files, in one task of the
+      // page's); a File handed to this worker brought its size along.
+      const sizes = [];
+      for (const item of batch) {
+        item.size = item.file.size;
+        const held = overLimit(item.size, item.archive, limits);
+        if (held) {
+          item.state = "held"; // not sent
+          item.file = null;
+        }
+        sizes.push([item.id, item.size, held]);
+      }
+      post({ type: "sizes", sizes });
+
       const send = async () => {
         for (const item of batch) {
           if (closed) return;
-          // Read here, not on the page: the first read of a picked File's size is a synchronous
-          // round trip to the browser process (45 ms for 300 files, in one task of the page's).
-          item.size = item.file.size;
-          if (item.size > (item.archive ? limits.archive : limits.image)) {
-            item.state = "held"; // over the limit: not sent, the page says so
-            item.file = null;
-            post({ type: "held", id: item.id, size: item.size });
-            continue;
-          }
+          if (item.state === "held") continue;
           item.state = "uploading";
-          post({ type: "uploading", id: item.id, size: item.size });
+          post({ type: "uploading", id: item.id });
           announced.push(item);
           ws.send(JSON.stringify({ filename: item.name, size: item.size }));
           for (let offset = 0; offset < item.size; ) {

@@ -15,7 +15,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from nicegui import Client, app, background_tasks, ui
 
@@ -30,7 +29,7 @@ from ui.collab import Collab
 from ui.culling import Culling
 from ui.dashboard import Dashboard
 from ui.detail import Detail
-from ui.dropzone import DropZone
+from ui.dropzone import DropZone, HeldBack
 from ui.gallery import Gallery
 from ui.routes import (
     ARCHIVE_PATH,
@@ -296,9 +295,9 @@ class Workspace:
 
     # -- uploads --
     @in_session
-    def _held_back(self, files: list[dict[str, Any]]) -> None:
-        names = ", ".join(f"{f['name']} ({format_bytes(f['size'])})" for f in files[:5])
-        more = f" and {len(files) - 5} more" if len(files) > 5 else ""
+    def _held_back(self, held: HeldBack) -> None:
+        names = ", ".join(f"{name} ({format_bytes(size)})" for name, size in held.files)
+        more = f" and {held.count - len(held.files)} more" if held.count > len(held.files) else ""
         ui.notify(
             f"Not sent, too large: {names}{more}. Photos can be at most {format_bytes(self.settings.max_file_bytes)}, "
             f"ZIP archives at most {format_bytes(self.settings.zip_max_archive_bytes)}.",
