@@ -637,6 +637,44 @@ def test_a_zip_and_a_loose_file_of_the_same_name_each_get_their_own_verdicts(ser
     assert verdicts == {loose_id: 200, zip_id: 200}, messages
 
 
+# Records what the page hands its upload worker: per message, its type, how many files and "more".
+TO_WORKER = """
+window.__toWorker = [];
+const __realPost = window.Worker.prototype.postMessage;
+window.Worker.prototype.postMessage = function (message, ...rest) {
+  if (message && (message.type === 'batch' || message.type === 'more')) {
+    const { type, batch, files, more } = message;
+    window.__toWorker.push({ type, batch, files: files.length, more });
+  }
+  return __realPost.call(this, message, ...rest);
+};
+"""
+
+
+def test_a_big_drop_is_handed_to_the_upload_worker_a_slice_at_a_time_and_all_of_it_is_stored(
+    server, browser, tmp_path
+) -> None:
+    driver = browser()
+    open_workspace(driver, server.url, before_load=WORKER_MESSAGES + TO_WORKER)
+    photos = [write(tmp_path, f"many-{n:02}.jpg", make_jpeg(24, 16, seed=300 + n)) for n in range(70)]
+    choose_files(driver, *photos)
+    wait_for(driver, lambda d: loaded_thumbnails(d) == 70, timeout=30, message="the drop was not all stored")
+    assert filenames(driver) == [p.name for p in photos]
+    handed = driver.execute_script("return window.__toWorker")
+    assert [(m["type"], m["files"], m["more"]) for m in handed] == [
+        ("batch", 20, True), ("more", 40, True), ("more", 10, False)
+    ], handed  # fmt: skip
+    assert len({m["batch"] for m in handed}) == 1
+    sized = [
+        entry
+        for m in driver.execute_script("return window.__fromWorker")
+        if m["type"] == "sizes"
+        for entry in m["sizes"]
+    ]
+    assert sorted(size for _, size, _ in sized) == sorted(p.stat().st_size for p in photos)  # each slice's sizes
+    assert not any(held for _, _, held in sized)
+
+
 def test_the_page_loads_no_tailwind_runtime_and_its_utility_classes_still_apply(server, browser) -> None:
     driver = browser()
     open_workspace(driver, server.url)

@@ -32,6 +32,13 @@ const KEEP_DONE = 3000; // ms at most a stored file waits for its gallery card
 const FIRST_PREVIEW_MS = 250; // ms a big drop's upload waits at most for its first local preview
 const SHOWN_KEPT = 2000; // ids of cards shown before their file's verdict came, kept for it
 const HELD_NAMED = 5; // files held back for their size named in one notice (the rest are counted)
+// Files handed to the upload worker in its first message, then twice as many per message, at most
+// MAX_SLICE. Handing a picked File to a worker costs the page a synchronous round trip to the
+// browser process for its size (0.2-0.3 ms on a busy core): 300 in one message held the main thread
+// for 100 ms, the first local preview's drawing behind it. Slices of 20 came too slowly for the
+// socket (a busy page runs a timer tens of ms late); doubling keeps the worker ahead of it.
+const SLICE = 20;
+const MAX_SLICE = 160;
 const SMOOTHING = 0.2; // weight of the newest measurement in the upload rate and the decode time
 const PENDING = ["queued", "uploading", "checking"]; // a file without its verdict yet
 // The workers' script: the page's import map knows the library NiceGUI serves (null: too old a browser).
@@ -147,7 +154,8 @@ export default {
     this.rate = 0; // bytes acknowledged per ms, smoothed (0: not measured yet)
     this.reportedAt = 0; // performance.now() of the batch's last progress report (0: none yet)
     this.decodeMs = 0; // ms a local decode takes, smoothed (0: none measured yet)
-    this.sending = null; // the batch on the socket: { batch, resolve, reject, byId }
+    this.sending = null; // the batch on the socket: { batch, resolve, reject, byId, id }
+    this.batches = 0; // batches handed to the upload worker (their ids)
     this.startUploader();
     this.startPreviewer();
     this.onPaste = (event) => this.paste(event);
@@ -461,7 +469,8 @@ export default {
         onPage();
         const sending = this.sending;
         if (sending) {
-          this.toUploader(this.batchMessage(sending.batch.filter((item) => PENDING.includes(item.state))));
+          sending.id = ++this.batches; // the slices still being handed over stop: all go again here
+          this.toUploader(this.batchMessage(sending, sending.batch.filter((item) => PENDING.includes(item.state))));
         } else {
           this.prepareSocket();
         }
@@ -488,8 +497,11 @@ export default {
     overSocket(batch) {
       this.reportedAt = 0; // the time between two batches is no upload time
       return new Promise((resolve, reject) => {
-        this.sending = { batch, resolve, reject, byId: new Map(batch.map((item) => [item.key, item])) };
-        this.toUploader(this.batchMessage(batch));
+        const sending = { batch, resolve, reject, byId: new Map(batch.map((item) => [item.key, item])) };
+        sending.id = ++this.batches;
+        this.sending = sending;
+        this.toUploader(this.batchMessage(sending, batch.slice(0, SLICE), batch.length > SLICE));
+        this.handOver(sending, sending.id, SLICE, 2 * SLICE);
       }).then(
         () => {
           this.sending = null;
@@ -501,13 +513,24 @@ export default {
         },
       );
     },
-    batchMessage(batch) {
-      return {
-        type: "batch",
-        url: this.socketUrl(),
-        files: batch.map((item) => ({ id: item.key, file: item.file, name: item.name, archive: item.archive })),
-        limits: this.limits(),
-      };
+    batchMessage(sending, items, more = false) {
+      return { type: "batch", batch: sending.id, url: this.socketUrl(), files: this.entries(items), more,
+               limits: this.limits() };
+    },
+    handOver(sending, id, start, size) {
+      // The rest of a batch's Files, a slice per task (`size` files, then twice as many), so that no
+      // task of the page's holds them all.
+      if (start >= sending.batch.length) return;
+      setTimeout(() => {
+        if (this.unmounted || this.sending !== sending || sending.id !== id) return; // over, or sent again
+        const end = start + size;
+        const more = end < sending.batch.length;
+        this.toUploader({ type: "more", batch: id, files: this.entries(sending.batch.slice(start, end)), more });
+        this.handOver(sending, id, end, Math.min(MAX_SLICE, 2 * size));
+      }, 0);
+    },
+    entries(items) {
+      return items.map((item) => ({ id: item.key, file: item.file, name: item.name, archive: item.archive }));
     },
     limits() {
       return { image: this.maxImageBytes, archive: this.maxArchiveBytes };

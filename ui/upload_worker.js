@@ -3,10 +3,11 @@
 // imports the same functions and runs them itself).
 //
 // - socketUploader: opens the page's upload WebSocket, streams a batch of files over it in binary
-//   chunks, never more than WINDOW bytes ahead of the server's acknowledgements. Through `post` it
-//   reports the batch's sizes at its start (with the files over the batch's `limits`: those are not
-//   sent), each file's progress and verdict, and the thumbnail the server sends after a stored
-//   image's result (a data: URL, for ui/thumbnails.js).
+//   chunks, never more than WINDOW bytes ahead of the server's acknowledgements. The page hands a
+//   batch over a slice of Files per message ("batch", then "more"), and the first files go out
+//   while the rest are handed over. Through `post` it reports each slice's sizes (with the files
+//   over the batch's `limits`: those are not sent), each file's progress and verdict, and the
+//   thumbnail the server sends after a stored image's result (a data: URL, for ui/thumbnails.js).
 // - localPreview: a picture of a file for its tile before the server's thumbnail: the small JPEG
 //   that phones and cameras embed in the EXIF block (JPEG APP1, IFD1), read from the file's first
 //   EXIF_READ bytes without decoding anything; otherwise, when asked, a decode near tile size.
@@ -112,6 +113,14 @@ export function socketUploader(post) {
     );
   };
 
+  let feeding = null; // the feed of the batch being sent (see stream)
+  const handOver = (feed, message) => {
+    const items = message.files.map((file) => ({ ...file, state: "queued", size: 0, sent: 0, acked: 0 }));
+    feed.batch.push(...items);
+    feed.more = Boolean(message.more);
+    if (feed.added) feed.added(items);
+  };
+
   const take = async (url) => {
     const opening = spare;
     spare = null;
@@ -126,8 +135,11 @@ export function socketUploader(post) {
     return connect(url);
   };
 
-  const stream = (ws, batch, limits) =>
+  // `feed`: the batch as the page hands it over, a slice of Files per message ("batch", then
+  // "more" until `more` is false): { batch, more, limits, added }.
+  const stream = (ws, feed) =>
     new Promise((resolve) => {
+      const { batch, limits } = feed;
       const announced = []; // the files whose header was sent, in order: a result's "file" indexes it
       let closed = false;
       let finished = false;
@@ -147,26 +159,38 @@ export function socketUploader(post) {
         wake();
       };
 
-      // Every size first, in one message: the page holds back the files over their limit at once
-      // (one notice per drop, and no tile or preview for them) and knows how many bytes are ahead of
-      // each tile. Read here, not on the page: the first read of a picked File's size is a
-      // synchronous round trip to the browser process (45 ms for 300 files, in one task of the
-      // page's); a File handed to this worker brought its size along.
-      const sizes = [];
-      for (const item of batch) {
-        item.size = item.file.size;
-        const held = overLimit(item.size, item.archive, limits);
-        if (held) {
-          item.state = "held"; // not sent
-          item.file = null;
+      // Every size first, one message per slice handed over: the page holds back the files over
+      // their limit at once (one notice per drop, and no tile or preview for them) and knows how
+      // many bytes are ahead of each tile. Read here, not on the page: the first read of a picked
+      // File's size is a synchronous round trip to the browser process; a File handed to this
+      // worker brought its size along.
+      const sizeUp = (items) => {
+        const sizes = [];
+        for (const item of items) {
+          item.size = item.file ? item.file.size : 0;
+          const held = overLimit(item.size, item.archive, limits);
+          if (held) {
+            item.state = "held"; // not sent
+            item.file = null;
+          }
+          sizes.push([item.id, item.size, held]);
         }
-        sizes.push([item.id, item.size, held]);
-      }
-      post({ type: "sizes", sizes });
+        post({ type: "sizes", sizes });
+      };
+      sizeUp(batch);
+      feed.added = (items) => {
+        sizeUp(items);
+        wake();
+      };
 
       const send = async () => {
-        for (const item of batch) {
+        for (let index = 0; ; index++) {
+          while (!closed && index >= batch.length && feed.more) {
+            await new Promise((resolveWaiter) => wakers.push(resolveWaiter)); // the next slice
+          }
           if (closed) return;
+          if (index >= batch.length) break;
+          const item = batch[index];
           if (item.state === "held") continue;
           item.state = "uploading";
           post({ type: "uploading", id: item.id });
@@ -263,16 +287,22 @@ export function socketUploader(post) {
       spare = null;
       if (opening) opening.then((ws) => ws.close(), () => {});
     } else if (message.type === "batch") {
+      const feed = { id: message.batch, batch: [], more: true, limits: message.limits, added: null };
+      feeding = feed; // set before any wait: the batch's next slices may come meanwhile
+      handOver(feed, message);
       let ws;
       try {
         ws = await take(message.url);
       } catch (error) {
+        if (feeding === feed) feeding = null;
         post({ type: "unavailable", detail: String(error.message || error) });
         return;
       }
-      const batch = message.files.map((file) => ({ ...file, state: "queued", size: 0, sent: 0, acked: 0 }));
-      const stopped = await stream(ws, batch, message.limits);
+      const stopped = await stream(ws, feed);
+      if (feeding === feed) feeding = null;
       post({ type: "finished", stopped });
+    } else if (message.type === "more" && feeding && feeding.id === message.batch) {
+      handOver(feeding, message);
     }
   };
 }
