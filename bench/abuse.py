@@ -64,7 +64,7 @@ from bench._abuse_tools import (  # noqa: E402
     small_pngs,
     stored_zip,
 )
-from bench.common import photo_like_jpeg  # noqa: E402
+from bench.common import percentile, photo_like_jpeg  # noqa: E402
 from bench.hostile import cpu_seconds, rss_bytes  # noqa: E402
 from core.config import Settings  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
@@ -752,12 +752,6 @@ CASES = [
 
 
 # -- running a case --
-def percentile(values: list[float], fraction: float) -> float:
-    """The nearest-rank percentile (0 for no values)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))]
 
 
 async def settle(pid: int) -> float:

@@ -25,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import free_port  # noqa: E402
+from bench.common import free_port, percentile  # noqa: E402
 from tests.browser import CHROMEDRIVER, CHROMIUM, MISSING, ServerProcess, wait_for  # noqa: E402
 from tests.helpers import make_jpeg  # noqa: E402
 
@@ -147,11 +147,6 @@ def measure(driver: Any, tabs: list[str], rounds: int) -> tuple[list[float], lis
         driver.switch_to.window(editor)
         time.sleep(0.15)  # a person's pace, and well under the per-tab edit rate limit
     return to_second, to_all
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def report(label: str, values: list[float]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import statistics
 import subprocess
@@ -95,3 +96,12 @@ def best_of(runs: int, action: Callable[[], object]) -> float:
         action()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile of ``values`` (``fraction`` 0.95 for p95); NaN for no values.
+    The one definition every benchmark reports."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]

@@ -40,7 +40,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._pinning import BROWSER_CORE, SERVER_CORE, PinnedServer, check_pinned, pin_self  # noqa: E402
-from bench.common import free_port  # noqa: E402
+from bench.common import free_port, percentile  # noqa: E402
 from bench.ui import darkroom_env  # noqa: E402
 from tests.browser import MISSING, chromium, wait_for  # noqa: E402
 
@@ -211,16 +211,10 @@ def measure(args: argparse.Namespace, workdir: str) -> tuple[list[float], list[f
         server.stop()
 
 
-def p95(values: list[float]) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=20, method="inclusive")[-1]
-
-
 def report(name: str, values: list[float], target: float) -> str:
     if not values:
         return f"{name}: no samples"
-    p50, high = statistics.median(values), p95(values)
+    p50, high = statistics.median(values), percentile(values, 0.95)
     verdict = "PASS" if high < target else "FAIL"
     return (
         f"{name}: n={len(values)}  p50 {p50 * 1000:.1f} ms  p95 {high * 1000:.1f} ms  "

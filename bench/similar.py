@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.common import percentile  # noqa: E402
 from core import data_service, workspace  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.features.service import _approx_nbytes  # noqa: E402
@@ -63,10 +64,6 @@ def seeded_workspace(size: int, seed: int) -> tuple[str, list[str]]:
     return session_id, ids
 
 
-def p95(timings: list[float]) -> float:
-    return float(np.percentile(timings, 95))
-
-
 def timed(client: httpx.Client, path: str, params: dict[str, str]) -> float:
     started = time.perf_counter()
     response = client.get(path, params=params)
@@ -87,7 +84,7 @@ def measure(client: httpx.Client, size: int, queries: int) -> None:
     for _ in range(queries):  # interleaved: both see the same machine at the same moments
         similar.append(timed(client, f"/api/images/{picker.choice(ids)}/similar", {"k": "12"}))
         listing.append(timed(client, "/api/images", {}))
-    ours, baseline = p95(similar), p95(listing)
+    ours, baseline = percentile(similar, 0.95), percentile(listing, 0.95)
     print(
         f"{size:>6,} images: similar p95 {ours * 1000:7.2f} ms, listing p95 {baseline * 1000:7.2f} ms, "
         f"ratio {ours / baseline:5.2f}"
