@@ -25,6 +25,7 @@ import { localPreview, overLimit, socketUploader } from "upload_worker";
 const WALK_LIMIT = 5000; // files and folders visited in one folder drop or pick
 const DEPTH_LIMIT = 32; // nested folders followed
 const MAX_TILES = 120; // files shown at a time while uploading (the rest are counted)
+const FIRST_TILES = 24; // tiles a drop of more files draws until its first local preview is on screen
 const PAINT_MS = 100; // ms at least between two drawings of the tiles
 const PREVIEW_TIMEOUT = 5000; // ms a local preview may take before the next one starts
 const KEEP_FAILED = 10000; // ms a refusal stays on its tile (the page's message list keeps it too)
@@ -131,14 +132,15 @@ export default {
   },
   computed: {
     shown() {
-      return this.frame >= 0 ? this.items.slice(0, MAX_TILES) : [];
+      return this.frame >= 0 ? this.items.slice(0, this.tileLimit) : [];
     },
     hidden() {
-      return this.frame >= 0 ? Math.max(0, this.items.length - MAX_TILES) : 0;
+      return this.frame >= 0 ? Math.max(0, this.items.length - this.tileLimit) : 0;
     },
   },
   created() {
     this.items = []; // plain objects (markRaw): a change is drawn by paint(), not by Vue's tracking
+    this.tileLimit = MAX_TILES; // tiles drawn (FIRST_TILES at the start of a big drop)
     this.painting = null;
     this.paintedAt = 0;
   },
@@ -282,16 +284,28 @@ export default {
         this.queue.push(item);
         if (this.items.length <= MAX_TILES) this.askPreview(item);
       }
-      this.paint();
       // In a drop of more files than there are tiles, the first local preview goes before the
       // upload: reading and sending hundreds of files would take the browser's core from it (a
       // pinned core: 0.3-0.6 s to the first picture). At most FIRST_PREVIEW_MS; a smaller drop's
-      // previews come within its first tens of ms anyway, and its upload does not wait.
+      // previews come within its first tens of ms anyway, and its upload does not wait. Until then
+      // such a drop draws FIRST_TILES tiles, not all of them: drawing 120 at once held that first
+      // preview, and so the upload, for tens of ms on a pinned core.
       const big = entries.length > MAX_TILES && this.previewQueue.length;
+      if (big) this.tileLimit = FIRST_TILES;
+      this.paint();
       const first = big ? Promise.race([this.nextPreview(), delay(FIRST_PREVIEW_MS)]) : null;
       this.preview();
-      if (first) first.then(() => this.pump());
-      else this.pump();
+      if (first) {
+        first.then(() => {
+          this.pump();
+          setTimeout(() => {
+            this.tileLimit = MAX_TILES; // the others once that preview has been drawn
+            this.paint();
+          }, PAINT_MS);
+        });
+      } else {
+        this.pump();
+      }
     },
     nextPreview() {
       return new Promise((resolve) => this.previewShown.push(resolve));
